@@ -1,0 +1,44 @@
+"""The `hoconv` command line: a thin dispatcher over `hoconv.commands.<name>` modules.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (called with the parsed namespace, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hoconv import __version__
+
+# One entry per subcommand module under hoconv/commands/.
+COMMAND_MODULES: tuple[str, ...] = ("layers",)
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, with a non-zero exit code."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="hoconv", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hoconv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"hoconv.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hoconv` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"hoconv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
