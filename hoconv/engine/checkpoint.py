@@ -1,0 +1,235 @@
+"""Safe checkpoints: atomic writes, ``weights_only`` loads, format version and digest.
+
+A checkpoint is a plain dict saved with :func:`torch.save`::
+
+    {"format": "hoconv-checkpoint", "format_version": 1, "hoconv_version": "0.1.0",
+     "model": {"name": str, "kwargs": dict, "transductions": [dict, ...]},
+     "state_dict": ..., "optimizer": ... | None, "scheduler": ... | None,
+     "epoch": int, "config": dict, "history": [dict, ...], "best": dict | None,
+     "digest": sha256 hex of everything above}
+
+The model entry is enough to rebuild the network: the loader creates the base model from
+the registry, re-applies :func:`hoconv.transduce` with each recorded set of arguments (so
+the new temporal factors are known as such again), then loads the state dict.
+
+Writes go to a temporary file in the same folder, are flushed to disk and renamed over the
+target (:func:`os.replace`), so a crash never leaves a half-written checkpoint under the
+real name. Loads use ``torch.load(weights_only=True)``: a file cannot run code. A file from a
+newer format, with a wrong digest (tampered / bit rot) or unreadable is refused with a
+one-line :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hoconv import __version__
+
+FORMAT = "hoconv-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, tampered or too new."""
+
+
+def _update_digest(h: Any, obj: Any) -> None:
+    """Feed a canonical encoding of ``obj`` (nested containers of tensors/scalars) to ``h``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            _update_digest(h, key)
+            _update_digest(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _update_digest(h, item)
+    elif isinstance(obj, float) and math.isnan(obj):
+        h.update(b"Fnan")
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+
+
+def digest(payload: dict) -> str:
+    """sha256 of a checkpoint's content (every key except ``"digest"``)."""
+    h = hashlib.sha256()
+    _update_digest(h, {k: v for k, v in payload.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def make_checkpoint(
+    *,
+    model_spec: dict,
+    state_dict: dict,
+    epoch: int,
+    config: dict,
+    optimizer: dict | None = None,
+    scheduler: dict | None = None,
+    history: list | None = None,
+    best: dict | None = None,
+) -> dict:
+    """Assemble a checkpoint dict (see the module docstring) with its digest."""
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "hoconv_version": __version__,
+        "model": {
+            "name": str(model_spec["name"]),
+            "kwargs": dict(model_spec.get("kwargs", {})),
+            "transductions": [dict(t) for t in model_spec.get("transductions", [])],
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "epoch": int(epoch),
+        "config": config,
+        "history": list(history or []),
+        "best": best,
+    }
+    ckpt["digest"] = digest(ckpt)
+    return ckpt
+
+
+def write_checkpoint(path: str | os.PathLike, ckpt: dict) -> Path:
+    """Write ``ckpt`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and verify a checkpoint; refuse anything unsafe, corrupt, tampered or too new.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is not a readable hoconv checkpoint of a known format,
+            or its content does not match its digest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means: refuse the file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} refused: not a readable weights-only file ({reason[:200]})"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} refused: not a hoconv checkpoint")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {path} refused: unknown format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} refused: format version {version} (hoconv "
+            f"{ckpt.get('hoconv_version', '?')}) is newer than this hoconv {__version__} "
+            f"reads (<= {FORMAT_VERSION}); upgrade hoconv"
+        )
+    if ckpt.get("digest") != digest(ckpt):
+        raise CheckpointError(
+            f"checkpoint {path} refused: content does not match its digest (tampered or corrupt)"
+        )
+    return ckpt
+
+
+def build_model(spec: dict) -> torch.nn.Module:
+    """Rebuild a model from a checkpoint's ``"model"`` entry (registry + transductions)."""
+    from hoconv.models import create_model
+
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    if spec.get("transductions"):
+        from hoconv.transduction import transduce
+
+        for args in spec["transductions"]:
+            model = transduce(model, **args)
+    return model
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
+    """Load a checkpoint into a ready model (eval mode) for prediction or export.
+
+    Args:
+        path: a checkpoint written by ``hoconv train`` / ``hoconv transduce``.
+        device: where to put the model.
+
+    Returns:
+        ``(model, meta)`` where ``meta`` is the checkpoint without the tensors
+        (``model`` spec, ``config``, ``epoch``, ``best``, ``history``, versions).
+    """
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit model {ckpt['model']['name']!r} "
+            f"({str(err).splitlines()[0][:200]})"
+        ) from err
+    model.to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "scheduler")}
+    return model, meta
+
+
+def transduce_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **transduce_args: Any) -> dict:
+    """Read a (2-D) checkpoint, transduce its model, write a new checkpoint ready for
+    ``train --mode video --init dst --phase temporal``.
+
+    Args:
+        src: source checkpoint.
+        dst: where to write the transduced checkpoint.
+        **transduce_args: arguments of :func:`hoconv.transduction.transduce`
+            (``dims``, ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``init``).
+
+    Returns:
+        The ``"model"`` spec of the new checkpoint.
+    """
+    from hoconv.transduction import transduce
+
+    model, meta = load_model(src)
+    new = transduce(model, **transduce_args)
+    spec = dict(meta["model"])
+    spec["transductions"] = [*spec.get("transductions", []), dict(transduce_args)]
+    config = dict(meta.get("config") or {})
+    config.update({"mode": "video", "init": None, "phase": None})
+    ckpt = make_checkpoint(model_spec=spec, state_dict=new.state_dict(), epoch=0, config=config)
+    write_checkpoint(dst, ckpt)
+    return spec

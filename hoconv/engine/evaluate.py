@@ -1,0 +1,83 @@
+"""Evaluate a checkpoint on a split: metrics.json, predictions.csv and the figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hoconv.engine import build, plots, tasks
+from hoconv.engine import checkpoint as ckpt_io
+from hoconv.engine import distributed as ddp
+from hoconv.engine.predict import predict_dataset
+
+
+def evaluate(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    overrides: dict | None = None,
+    split: str = "test",
+    plots_too: bool = True,
+) -> dict:
+    """Evaluate ``checkpoint`` on ``split`` and write the results to ``out_dir``.
+
+    The data set, mode and sizes default to the checkpoint's training config; ``overrides``
+    (``data``, ``data_root``, ``data_kwargs``, ``mode``, ``batch_size``, ``device``,
+    ``workers``) replace them. A 2-D model on ``mode: video`` runs frame by frame.
+
+    Returns:
+        The metrics (also written to ``out_dir/metrics.json``).
+    """
+    info = ddp.setup((overrides or {}).get("device"))
+    try:
+        model, meta = ckpt_io.load_model(checkpoint, device=info.device)
+        cfg = dict(meta["config"])
+        for key, value in (overrides or {}).items():
+            if key == "data_kwargs" and value:
+                cfg[key] = {**cfg.get(key, {}), **value}
+            elif value is not None:
+                cfg[key] = value
+        if (overrides or {}).get("data") and "data_root" not in (overrides or {}):
+            cfg["data_root"] = None
+        dataset = build.make_dataset(cfg, split)
+        net = build.check_mode(model, meta["model"]["name"], cfg["mode"]).to(info.device)
+        preds = predict_dataset(
+            net, dataset, task=cfg["task"], batch_size=cfg["batch_size"], device=info.device,
+            info=info, workers=cfg["workers"],
+        )
+        metrics = tasks.metrics(cfg["task"], preds)
+        if info.is_main:
+            write_results(Path(out_dir), cfg["task"], metrics, preds, plots_too=plots_too)
+        return metrics
+    finally:
+        ddp.cleanup(info)
+
+
+def write_results(out: Path, task: str, metrics: dict, preds: dict, *, plots_too: bool = True) -> None:
+    """metrics.json, predictions.csv and (affect) the over-time and circumplex figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    columns = [k for k in preds if np.asarray(preds[k]).ndim == 1]
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i in range(len(preds[columns[0]]) if columns else 0):
+            writer.writerow([preds[k][i] for k in columns])
+    if plots_too and task == "affect":
+        plots.plot_over_time(preds, out / "va_over_time.png")
+        plots.plot_circumplex(preds, out / "circumplex.png")
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.floating, torch.Tensor)):
+        return _json_safe(float(obj))
+    return obj

@@ -1,0 +1,110 @@
+"""Predict on a whole data set, gathered over every process, in data-set order."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from hoconv.engine import tasks
+from hoconv.engine.distributed import DistInfo, ShardSampler, gather_objects
+
+
+class Indexed(Dataset):
+    """Wrap a data set so each sample also carries its index (``"_index"``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = dict(self.dataset[i])
+        sample["_index"] = i
+        return sample
+
+
+def _ids(batch: dict, out: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-row sample index, video id and frame index, matching :func:`tasks.rows`."""
+    index = batch["_index"].cpu().numpy()
+    video = np.asarray(batch["video"], dtype=object) if "video" in batch else None
+    if out.dim() == 3 and "mask" in batch:
+        mask = batch["mask"].bool().cpu().numpy()  # (N, T)
+        n, t = mask.shape
+        frames = batch["frames"].cpu().numpy() if "frames" in batch else np.tile(np.arange(t), (n, 1))
+        ids = {"index": np.repeat(index, t).reshape(n, t)[mask], "frame": frames[mask]}
+        if video is not None:
+            ids["video"] = np.repeat(video, t).reshape(n, t)[mask]
+        return ids
+    ids = {"index": index}
+    if "frame" in batch:
+        ids["frame"] = batch["frame"].cpu().numpy().reshape(-1)
+    if video is not None:
+        ids["video"] = video
+    return ids
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    task: str = "affect",
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    info: DistInfo | None = None,
+    workers: int = 0,
+    max_batches: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run ``model`` over every sample of ``dataset`` and gather the rows of all processes.
+
+    Each process predicts its own ``rank::world_size`` share (no sample twice, none
+    dropped); the shares are gathered and sorted back to data-set order, so the result is
+    the same for any number of processes.
+
+    Args:
+        model: the network (its train/eval mode is restored afterwards).
+        dataset: a data set of dict samples (see ``hoconv.data``).
+        task: ``"affect"`` or ``"classify"``.
+        batch_size: samples per forward pass on each process.
+        device: where to run.
+        info: the process's place in a torchrun job (``None``: single process).
+        workers: DataLoader worker processes.
+        max_batches: stop after this many batches per process (quick checks only).
+
+    Returns:
+        Arrays with one entry per row (image, or labelled frame of a clip):
+        ``index``, ``video``, ``frame``, ``valence``, ``arousal``, ``pred_valence``,
+        ``pred_arousal``, ``expression``, ``pred_expression`` (affect) or ``logits``,
+        ``label`` (classify).
+    """
+    info = info or DistInfo(device=torch.device(device))
+    sampler = ShardSampler(len(dataset), info, shuffle=False)
+    loader = DataLoader(Indexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers)
+    was_training = model.training
+    model.eval()
+    parts: list[dict[str, np.ndarray]] = []
+    try:
+        for step, batch in enumerate(loader):
+            if max_batches is not None and step >= max_batches:
+                break
+            out = model(batch["input"].to(device, non_blocking=True))
+            part = tasks.to_numpy(task, tasks.rows(task, batch, out))
+            part.update(_ids(batch, out))
+            parts.append(part)
+    finally:
+        model.train(was_training)
+    merged = [p for rank_parts in gather_objects(parts, info) for p in rank_parts]
+    return _concat_sorted(merged)
+
+
+def _concat_sorted(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {}
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    frame = cat.get("frame", np.zeros_like(cat["index"]))
+    order = np.lexsort((frame, cat["index"]))  # by sample, then frame
+    return {k: v[order] for k, v in cat.items()}

@@ -1,0 +1,200 @@
+"""The training loop: epochs of Adam steps, validation each epoch, safe checkpoints.
+
+Determinism: every epoch reseeds torch / numpy / random from ``(seed, epoch)`` and the
+sampler permutes with ``seed + epoch``, so an epoch's result depends only on the state at
+its start. A run killed at any point resumes (``--resume``) from ``last.pt`` (written at
+the end of each epoch) and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from hoconv.engine import build, runlog, tasks
+from hoconv.engine import checkpoint as ckpt_io
+from hoconv.engine import config as config_io
+from hoconv.engine import distributed as ddp
+from hoconv.engine.predict import predict_dataset
+
+
+class TrainingError(RuntimeError):
+    """Training had to stop (e.g. a non-finite loss); the message says what is kept."""
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch, numpy and random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def train(cfg: dict, out_dir: str | Path, *, resume: bool = False) -> dict:
+    """Train (and validate every epoch) as ``cfg`` says; write checkpoints and logs to ``out_dir``.
+
+    Args:
+        cfg: a resolved config (see ``hoconv/configs/train.yaml``).
+        out_dir: the run folder: ``config.yaml``, ``last.pt``, ``best.pt``, ``log.csv``,
+            ``log.json``.
+        resume: continue from ``out_dir/last.pt``.
+
+    Returns:
+        ``{"run_dir", "best", "last", "history", "params", "trainable_params", "wall_s"}``.
+
+    Raises:
+        TrainingError: the loss became NaN/inf (``last.pt`` keeps the last good epoch).
+        ValueError, FileNotFoundError: bad config, data or checkpoint (one-line messages).
+    """
+    info = ddp.setup(cfg.get("device"))
+    try:
+        return _train(dict(cfg), Path(out_dir), resume, info)
+    finally:
+        ddp.cleanup(info)
+
+
+def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
+    start = time.perf_counter()
+    last_path = out / "last.pt"
+    state = _resume_state(last_path) if resume else None
+    if state is None and last_path.exists():
+        raise ValueError(f"--out: {out} already holds a run (last.pt); use --resume or another folder")
+    if cfg["batch_size"] % info.world_size:
+        raise ValueError(
+            f"--batch-size {cfg['batch_size']} (global) is not divisible by {info.world_size} processes"
+        )
+    seed_all(cfg["seed"])
+    train_ds = build.make_dataset(cfg, cfg["train_split"])
+    val_ds = build.make_dataset(cfg, cfg["val_split"])
+    core, spec = build.make_model(cfg, train_ds, state["model"] if state else None)
+    cfg["model"], cfg["model_kwargs"] = spec["name"], dict(spec["kwargs"])
+    net = build.check_mode(core, spec["name"], cfg["mode"])
+    if cfg.get("phase"):
+        from hoconv.transduction import phase
+
+        phase(core, cfg["phase"])
+    if state:
+        core.load_state_dict(state["state_dict"])
+    params = build.trainable_parameters(core)
+    net.to(info.device)
+    if info.enabled:
+        if info.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(net, device_ids=[info.device] if info.device.type == "cuda" else None)
+    optimizer = build.make_optimizer(cfg, params)
+    scheduler = build.make_scheduler(cfg, optimizer)
+    loss_fn = build.make_affect_loss(cfg) if cfg["task"] == "affect" else None
+    first_epoch, history, best = 0, [], None
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        first_epoch, history, best = state["epoch"], state["history"], state["best"]
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config_io.save(cfg, out / "config.yaml")
+    sizes = {"params": build.count(core), "trainable_params": build.count(params)}
+    runlog.say(
+        f"train {spec['name']} ({sizes['params']:,} params, {sizes['trainable_params']:,} trained) on "
+        f"{cfg['data']} {cfg['mode']}: {len(train_ds)} train / {len(val_ds)} val samples, "
+        f"{info.world_size} process(es) on {info.device}",
+        info.is_main and cfg.get("progress", True),
+    )
+    per_rank = cfg["batch_size"] // info.world_size
+    sampler = ddp.ShardSampler(len(train_ds), info, shuffle=True, seed=cfg["seed"])
+    loader = DataLoader(
+        train_ds, batch_size=per_rank, sampler=sampler, num_workers=cfg["workers"],
+        drop_last=len(sampler) >= per_rank, pin_memory=info.device.type == "cuda",
+    )
+    for epoch in range(first_epoch, cfg["epochs"]):
+        seed_all(cfg["seed"] * 100_003 + epoch)
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best)
+        preds = predict_dataset(
+            net, val_ds, task=cfg["task"], batch_size=per_rank, device=info.device, info=info,
+            workers=cfg["workers"],
+        )
+        metrics = tasks.metrics(cfg["task"], preds)
+        value = tasks.score(cfg["task"], metrics)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(value)
+        elif scheduler is not None:
+            scheduler.step()
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "score": value,
+               **runlog.flatten_metrics(metrics), "epoch_s": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        improved = best is None or value > best["score"]
+        if improved:
+            best = {"epoch": epoch + 1, "score": value, "metrics": metrics}
+        if info.is_main:
+            ckpt = ckpt_io.make_checkpoint(
+                model_spec=spec, state_dict=core.state_dict(), epoch=epoch + 1, config=cfg,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                history=history, best=best,
+            )
+            ckpt_io.write_checkpoint(last_path, ckpt)
+            if improved:
+                ckpt_io.write_checkpoint(out / "best.pt", ckpt)
+            runlog.write_history(out, history)
+            runlog.say(
+                f"epoch {epoch + 1}/{cfg['epochs']} loss {train_loss:.4f} | val "
+                f"{tasks.summary_line(cfg['task'], metrics)}{' *' if improved else ''}",
+                cfg.get("progress", True),
+            )
+        ddp.barrier(info)
+    return {"run_dir": str(out), "best": best, "last": history[-1] if history else None,
+            "history": history, **sizes, "wall_s": time.perf_counter() - start}
+
+
+def _resume_state(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {path} does not exist (nothing to resume)")
+    return ckpt_io.read_checkpoint(path)
+
+
+def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best) -> float:
+    """One pass over the training split; returns the mean loss of its steps."""
+    net.train()
+    lasso = float(cfg.get("lasso") or 0.0)
+    if lasso:
+        from hoconv.rank import lasso_penalty
+    limit = cfg.get("max_train_batches") or len(loader)
+    total, steps = 0.0, 0
+    last_ccc = f"{best['score']:.3f}" if best else "-"
+    with runlog.progress(min(limit, len(loader)), f"epoch {epoch + 1}/{cfg['epochs']}",
+                         info.is_main and cfg.get("progress", True)) as bar:
+        for step, batch in enumerate(loader):
+            if step >= limit:
+                break
+            out_t = net(batch["input"].to(info.device, non_blocking=True))
+            rows = tasks.gather_rows(tasks.rows(cfg["task"], batch, out_t), info)
+            if rows["pred"].shape[0] == 0:
+                continue
+            loss = tasks.loss(cfg["task"], rows, loss_fn)
+            if lasso:
+                loss = loss + lasso * lasso_penalty(core)
+            value = float(loss.detach())
+            if not ddp.all_true(math.isfinite(value), info):
+                kept = (f"last good checkpoint: {out / 'last.pt'} (epoch {epoch})"
+                        if (out / "last.pt").exists() else "no checkpoint was written yet")
+                raise TrainingError(
+                    f"non-finite training loss ({value}) at epoch {epoch + 1} step {step + 1}; "
+                    f"stopped. {kept}. Try a lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + value, steps + 1
+            bar.set_postfix(loss=f"{total / steps:.4f}", val=last_ccc)
+            bar.update(1)
+    return total / max(steps, 1)
