@@ -62,3 +62,22 @@ def plot_circumplex(p: dict[str, np.ndarray], path: Path, *, max_points: int = 4
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_ccc_bars(rows: list[dict], path: Path) -> Path:
+    """Bar chart of valence and arousal CCC per model (rows of the demo report)."""
+    plt = _pyplot()
+    names = [r["network"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 3.5))
+    for k, dim in enumerate(("valence", "arousal")):
+        vals = [r["metrics"][dim]["ccc"] for r in rows]
+        ax.bar(x + (k - 0.5) * 0.38, vals, width=0.38, label=dim)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("CCC (test)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

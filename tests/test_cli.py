@@ -1,0 +1,95 @@
+"""`hoconv train / evaluate / search` from the command line: configs, outputs, one-line errors."""
+
+import json
+
+import pytest
+import standins
+import yaml
+
+from hoconv.cli import main
+from hoconv.commands.search import draw_trials
+
+TINY = ["--data", "test_tiny", "--model", "test_tiny2d", "--batch-size", "8", "--workers", "0",
+        "--device", "cpu", "--no-progress", "--data-arg", "size=16", "--epochs", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _standins():
+    standins.install()
+
+
+def _error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"hoconv {argv[0]}: error:") and match in err, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--data-root", "/nonexistent/affect"], "does not exist"),
+        (["--data-arg", "empty=true"], "is empty"),
+        (["--model", "test_tiny3d", "--mode", "static"], "3-D"),
+        (["--lr", "-1"], "non-negative"),
+        (["--model-arg", "nan_after_steps=0"], "non-finite training loss"),
+    ],
+)
+def test_train_errors_are_one_line(tmp_path, capsys, extra, match):
+    _error(capsys, ["train", *TINY, *extra, "--out", str(tmp_path / "run")], match)
+
+
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "typo.yaml").write_text("learning_rate: 0.1\n")
+    _error(capsys, ["train", *TINY, "--config", str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "r")],
+           "unknown key 'learning_rate'")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    _error(capsys, ["train", *TINY, "--config", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "r")],
+           "mapping")
+    (tmp_path / "notackpt.pt").write_text("hello")
+    _error(capsys, ["evaluate", "--checkpoint", str(tmp_path / "notackpt.pt"), "--out", str(tmp_path)],
+           "refused")
+
+
+def test_flags_override_config_file_override_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 0.5\nweight_decay: 0.001\nmodel_kwargs: {width: 3}\n")
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--config", str(tmp_path / "c.yaml"), "--lr", "0.02",
+                 "--out", str(run)]) == 0
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["lr"] == 0.02 and cfg["weight_decay"] == 0.001  # flag > file
+    assert cfg["model_kwargs"]["width"] == 3 and cfg["lr_step"] == 15  # file > packaged default
+    assert cfg["betas"] == [0.9, 0.999] and cfg["optimizer"] == "adam"
+
+
+def test_resume_continues_a_finished_run_to_more_epochs(tmp_path):
+    run = str(tmp_path / "run")
+    assert main(["train", *TINY, "--out", run]) == 0
+    assert main(["train", "--out", run, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert [row["epoch"] for row in log] == [1, 2]
+
+
+def test_evaluate_command(tmp_path, capsys):
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--split", "test",
+                 "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 16 and 0 <= metrics["valence"]["sagr"] <= 1
+    assert "valence CCC" in capsys.readouterr().out
+
+
+def test_search_draws_distinct_grid_points_and_keeps_the_best(tmp_path):
+    grid = {"lr": [1e-3, 1e-2], "beta1": [0.0, 0.9], "beta2": [0.999], "weight_decay": [0.0, 0.01]}
+    points = draw_trials(grid, 3, seed=1)
+    assert len({tuple(p.values()) for p in points}) == 3
+    assert all(p["lr"] in grid["lr"] and p["weight_decay"] in grid["weight_decay"] for p in points)
+    assert len(draw_trials(grid, 100, seed=1)) == 8  # never more than the grid holds
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"grid": grid}))
+    assert main(["search", *TINY, "--grid", str(tmp_path / "grid.yaml"), "--trials", "2",
+                 "--out", str(tmp_path / "s")]) == 0
+    result = json.loads((tmp_path / "s" / "search.json").read_text())
+    scores = [t["score"] for t in result["trials"]]
+    assert len(scores) == 2 and result["best"]["score"] == max(scores)
+    assert (tmp_path / "s" / f"trial_{result['best']['trial']}" / "best.pt").exists()
