@@ -132,8 +132,10 @@ class _StandInAffectLoss(nn.Module):
         super().__init__()
         self.weights = weights
 
-    def forward(self, pred, target, logits=None, expression=None):
+    def forward(self, prediction, batch):
         w = self.weights or torch.rand(3).tolist()
+        pred = prediction[:, :2]
+        target = torch.stack([batch["valence"], batch["arousal"]], dim=1).to(pred.dtype)
         rmse = ((pred - target) ** 2).mean(dim=0).clamp_min(1e-12).sqrt().sum()
         pc = pred - pred.mean(0)
         tc = target - target.mean(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -154,3 +155,15 @@ def make_affect_loss(cfg: dict) -> nn.Module:
     if math.isclose(sum(weights), 0.0):
         raise ValueError("loss_weights: at least one weight must be positive")
     return AffectLoss(weights=tuple(float(w) for w in weights))
+
+
+def seed_epoch(dataset: Dataset, seed: int, epoch: int) -> None:
+    """Make a data set's own randomness (clip sampling, augmentation) a function of the epoch.
+
+    Calls ``dataset.set_epoch(epoch)`` when it has one; otherwise reseeds a numpy
+    ``Generator`` held as ``dataset.rng``. Needed for runs that resume to reproduce.
+    """
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    elif isinstance(getattr(dataset, "rng", None), np.random.Generator):
+        dataset.rng = np.random.default_rng([seed, epoch])

@@ -65,15 +65,8 @@ def loss(task: str, r: dict[str, torch.Tensor], affect_loss: torch.nn.Module | N
     """The task's training loss on (gathered) rows."""
     if task == "classify":
         return F.cross_entropy(r["pred"], r["label"])
-    pred = r["pred"]
-    expression = r.get("expression")
-    logits = pred[:, 2:] if pred.shape[1] > 2 else None
-    return affect_loss(
-        pred[:, :2],
-        torch.stack([r["valence"], r["arousal"]], dim=1).to(pred.dtype),  # (M, 2)
-        logits,
-        expression if logits is not None else None,
-    )
+    targets = {k: r[k] for k in ("valence", "arousal", "expression") if k in r}
+    return affect_loss(r["pred"], targets)
 
 
 def to_numpy(task: str, r: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -116,6 +116,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     for epoch in range(first_epoch, cfg["epochs"]):
         seed_all(cfg["seed"] * 100_003 + epoch)
         sampler.set_epoch(epoch)
+        build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss = _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best)
