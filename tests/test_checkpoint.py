@@ -116,3 +116,25 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
         ck.read_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError):
         ck.read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_transduced_checkpoint_rebuilds_and_keeps_frame_outputs(tmp_path):
+    pytest.importorskip("hoconv.transduction")
+    from hoconv.models import create_model
+
+    model = create_model("cp_resnet18_2d", num_outputs=2, width=4).eval()
+    spec = {"name": "cp_resnet18_2d", "kwargs": {"num_outputs": 2, "width": 4}, "transductions": []}
+    ck.write_checkpoint(tmp_path / "2d.pt", ck.make_checkpoint(
+        model_spec=spec, state_dict=model.state_dict(), epoch=1, config={"mode": "static"}))
+    new_spec = ck.transduce_checkpoint(tmp_path / "2d.pt", tmp_path / "3d.pt", dims=1,
+                                       kernel_size=3, init="center")
+    assert new_spec["transductions"] == [{"dims": 1, "kernel_size": 3, "init": "center"}]
+    video, meta = ck.load_model(tmp_path / "3d.pt")
+    assert meta["config"]["mode"] == "video"
+    frame = torch.randn(2, 3, 32, 32)
+    clip = frame[:, :, None].expand(2, 3, 5, 32, 32).contiguous()  # identical frames
+    with torch.no_grad():
+        per_frame = video(clip)  # (N, T, 2)
+        want = model(frame)
+    for t in range(5):
+        torch.testing.assert_close(per_frame[:, t], want, rtol=1e-4, atol=1e-5)
