@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
               f"wd {point['weight_decay']:g} -> score {score:.4f} {status if status != 'ok' else ''}")
     ranked = sorted(results, key=lambda r: r["score"], reverse=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search.json").write_text(json.dumps({"best": ranked[0], "trials": ranked}, indent=2,
-                                                default=str))
+    safe = [{**r, "score": r["score"] if r["score"] != float("-inf") else None} for r in ranked]
+    (out / "search.json").write_text(json.dumps({"best": safe[0], "trials": safe}, indent=2))
     with open(out / "search.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(ranked[0]))
         writer.writeheader()
