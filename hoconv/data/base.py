@@ -286,6 +286,10 @@ def split_subjects(
     n_val = max(1 if n >= 3 and fractions[1] > 0 else 0, round(n * fractions[1] / total))
     n_test = max(1 if n >= 3 and fractions[2] > 0 else 0, round(n * fractions[2] / total))
     n_train = n - n_val - n_test
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n),
+    }
     lo, hi = bounds[split]
     return {unique[j] for j in order[lo:hi]}

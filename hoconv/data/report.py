@@ -68,7 +68,9 @@ class LoadReport:
 
     def format(self) -> str:
         """One human-readable paragraph."""
-        lines = [f"{self.name} [{self.split}]: loaded {self.loaded} samples from {self.videos} videos"]
+        lines = [
+            f"{self.name} [{self.split}]: loaded {self.loaded} samples from {self.videos} videos"
+        ]
         for reason, count in sorted(self.filtered.items()):
             lines.append(f"  filtered {count:>8d}  {reason}")
         lines.append(f"  corrupt  {len(self.corrupt):>8d}  ({self.on_error})")

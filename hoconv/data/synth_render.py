@@ -106,8 +106,18 @@ def render_face(
     def ellipse(x, y, ax, ay, color, thick=-1):
         ax_px = max(unit * ax, 0.3)
         ay_px = max(unit * ay, 0.3)
-        cv2.ellipse(img, tp(x, y), _pt(ax_px, ay_px), math.degrees(view["roll"]), 0, 360,
-                    tuple(float(c) for c in color), thick, cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(
+            img,
+            tp(x, y),
+            _pt(ax_px, ay_px),
+            math.degrees(view["roll"]),
+            0,
+            360,
+            tuple(float(c) for c in color),
+            thick,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
 
     def poly(points, color, thick=-1):
         pts = np.array([tp(x, y) for x, y in points], dtype=np.int32)[None]  # (1, K, 2)
@@ -115,8 +125,9 @@ def render_face(
         if thick < 0:
             cv2.fillPoly(img, pts, color, cv2.LINE_AA, _SHIFT)
         else:
-            cv2.polylines(img, pts, False, color, max(1, int(round(thick * unit))),
-                          cv2.LINE_AA, _SHIFT)
+            cv2.polylines(
+                img, pts, False, color, max(1, int(round(thick * unit))), cv2.LINE_AA, _SHIFT
+            )
 
     asp = identity["aspect"]
     skin = identity["skin"]
@@ -159,7 +170,9 @@ def _finish(img: np.ndarray, view: dict, noise_rng: np.random.Generator | None) 
     """Directional lighting, global gain, pixel noise."""
     size = img.shape[0]
     grid = np.linspace(-1.0, 1.0, size)
-    shade = (math.cos(view["light_dir"]) * grid[None, :] + math.sin(view["light_dir"]) * grid[:, None])
+    shade = (
+        math.cos(view["light_dir"]) * grid[None, :] + math.sin(view["light_dir"]) * grid[:, None]
+    )
     out = img.astype(np.float32) * (view["gain"] * (1.0 + view["light"] * shade))[..., None]
     if noise_rng is not None and view["noise"] > 0:
         out += noise_rng.normal(0.0, view["noise"], out.shape).astype(np.float32)

@@ -70,7 +70,9 @@ def _smooth_noise(rng: np.random.Generator, t: np.ndarray, n_waves: int = 3) -> 
     out = np.zeros_like(t)
     for _ in range(n_waves):
         freq = rng.uniform(0.3, 1.5)  # cycles per video
-        out += rng.uniform(0.15, 0.45) * np.sin(2 * math.pi * freq * t + rng.uniform(0, 2 * math.pi))
+        out += rng.uniform(0.15, 0.45) * np.sin(
+            2 * math.pi * freq * t + rng.uniform(0, 2 * math.pi)
+        )
     return out
 
 
@@ -102,7 +104,9 @@ def _video(seed: int, subject: int, k: int, n: int, size: int) -> VideoRecord:
     base = sample_view(rng)
     energy = 0.15 + 0.85 * (a + 1.0) / 2.0  # motion amplitude grows with arousal
     jitter = rng.normal(0, 1, (n, 3)) * energy[:, None] * np.array([0.02, 0.02, 0.06])
-    drift = np.stack([_smooth_noise(rng, np.linspace(0, 1, n), 2) * s for s in (0.04, 0.04, 0.1)], 1)
+    drift = np.stack(
+        [_smooth_noise(rng, np.linspace(0, 1, n), 2) * s for s in (0.04, 0.04, 0.1)], 1
+    )
     blink = np.zeros(n)
     starts = rng.uniform(0, 1, n) < 0.02 + 0.12 * (a + 1.0) / 2.0
     for t in np.flatnonzero(starts):
@@ -119,7 +123,9 @@ def _video(seed: int, subject: int, k: int, n: int, size: int) -> VideoRecord:
     return _record(f"s{subject:03d}/v{k:02d}", subject, v, a, pixels)
 
 
-def _record(name: str, subject: int, v: np.ndarray, a: np.ndarray, pixels: np.ndarray) -> VideoRecord:
+def _record(
+    name: str, subject: int, v: np.ndarray, a: np.ndarray, pixels: np.ndarray
+) -> VideoRecord:
     n = len(v)
     return VideoRecord(
         name=name,
@@ -134,8 +140,15 @@ def _record(name: str, subject: int, v: np.ndarray, a: np.ndarray, pixels: np.nd
 
 
 def generate(
-    split: str, mode: str, num_subjects: int, images_per_subject: int, videos_per_subject: int,
-    frames_per_video: int, image_size: int, seed: int, fractions: tuple[float, float, float],
+    split: str,
+    mode: str,
+    num_subjects: int,
+    images_per_subject: int,
+    videos_per_subject: int,
+    frames_per_video: int,
+    image_size: int,
+    seed: int,
+    fractions: tuple[float, float, float],
 ) -> list[VideoRecord]:
     """The records of one split (deterministic in all arguments)."""
     subjects = split_subjects(list(range(num_subjects)), split, fractions, seed)
@@ -158,8 +171,10 @@ def _cached(cache_dir: str | None, params: dict) -> list[VideoRecord]:
     if os.path.isfile(path):
         data = np.load(path, allow_pickle=False)
         names = [str(n) for n in data["names"]]
-        return [_record(n, int(n[1:4]), data[f"v{i}"], data[f"a{i}"], data[f"x{i}"])
-                for i, n in enumerate(names)]
+        return [
+            _record(n, int(n[1:4]), data[f"v{i}"], data[f"a{i}"], data[f"x{i}"])
+            for i, n in enumerate(names)
+        ]
     records = generate(**params)
     os.makedirs(cache_dir, exist_ok=True)
     arrays = {"names": np.array([r.name for r in records])}
@@ -207,17 +222,29 @@ def synthetic(
     """
     check_choice("split", split, SPLITS)
     check_choice("mode", mode, MODES)
-    for name, value in (("num_subjects", num_subjects), ("images_per_subject", images_per_subject),
-                        ("videos_per_subject", videos_per_subject), ("frames_per_video", frames_per_video)):
+    for name, value in (
+        ("num_subjects", num_subjects),
+        ("images_per_subject", images_per_subject),
+        ("videos_per_subject", videos_per_subject),
+        ("frames_per_video", frames_per_video),
+    ):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if num_subjects < 3:
         raise ValueError(f"num_subjects must be >= 3 for train/val/test splits, got {num_subjects}")
-    params = dict(split=split, mode=mode, num_subjects=int(num_subjects),
-                  images_per_subject=int(images_per_subject), videos_per_subject=int(videos_per_subject),
-                  frames_per_video=int(frames_per_video), image_size=int(image_size), seed=int(seed),
-                  fractions=tuple(float(f) for f in fractions))
+    params = dict(
+        split=split,
+        mode=mode,
+        num_subjects=int(num_subjects),
+        images_per_subject=int(images_per_subject),
+        videos_per_subject=int(videos_per_subject),
+        frames_per_video=int(frames_per_video),
+        image_size=int(image_size),
+        seed=int(seed),
+        fractions=tuple(float(f) for f in fractions),
+    )
     records = _cached(cache_dir if cache_dir is not None else root, params)
     report = LoadReport("synthetic", split)
-    return AffectDataset(records, report, mode=mode, image_size=image_size, verbose=verbose,
-                         seed=seed, **kwargs)
+    return AffectDataset(
+        records, report, mode=mode, image_size=image_size, verbose=verbose, seed=seed, **kwargs
+    )
