@@ -131,13 +131,15 @@ class AffectLoss(nn.Module):
         l_ccc = 1 - (ccc_value(y_v, p_v, self.eps) + ccc_value(y_a, p_a, self.eps)) / 2
         coef = self._coefficients(prediction.dtype).to(prediction.device)
         total = (coef[0] * l_rmse + coef[1] * l_pcc + coef[2] * l_ccc) / coef.sum().clamp_min(1e-6)
-        terms = {"rmse": float(l_rmse), "pcc": float(l_pcc), "ccc": float(l_ccc)}
+        terms = {"rmse": l_rmse, "pcc": l_pcc, "ccc": l_ccc}
         expr = batch.get("expression")
         if self.expression_weight > 0 and expr is not None and prediction.shape[-1] > 2:
             target = expr.reshape(lead)[mask].long()
             if bool((target != self.ignore_index).any()):
                 ce = F.cross_entropy(flat[:, 2:], target, ignore_index=self.ignore_index)
                 total = total + self.expression_weight * ce
-                terms["ce"] = float(ce)
-        terms["total"] = float(total)
-        return (total, terms) if return_terms else total
+                terms["ce"] = ce
+        if not return_terms:
+            return total
+        terms["total"] = total
+        return total, {k: float(v.detach()) for k, v in terms.items()}

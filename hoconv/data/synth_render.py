@@ -38,7 +38,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
         "eye_y": rng.uniform(-0.22, -0.10),
         "eye_size": rng.uniform(0.10, 0.16),
         "brow_gap": rng.uniform(0.12, 0.22),
-        "mouth_w": rng.uniform(0.22, 0.34),
+        "mouth_w": rng.uniform(0.30, 0.40),
         "mouth_y": rng.uniform(0.40, 0.52),
         "hair_h": rng.uniform(0.15, 0.45),
     }
@@ -150,19 +150,19 @@ def render_face(
     poly([(0.0, -0.05), (-0.06, 0.22), (0.05, 0.24)], skin * 0.7, thick=0.03)
     # Mouth: curvature from valence, opening from arousal, asymmetry near (-1, 0).
     mw, my = identity["mouth_w"], identity["mouth_y"]
-    curve = 0.16 * v
+    curve = 0.28 * v
     angle = math.atan2(a, v)
     asym = 0.10 * math.hypot(v, a) * math.exp(-(((abs(angle) - math.pi) / 0.5) ** 2))
-    opening = 0.22 * float(np.clip((a + 0.3) / 1.3, 0.0, 1.0)) ** 1.5
+    opening = 0.16 * float(np.clip((a + 0.1) / 1.1, 0.0, 1.0)) ** 1.5
     xs = np.linspace(-1.0, 1.0, 9)
     upper = [(mw * x, my - curve * x * x - asym * max(x, 0.0)) for x in xs]
     lower = [(mw * x, y + opening * (1 - x * x)) for (_, y), x in zip(upper, xs)]
     if opening > 0.01:
         poly(upper + lower[::-1], (90, 20, 30))
     lip = (150, 50, 60)
-    poly(upper, lip, thick=0.05)
+    poly(upper, lip, thick=0.07)
     if opening > 0.01:
-        poly(lower, lip, thick=0.05)
+        poly(lower, lip, thick=0.07)
     return _finish(img, view, noise_rng)
 
 
