@@ -25,9 +25,16 @@ def test_registry_lists_and_rejects():
 
 def test_register_new_name_roundtrip():
     name = "_test_only_dataset"
-    data.register(name)(lambda root=None, split="train", mode="static", **kw: (root, split, mode, kw))
+    data.register(name)(
+        lambda root=None, split="train", mode="static", **kw: (root, split, mode, kw)
+    )
     try:
-        assert data.create_dataset(name, root="r", split="val", mode="video", x=1) == ("r", "val", "video", {"x": 1})
+        assert data.create_dataset(name, root="r", split="val", mode="video", x=1) == (
+            "r",
+            "val",
+            "video",
+            {"x": 1},
+        )
     finally:
         data._REGISTRY.pop(name)
 
@@ -39,7 +46,11 @@ def test_report_counts_and_raise():
     with pytest.warns(RuntimeWarning, match="bad.jpg"):
         rep.add_corrupt("/x/bad.jpg", "broken")
     s = rep.summary()
-    assert s["filtered"] == {"a": 3} and s["num_corrupt"] == 1 and s["corrupt"][0]["path"] == "/x/bad.jpg"
+    assert (
+        s["filtered"] == {"a": 3}
+        and s["num_corrupt"] == 1
+        and s["corrupt"][0]["path"] == "/x/bad.jpg"
+    )
     assert "bad.jpg" in rep.format()
     with pytest.raises(CorruptDataError, match="bad.jpg"):
         LoadReport("d", "train", on_error="raise").add_corrupt("/x/bad.jpg", "broken")
@@ -95,7 +106,9 @@ def test_to_tensor_range_and_augment_consistency():
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     x = to_tensor(img)
     assert x.shape == (3, 8, 8) and x.min() >= -1 and x.max() <= 1
-    assert torch.allclose(denormalise(x) * 255, torch.from_numpy(img).permute(2, 0, 1).float(), atol=1e-4)
+    assert torch.allclose(
+        denormalise(x) * 255, torch.from_numpy(img).permute(2, 0, 1).float(), atol=1e-4
+    )
     clip = x.unsqueeze(1).repeat(1, 5, 1, 1)  # (3, T, H, W) identical frames
     aug = ClipAugment(flip_p=0.5, generator=torch.Generator().manual_seed(1))
     for _ in range(5):

@@ -31,17 +31,26 @@ def _corrupt(path, data=b"not an image at all"):
 def _affectnet_original(root):
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir(parents=True)
-    header = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-              "facial_landmarks", "expression", "valence", "arousal"]
+    header = [
+        "subDirectory_filePath",
+        "face_x",
+        "face_y",
+        "face_width",
+        "face_height",
+        "facial_landmarks",
+        "expression",
+        "valence",
+        "arousal",
+    ]
     lms = ";".join(str(v) for v in RNG.uniform(5, 20, 136).round(2))
     rows = [  # (file, expression, valence, arousal)
-        ("1/a.jpg", 1, 0.5, 0.2),   # kept
+        ("1/a.jpg", 1, 0.5, 0.2),  # kept
         ("1/b.jpg", 2, -0.4, -0.1),  # kept
-        ("2/c.jpg", 8, 0.1, 0.1),   # kept, expression -> -1 (None)
+        ("2/c.jpg", 8, 0.1, 0.1),  # kept, expression -> -1 (None)
         ("2/d.jpg", 9, 0.3, -0.3),  # kept, expression -> -1 (Uncertain)
-        ("2/e.jpg", 10, -2, -2),    # dropped: No-face
-        ("3/f.jpg", 3, -2, -2),     # dropped: V/A -2
-        ("3/g.jpg", 6, 0.2, 0.7),   # corrupt image
+        ("2/e.jpg", 10, -2, -2),  # dropped: No-face
+        ("3/f.jpg", 3, -2, -2),  # dropped: V/A -2
+        ("3/g.jpg", 6, 0.2, 0.7),  # corrupt image
     ]
     with open(lists / "training.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -60,12 +69,17 @@ def _affectnet_original(root):
 def test_affectnet_original_filters_and_counts(tmp_path):
     _affectnet_original(tmp_path)
     with pytest.warns(RuntimeWarning, match="g.jpg"):
-        ds = create_dataset("affectnet", str(tmp_path), split="train", val_fraction=0.0,
-                            verify="header", **QUIET)
+        ds = create_dataset(
+            "affectnet", str(tmp_path), split="train", val_fraction=0.0, verify="header", **QUIET
+        )
     s = ds.summary
     assert s["loaded"] == len(ds) == 4
-    assert s["filtered"] == {"expression 10 (No-face)": 1, "valence/arousal -2 (not annotated)": 1,
-                             "expression 8 (None) -> -1": 1, "expression 9 (Uncertain) -> -1": 1}
+    assert s["filtered"] == {
+        "expression 10 (No-face)": 1,
+        "valence/arousal -2 (not annotated)": 1,
+        "expression 8 (None) -> -1": 1,
+        "expression 9 (Uncertain) -> -1": 1,
+    }
     assert s["num_corrupt"] == 1 and s["corrupt"][0]["path"].endswith("g.jpg")
     samples = [ds[i] for i in range(len(ds))]
     assert sorted(int(x["expression"]) for x in samples) == [-1, -1, 1, 2]
@@ -73,8 +87,9 @@ def test_affectnet_original_filters_and_counts(tmp_path):
     assert {x["video"] for x in samples} == {"1", "2"}
     assert sorted(int(x["frame"]) for x in samples) == [0, 1, 2, 3]  # CSV row numbers
     with pytest.raises(CorruptDataError, match="g.jpg"):
-        create_dataset("affectnet", str(tmp_path), val_fraction=0.0, verify="header",
-                       on_error="raise", **QUIET)
+        create_dataset(
+            "affectnet", str(tmp_path), val_fraction=0.0, verify="header", on_error="raise", **QUIET
+        )
     test = create_dataset("affectnet", str(tmp_path), split="test", **QUIET)
     assert len(test) == 1
     with pytest.raises(ValueError, match="static"):
@@ -99,7 +114,9 @@ def test_corrupt_detected_at_read_time(tmp_path):
         items = [ds[i] for i in range(len(ds))]  # the bad one is replaced by the next one
     assert ds.summary["num_corrupt"] == 1 and len(items) == 5
     strict = create_dataset("affectnet", str(tmp_path), val_fraction=0.0, on_error="raise", **QUIET)
-    idx = [i for i, (v, p) in enumerate(strict.index) if strict.records[v].paths[p].endswith("g.jpg")]
+    idx = [
+        i for i, (v, p) in enumerate(strict.index) if strict.records[v].paths[p].endswith("g.jpg")
+    ]
     with pytest.raises(CorruptDataError, match="g.jpg"):
         strict[idx[0]]
 
@@ -117,15 +134,21 @@ def test_affectnet_new_release(tmp_path):
     ds = create_dataset("affectnet", str(tmp_path), split="train", val_fraction=0.0, **QUIET)
     assert len(ds) == 3 and ds.summary["filtered"] == {"expression 10 (No-face)": 1}
     assert sorted(float(ds[i]["arousal"]) for i in range(3)) == pytest.approx([-0.5, 0.3, 0.9])
-    assert len(create_dataset("affectnet", str(tmp_path), split="test", crop="landmarks", **QUIET)) == 1  # id 1 is No-face
+    assert (
+        len(create_dataset("affectnet", str(tmp_path), split="test", crop="landmarks", **QUIET))
+        == 1
+    )  # id 1 is No-face
 
 
 # ---------------------------------------------------------------- AFEW-VA
 def _afew(root, clip, actor, keys, bad=None):
     frames = {}
     for k in keys:
-        frames[k] = {"valence": int(RNG.integers(-10, 11)), "arousal": int(RNG.integers(-10, 11)),
-                     "landmarks": RNG.uniform(4, 20, (68, 2)).round(1).tolist()}
+        frames[k] = {
+            "valence": int(RNG.integers(-10, 11)),
+            "arousal": int(RNG.integers(-10, 11)),
+            "landmarks": RNG.uniform(4, 20, (68, 2)).round(1).tolist(),
+        }
         _img(root / clip / f"{k}.png")
     if bad:
         frames[bad] = {"valence": 11, "arousal": 0, "landmarks": frames[keys[0]]["landmarks"]}
@@ -166,8 +189,16 @@ def test_afew_va_video_mode_windows(tmp_path):
     _afew(tmp_path, "001", "x", keys)
     _afew(tmp_path, "002", "y", keys[:2])
     _afew(tmp_path, "003", "z", keys[:3])
-    ds = create_dataset("afew_va", str(tmp_path), split="train", mode="video", sampling="windows",
-                        clip_length=4, fractions=(1, 1, 1), **QUIET)
+    ds = create_dataset(
+        "afew_va",
+        str(tmp_path),
+        split="train",
+        mode="video",
+        sampling="windows",
+        clip_length=4,
+        fractions=(1, 1, 1),
+        **QUIET,
+    )
     counted = []
     for i in range(len(ds)):
         s = ds[i]
@@ -175,16 +206,26 @@ def test_afew_va_video_mode_windows(tmp_path):
         counted += [(s["video"], f) for f in s["frames"][s["mask"]].tolist()]
     expected = [(r.name, int(f)) for r in ds.records for f in r.frames]
     assert sorted(counted) == sorted(expected)
-    rnd = create_dataset("afew_va", str(tmp_path), split="train", mode="video", clip_length=4,
-                         fractions=(1, 1, 1), seed=0, **QUIET)
+    rnd = create_dataset(
+        "afew_va",
+        str(tmp_path),
+        split="train",
+        mode="video",
+        clip_length=4,
+        fractions=(1, 1, 1),
+        seed=0,
+        **QUIET,
+    )
     assert rnd.sampling == "random" and rnd[0]["frames"].shape == (4,)
 
 
 # ---------------------------------------------------------------- Aff-Wild2
 def test_aff_wild2_codes_and_missing_jpg(tmp_path):
     ann = tmp_path / "Annotations" / "VA_Estimation_Challenge"
-    values = {"vidA": [(0.1, 0.2), (-5, -5), (0.3, -0.4), (0.5, 0.5), (-0.2, 0.9)],
-              "vidB_right": [(0.0, 0.1), (0.2, -5)]}
+    values = {
+        "vidA": [(0.1, 0.2), (-5, -5), (0.3, -0.4), (0.5, 0.5), (-0.2, 0.9)],
+        "vidB_right": [(0.0, 0.1), (0.2, -5)],
+    }
     for split_dir in ("Train_Set", "Validation_Set"):
         (ann / split_dir).mkdir(parents=True)
     for video, rows in values.items():
@@ -199,10 +240,13 @@ def test_aff_wild2_codes_and_missing_jpg(tmp_path):
     s = ds.summary
     assert s["filtered"] == {"-5 (unannotated)": 2, "missing jpg (no face)": 1}
     assert s["num_corrupt"] == 1 and s["loaded"] == len(ds) == 3
-    got = sorted((ds[i]["video"], int(ds[i]["frame"]), round(float(ds[i]["valence"]), 3)) for i in range(3))
+    got = sorted(
+        (ds[i]["video"], int(ds[i]["frame"]), round(float(ds[i]["valence"]), 3)) for i in range(3)
+    )
     assert got == [("vidA", 1, 0.1), ("vidA", 3, 0.3), ("vidB_right", 1, 0.0)]
-    vid = create_dataset("aff_wild2", str(tmp_path), mode="video", sampling="windows", clip_length=8,
-                         **QUIET)
+    vid = create_dataset(
+        "aff_wild2", str(tmp_path), mode="video", sampling="windows", clip_length=8, **QUIET
+    )
     a = next(vid[i] for i in range(len(vid)) if vid[i]["video"] == "vidA")
     assert a["mask"].tolist() == [True, False, True, False, False, False, False, False]
     assert a["frames"][:5].tolist() == [1, 2, 3, 4, 5]
@@ -238,7 +282,15 @@ def test_sewa_timestamp_alignment_with_delay(tmp_path):
     assert len(dev) == 0 and dev.summary["num_corrupt"] == 1
     with pytest.raises(FileNotFoundError, match="no labels"):
         create_dataset("sewa", str(tmp_path), cultures=("HU",), **QUIET)
-    v = create_dataset("sewa", str(tmp_path), fps=10.0, delay=0.5, mode="video", clip_length=4,
-                       sampling="windows", **QUIET)
+    v = create_dataset(
+        "sewa",
+        str(tmp_path),
+        fps=10.0,
+        delay=0.5,
+        mode="video",
+        clip_length=4,
+        sampling="windows",
+        **QUIET,
+    )
     masks = torch.cat([v[i]["mask"][v[i]["mask"]] for i in range(len(v))])
     assert int(masks.sum()) == 5

@@ -7,7 +7,9 @@ import torch
 from hoconv.data import create_dataset
 from hoconv.data.synthetic import circumplex_expression
 
-SMALL = dict(num_subjects=6, images_per_subject=4, videos_per_subject=1, frames_per_video=12, image_size=32)
+SMALL = dict(
+    num_subjects=6, images_per_subject=4, videos_per_subject=1, frames_per_video=12, image_size=32
+)
 
 
 def test_static_sample_contract_and_determinism():
@@ -28,7 +30,9 @@ def test_static_sample_contract_and_determinism():
 def test_subject_independent_splits():
     subjects = {}
     for split in ("train", "val", "test"):
-        ds = create_dataset("synthetic", split=split, mode="static", **{**SMALL, "num_subjects": 10})
+        ds = create_dataset(
+            "synthetic", split=split, mode="static", **{**SMALL, "num_subjects": 10}
+        )
         subjects[split] = {r.subject for r in ds.records}
         assert subjects[split]
     assert not subjects["train"] & subjects["val"]
@@ -53,8 +57,12 @@ def test_video_mode_windows_and_labels():
 
 def test_arousal_shows_in_motion():
     # Head motion energy (mean absolute frame difference) grows with arousal.
-    ds = create_dataset("synthetic", split="train", mode="video", **{**SMALL, "num_subjects": 8,
-                        "videos_per_subject": 3, "frames_per_video": 24})
+    ds = create_dataset(
+        "synthetic",
+        split="train",
+        mode="video",
+        **{**SMALL, "num_subjects": 8, "videos_per_subject": 3, "frames_per_video": 24},
+    )
     energy, arousal = [], []
     for rec in ds.records:
         x = rec.pixels.astype(np.float32)

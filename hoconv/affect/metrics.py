@@ -87,8 +87,10 @@ def sagr(target: Any, prediction: Any) -> float:
 
 
 def _moments(y: np.ndarray, yhat: np.ndarray) -> tuple[float, float, float, float]:
+    """Population ``cov, var_y, var_yhat, mean_y - mean_yhat``; exactly 0 for constant inputs."""
     mu_y, mu_p = y.mean(), yhat.mean()
-    dy, dp = y - mu_y, yhat - mu_p
+    dy = y - mu_y if np.ptp(y) > 0 else np.zeros_like(y)  # rounding must not fake variance
+    dp = yhat - mu_p if np.ptp(yhat) > 0 else np.zeros_like(yhat)
     return (
         float(np.mean(dy * dp)),
         float(np.mean(dy * dy)),
