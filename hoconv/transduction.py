@@ -347,13 +347,9 @@ def _to_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
 
 def _per_frame_again(module: PerFrame, spec: TransductionSpec) -> PerFrame:
     """A PerFrame module of a model transduced a second time: more axes handled per frame."""
-    if not module.restore:
-        raise ValueError(
-            "cannot transduce a flatten that was already transduced; give the model a transduce_hook"
-        )
     total = max((*module.axes, *spec.positions)) + 1 + len(spec.positions)  # enough old slots
     old = remap_axes(module.axes, spec.positions, total)
-    return PerFrame(module.module, sorted((*old, *spec.positions)), restore=True)
+    return PerFrame(module.module, sorted((*old, *spec.positions)), restore=module.restore)
 
 
 def temporal_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
