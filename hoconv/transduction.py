@@ -335,7 +335,7 @@ def _transduce_dense(conv: nn.modules.conv._ConvNd, spec: TransductionSpec, name
 
 
 def _to_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    if isinstance(bn, BatchNorm):
+    if isinstance(bn, (BatchNorm, nn.SyncBatchNorm)):  # already dimension-agnostic
         return bn
     ref = next(iter(bn.state_dict().values()), torch.empty(0))
     new = BatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,

@@ -190,6 +190,21 @@ def test_average_init_exact_on_interior_frames_only():
     assert not torch.allclose(got[:, :, 0], expected)  # the border frame sees zero padding
 
 
+def test_string_paddings_of_the_source_layer():
+    torch.manual_seed(6)
+    for ks in (3, 2):  # "same" with an even kernel is asymmetric: kept as the string "same"
+        layer = CPConv(3, 4, ks, dim=2, rank=3, padding="same").to(DT)
+        video = transduce(nn.Sequential(layer))[0]
+        assert video.padding == ((1, 1, 1) if ks == 3 else "same")
+        x = torch.randn(2, 3, 6, 6, dtype=DT)
+        got = video(constant_clip(x, 1, 3))
+        torch.testing.assert_close(got, layer(x).unsqueeze(2).expand_as(got))
+    with pytest.raises(ValueError, match="asymmetric"):
+        transduce(nn.Sequential(layer), padding="valid")
+    valid = transduce(nn.Sequential(CPConv(3, 4, 3, dim=2, rank=3, padding="valid")))
+    assert valid[0].padding == (1, 0, 0)
+
+
 def test_pointwise_layers_stay_pointwise():
     torch.manual_seed(4)
     model = nn.Sequential(
