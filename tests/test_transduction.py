@@ -291,6 +291,9 @@ def test_dtype_is_kept():
     video = transduce(model)
     assert all(p.dtype == torch.float32 for p in video.parameters())
     assert video(torch.randn(1, 3, 2, 8, 8)).dtype == torch.float32
+    # the meta device (used by hoconv.rank.macs) runs the transduced model too
+    frame_macs = hoconv.rank.macs(model, (1, 3, 8, 8))
+    assert hoconv.rank.macs(video, (1, 3, 4, 8, 8)) > 4 * frame_macs > 0
 
 
 def test_transduce_hook_protocol():
