@@ -199,3 +199,26 @@ def _run_on_meta(module: nn.Module, input_shape: Sequence[int], dtype: torch.dty
 def flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Floating-point operations of one forward pass: ``2 * macs``."""
     return 2 * macs(module, input_shape)
+
+
+_PRUNING = (
+    "LayerRanks",
+    "PruneReport",
+    "cp_layers",
+    "lasso_penalty",
+    "normalize_cp_weights",
+    "plot_rank_report",
+    "proximal_step",
+    "prune",
+    "prune_layer",
+    "rank_report_table",
+)
+
+
+def __getattr__(name: str) -> object:
+    """Lazy re-export of :mod:`hoconv.pruning` (lasso, proximal step, prune, reports)."""
+    if name in _PRUNING:
+        from hoconv import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module 'hoconv.rank' has no attribute {name!r}")
