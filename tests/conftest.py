@@ -1,4 +1,12 @@
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
