@@ -120,6 +120,7 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
 
 def test_transduced_checkpoint_rebuilds_and_keeps_frame_outputs(tmp_path):
     pytest.importorskip("hoconv.transduction")
+    pytest.importorskip("hoconv.models.resnet")
     from hoconv.models import create_model
 
     model = create_model("cp_resnet18_2d", num_outputs=2, width=4).eval()
