@@ -44,6 +44,21 @@ class TinyNet(nn.Module):
         return out
 
 
+class TinyCPNet(nn.Module):
+    """CP conv (2-D, transducible) -> ReLU -> mean over H, W (time kept) -> linear."""
+
+    def __init__(self, num_outputs: int = 2, width: int = 4) -> None:
+        super().__init__()
+        from hoconv.layers import CPConv
+
+        self.conv = CPConv(3, width, 3, dim=2, rank=4, padding=1)
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x)).mean(dim=(-2, -1))  # (N, C) or (N, C, T)
+        return self.head(h if h.dim() == 2 else h.transpose(1, 2))  # (N, O) or (N, T, O)
+
+
 class TinyAffect(torch.utils.data.Dataset):
     """V/A written into the pixels (plus noise): a linear probe can learn it.
 
@@ -180,6 +195,8 @@ def install() -> None:
     def create_model(name, **kwargs):
         if name in ("test_tiny2d", "test_tiny3d"):
             return TinyNet(dim=int(name[-2]), **kwargs)
+        if name == "test_tiny_cp":
+            return TinyCPNet(**kwargs)
         return real_model(name, **kwargs)
 
     def create_dataset(name, root=None, split="train", mode="static", **kwargs):

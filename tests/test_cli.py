@@ -4,6 +4,7 @@ import json
 
 import pytest
 import standins
+import torch
 import yaml
 
 from hoconv.cli import main
@@ -93,3 +94,37 @@ def test_search_draws_distinct_grid_points_and_keeps_the_best(tmp_path):
     scores = [t["score"] for t in result["trials"]]
     assert len(scores) == 2 and result["best"]["score"] == max(scores)
     assert (tmp_path / "s" / f"trial_{result['best']['trial']}" / "best.pt").exists()
+
+
+def _state(path):
+    from hoconv.engine import read_checkpoint
+
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_image_to_video_chain_trains_only_temporal_factors_then_all(tmp_path):
+    pytest.importorskip("hoconv.transduction")
+    cp = [a if a != "test_tiny2d" else "test_tiny_cp" for a in TINY]
+    assert main(["train", *cp, "--out", str(tmp_path / "img")]) == 0
+    assert main(["transduce", "--checkpoint", str(tmp_path / "img" / "best.pt"),
+                 "--out", str(tmp_path / "vid.pt")]) == 0
+    video = [*cp, "--mode", "video", "--init", str(tmp_path / "vid.pt")]
+    assert main(["train", *video, "--phase", "temporal", "--out", str(tmp_path / "t")]) == 0
+    before, after = _state(tmp_path / "vid.pt"), _state(tmp_path / "t" / "last.pt")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"conv.kernel_factors.0"}, changed  # the new (leading) temporal factor only
+    assert main(["train", *video[:-1], str(tmp_path / "t" / "best.pt"), "--phase", "all",
+                 "--out", str(tmp_path / "all")]) == 0
+    final = _state(tmp_path / "all" / "last.pt")
+    changed = {k for k in final if not torch.equal(after[k], final[k])}
+    assert {"conv.kernel_factors.0", "conv.in_factor", "conv.out_factor", "head.weight"} <= changed
+
+
+def test_lasso_shrinks_the_cp_weights(tmp_path):
+    pytest.importorskip("hoconv.rank")
+    cp = [a if a != "test_tiny2d" else "test_tiny_cp" for a in TINY]
+    norms = []
+    for gamma in ("0", "0.5"):
+        assert main(["train", *cp, "--lasso", gamma, "--seed", "1", "--out", str(tmp_path / gamma)]) == 0
+        norms.append(float(_state(tmp_path / gamma / "last.pt")["conv.weights"].abs().sum()))
+    assert norms[1] < norms[0] - 1e-3, norms
