@@ -153,3 +153,18 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)
     assert [h["score"] for h in a["history"]] == pytest.approx(
         [h["score"] for h in reference["history"]], abs=1e-5)
+
+
+def test_resume_reproduces_runs_with_random_clip_sampling(tmp_path):
+    pytest.importorskip("hoconv.data.synthetic")
+    data = {"num_subjects": 6, "videos_per_subject": 2, "frames_per_video": 10, "image_size": 8,
+            "clip_length": 4}
+    cfg = standins.tiny_config(data="synthetic", mode="video", model="test_tiny3d", batch_size=4,
+                               data_kwargs=data)
+    train({**cfg, "epochs": 1}, tmp_path / "a")
+    train({**cfg, "epochs": 3}, tmp_path / "a", resume=True)
+    train({**cfg, "epochs": 3}, tmp_path / "b")
+    a, b = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
+    for key in b["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-6, atol=1e-7)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
