@@ -128,3 +128,12 @@ def test_lasso_shrinks_the_cp_weights(tmp_path):
         assert main(["train", *cp, "--lasso", gamma, "--seed", "1", "--out", str(tmp_path / gamma)]) == 0
         norms.append(float(_state(tmp_path / gamma / "last.pt")["conv.weights"].abs().sum()))
     assert norms[1] < norms[0] - 1e-3, norms
+
+
+def test_wrong_data_layout_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("hoconv.data.afew_va")
+    (tmp_path / "root" / "junk").mkdir(parents=True)
+    (tmp_path / "root" / "junk" / "notes.txt").write_text("not a data set")
+    _error(capsys, ["train", "--data", "afew_va", "--data-root", str(tmp_path / "root"),
+                    "--model", "test_tiny2d", "--no-progress", "--out", str(tmp_path / "r")],
+           "afew_va")
