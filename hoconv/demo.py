@@ -18,6 +18,7 @@ from hoconv.engine import config as config_io
 from hoconv.engine import evaluate, train
 from hoconv.engine.checkpoint import transduce_checkpoint
 from hoconv.engine.plots import plot_ccc_bars
+from hoconv.engine.runlog import say
 
 PROFILES = ("default", "full", "tiny")
 
@@ -72,6 +73,8 @@ def run_demo(out: str | Path, *, profile: str = "default", device: str = "cpu",
                           **s["video_data_kwargs"]}}
 
     def stage(name: str, cfg: dict) -> dict:
+        say(f"== demo stage {name}: {cfg['model']} on {cfg['mode']} data, {cfg['epochs']} epoch(s)"
+            f"{', phase ' + cfg['phase'] if cfg.get('phase') else ''}", progress)
         t0 = time.perf_counter()
         res = train(cfg, out / name)
         res["wall_s"] = time.perf_counter() - t0
