@@ -1,3 +1,8 @@
 """hoconv: factorized higher-order convolutions on PyTorch."""
 
+from hoconv.decompose import factorize
+from hoconv.layers import BatchNorm, CPConv, TuckerConv
+
 __version__ = "0.1.0"
+
+__all__ = ["BatchNorm", "CPConv", "TuckerConv", "__version__", "factorize"]

@@ -1,0 +1,136 @@
+"""Decomposition of trained dense kernels (TensorLy) and factorization of whole models.
+
+TensorLy's PyTorch backend is used inside ``tl.backend_context`` only (thread-local), so
+importing hoconv never changes TensorLy's global backend.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import tensorly as tl
+import torch
+from tensorly.decomposition import parafac, partial_tucker
+from torch import nn
+
+from hoconv.layers import CPConv, TuckerConv
+from hoconv.rank import RankArg
+
+
+def _relative_error(kernel: torch.Tensor, approx: torch.Tensor) -> float:
+    return float(
+        torch.linalg.vector_norm(kernel - approx)
+        / torch.linalg.vector_norm(kernel).clamp_min(1e-30)
+    )
+
+
+def cp_decompose_kernel(
+    kernel: torch.Tensor, rank: int, *, seed: int = 0, n_iter_max: int = 500, tol: float = 1e-10
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, float]:
+    """CP decomposition (ALS, ``tensorly.decomposition.parafac``) of a kernel ``(T, C, *K)``.
+
+    Factors are normalised and their norms gathered in ``weights`` (the paper's lambda).
+
+    Returns:
+        ``(weights (R,), in_factor (R, C), kernel_factors [(R, K_i)], out_factor (T, R), relative error)``.
+    """
+    from hoconv.functional import cp_to_dense
+
+    work = kernel.detach().to(torch.float64)
+    init = "svd" if rank <= min(work.shape) else "random"  # svd init needs rank <= every mode size
+    with tl.backend_context("pytorch", local_threadsafe=True):
+        cp = parafac(work, rank, n_iter_max=n_iter_max, init=init, tol=tol,
+                     normalize_factors=True, random_state=seed)  # fmt: skip
+    out_f, in_f, *kernel_fs = cp.factors  # (T, R), (C, R), (K_i, R)
+    weights = cp.weights
+    args = (weights, in_f.t(), [f.t() for f in kernel_fs], out_f)
+    error = _relative_error(work, cp_to_dense(*args))
+    cast = [a.to(kernel.dtype).contiguous() for a in (weights, in_f.t(), out_f)]
+    kernel_fs = [f.t().to(kernel.dtype).contiguous() for f in kernel_fs]
+    return cast[0], cast[1], kernel_fs, cast[2], error
+
+
+def tucker_decompose_kernel(
+    kernel: torch.Tensor,
+    ranks: tuple[int, int],
+    *,
+    seed: int = 0,
+    n_iter_max: int = 200,
+    tol: float = 1e-10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Partial Tucker (HOOI on the two channel modes) of a kernel ``(T, C, *K)``.
+
+    Returns:
+        ``(core (R_out, R_in, *K), in_factor (R_in, C), out_factor (T, R_out), relative error)``.
+    """
+    from hoconv.functional import tucker_to_dense
+
+    work = kernel.detach().to(torch.float64)
+    with tl.backend_context("pytorch", local_threadsafe=True):
+        (core, (out_f, in_f)), _ = partial_tucker(work, rank=list(ranks), modes=[0, 1], n_iter_max=n_iter_max,
+                                                  tol=tol, random_state=seed)  # fmt: skip
+    error = _relative_error(work, tucker_to_dense(core, in_f.t(), out_f))
+    return (
+        core.to(kernel.dtype),
+        in_f.t().to(kernel.dtype).contiguous(),
+        out_f.to(kernel.dtype),
+        error,
+    )
+
+
+def _is_factorizable(module: nn.Module, skip_pointwise: bool) -> bool:
+    return (
+        isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not (skip_pointwise and all(k == 1 for k in module.kernel_size))
+    )
+
+
+def factorize(
+    model: nn.Module,
+    kind: str = "cp",
+    rank: RankArg | tuple[int, int] = "same",
+    *,
+    skip_pointwise: bool = True,
+    seed: int = 0,
+    filter_fn: Callable[[str, nn.Module], bool] | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Return a copy of ``model`` with every dense ``nn.Conv{1,2,3}d`` replaced by its decomposition.
+
+    Args:
+        model: source model (left untouched).
+        kind: ``"cp"`` or ``"tucker"``.
+        rank: rank argument of :class:`CPConv` / :class:`TuckerConv` (the same for every layer).
+        skip_pointwise: keep 1x1 convolutions dense (factorizing them saves nothing).
+        seed: decomposition seed.
+        filter_fn: optional ``(qualified_name, conv) -> bool`` choosing which convs to replace.
+
+    Returns:
+        The new model and the relative reconstruction error of each replaced conv, by name.
+    """
+    factories = {"cp": CPConv.from_dense, "tucker": TuckerConv.from_dense}
+    if kind not in factories:
+        raise ValueError(f"kind must be 'cp' or 'tucker', got {kind!r}")
+    new = copy.deepcopy(model)
+    errors: dict[str, float] = {}
+    for name, module in list(new.named_modules()):
+        if not _is_factorizable(module, skip_pointwise) or (
+            filter_fn and not filter_fn(name, module)
+        ):
+            continue
+        layer = factories[kind](module, rank, seed=seed)
+        _set_submodule(new, name, layer)
+        errors[name] = layer.decomposition_error
+    if not errors:
+        raise ValueError(
+            "factorize found no dense nn.Conv1d/2d/3d (groups=1, kernel > 1) to replace"
+        )
+    return new, errors
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)

@@ -1,0 +1,449 @@
+"""Factorized convolution modules with an ``nn.ConvNd``-like signature, for any number of axes.
+
+:class:`CPConv` is the paper's higher-order CP convolution (eq. 7 / Algorithm 1) and
+:class:`TuckerConv` its Tucker (bottleneck) counterpart (eq. 4). Both are thin wrappers over
+:mod:`hoconv.functional`; ``to_dense`` / ``from_dense`` convert to and from dense kernels.
+
+Initialisation: every stage preserves the variance of its input (``in_factor`` ~ N(0, 1/C),
+each ``kernel_factors[i]`` ~ N(0, 1/K_i), ``weights`` = 1, Tucker ``core`` ~ N(0, 1/(R_in prod K))),
+and ``out_factor`` is scaled so the reconstructed dense kernel has the variance of PyTorch's
+default ``nn.ConvNd`` initialisation, ``1 / (3 fan_in)``; ``reset_parameters(kernel_var=...)``
+sets another target (e.g. ``2 / fan_out`` for Kaiming). The bias follows ``nn.ConvNd``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from hoconv import functional as HF
+from hoconv import rank as R
+from hoconv._checks import (
+    PaddingArg,
+    as_tuple,
+    check_channels,
+    check_dim,
+    check_input,
+    prod,
+    resolve_padding,
+)
+
+_ACTIVATIONS = ("relu", "prelu")
+
+
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the channel axis of an ``(N, C, *)`` input with any number of trailing axes."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(
+                f"BatchNorm expects an (N, C, *) input, got shape {tuple(input.shape)}"
+            )
+
+
+class _FactorizedConv(nn.Module):
+    """Shared argument handling of the factorized convolutions."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        dim: int,
+        stride: int | Sequence[int],
+        padding: PaddingArg,
+        dilation: int | Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.dim = check_dim(dim)
+        self.in_channels = check_channels(in_channels, "in_channels")
+        self.out_channels = check_channels(out_channels, "out_channels")
+        self.kernel_size = as_tuple(kernel_size, dim, "kernel_size")
+        self.stride = as_tuple(stride, dim, "stride")
+        self.dilation = as_tuple(dilation, dim, "dilation")
+        resolve_padding(padding, self.kernel_size, self.stride, self.dilation)  # validates
+        self.padding = (
+            padding if isinstance(padding, str) else as_tuple(padding, dim, "padding", minimum=0)
+        )
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * prod(self.kernel_size)
+
+    def _bias_init(self, bias: torch.Tensor | None) -> None:
+        if bias is not None:
+            bound = 1.0 / math.sqrt(self.fan_in)
+            nn.init.uniform_(bias, -bound, bound)
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(x, self.in_channels, self.dim)
+
+    def _output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        return tuple(
+            (size + sum(p) - d * (k - 1) - 1) // s + 1
+            for size, k, s, p, d in zip(
+                input_shape[2:], self.kernel_size, self.stride, pads, self.dilation
+            )
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dim={self.dim}, "
+            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class CPConv(_FactorizedConv):
+    """Higher-order CP convolution: 1x1 to rank R, a depthwise 1-D conv per axis, 1x1 back.
+
+    Args:
+        in_channels: input channels C.
+        out_channels: output channels T.
+        kernel_size: int or one size per axis.
+        dim: number of spatial axes (any >= 1).
+        rank: int, float (fraction of the dense parameter count) or ``"same"``.
+        stride: int or per axis.
+        padding: int, per axis, ``"same"`` or ``"valid"``.
+        dilation: int or per axis.
+        bias: add a learned bias.
+        norm: rank-space BatchNorm after each 1-D conv (Psi of Algorithm 1).
+        activation: rank-space ``"relu"`` or ``"prelu"`` after each 1-D conv (after the norm).
+        skip: add the skip path ``x ×_0 U(S)`` (needs output size == ceil(input / stride)).
+        device: parameter device.
+        dtype: parameter dtype.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        *,
+        dim: int,
+        rank: R.RankArg = "same",
+        stride: int | Sequence[int] = 1,
+        padding: PaddingArg = 0,
+        dilation: int | Sequence[int] = 1,
+        bias: bool = True,
+        norm: bool = False,
+        activation: str | None = None,
+        skip: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, dim, stride, padding, dilation)
+        if activation is not None and activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be None, 'relu' or 'prelu', got {activation!r}")
+        if skip:
+            self._check_skip_geometry()
+        rank = R.cp_rank(rank, in_channels, out_channels, self.kernel_size)
+        kw = {"device": device, "dtype": dtype}
+        self.weights = nn.Parameter(torch.empty(rank, **kw))
+        self.in_factor = nn.Parameter(torch.empty(rank, in_channels, **kw))
+        self.kernel_factors = nn.ParameterList(
+            nn.Parameter(torch.empty(rank, k, **kw)) for k in self.kernel_size
+        )
+        self.out_factor = nn.Parameter(torch.empty(out_channels, rank, **kw))
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.skip_factor = (
+            nn.Parameter(torch.empty(out_channels, in_channels, **kw)) if skip else None
+        )
+        self.psi = (
+            nn.ModuleList(_psi(rank, norm, activation, kw) for _ in range(dim))
+            if norm or activation
+            else None
+        )
+        self.reset_parameters()
+
+    @property
+    def rank(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def is_linear(self) -> bool:
+        """True when the layer is a plain CP convolution (no Psi, no skip): ``to_dense`` is exact."""
+        return self.psi is None and self.skip_factor is None
+
+    def _check_skip_geometry(self) -> None:
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        for axis, (k, d, p) in enumerate(zip(self.kernel_size, self.dilation, pads)):
+            if sum(p) != d * (k - 1):
+                raise ValueError(
+                    f"skip=True needs 'same'-like padding (total dilation*(kernel-1) = {d * (k - 1)}) so the "
+                    f"skip path and the convolution have equal sizes; axis {axis} has padding {p}"
+                )
+
+    def reset_parameters(self, kernel_var: float | None = None) -> None:
+        """Variance-preserving stages; the dense kernel gets ``kernel_var`` (default ``1/(3 fan_in)``)."""
+        kernel_var = 1.0 / (3 * self.fan_in) if kernel_var is None else kernel_var
+        with torch.no_grad():
+            nn.init.ones_(self.weights)
+            nn.init.normal_(self.in_factor, 0.0, 1.0 / math.sqrt(self.in_channels))
+            for factor in self.kernel_factors:
+                nn.init.normal_(factor, 0.0, 1.0 / math.sqrt(factor.shape[1]))
+            nn.init.normal_(self.out_factor, 0.0, math.sqrt(kernel_var * self.fan_in / self.rank))
+            if self.skip_factor is not None:
+                nn.init.normal_(self.skip_factor, 0.0, math.sqrt(kernel_var))
+        self._bias_init(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        if self.psi is None:
+            out = HF.cp_conv(
+                x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor,
+                self.bias, self.stride, self.padding, self.dilation,
+            )  # fmt: skip
+        else:
+            out = self._forward_with_psi(x)
+        if self.skip_factor is not None:
+            strided = x[(slice(None), slice(None), *(slice(None, None, s) for s in self.stride))]
+            out = out + HF.contract_channels(strided, self.skip_factor)
+        return out
+
+    def _forward_with_psi(self, x: torch.Tensor) -> torch.Tensor:
+        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        h = HF.contract_channels(x, self.in_factor)  # (N, R, *spatial)
+        for axis, (factor, psi) in enumerate(zip(self.kernel_factors, self.psi)):
+            h = HF.depthwise_axis_conv(
+                h, factor, axis, self.stride[axis], pads[axis], self.dilation[axis]
+            )
+            h = psi(h)
+        return HF.contract_channels(h, self.out_factor * self.weights, self.bias)
+
+    def to_dense(self) -> torch.Tensor:
+        """The equivalent dense kernel ``(T, C, *K)``, weights folded in (exact when ``is_linear``)."""
+        return HF.cp_to_dense(
+            self.weights, self.in_factor, list(self.kernel_factors), self.out_factor
+        )
+
+    def macs(self, input_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of a forward pass on ``input_shape``, stage by stage."""
+        n, sizes = input_shape[0], list(input_shape[2:])
+        total = n * self.rank * self.in_channels * prod(sizes)
+        out_sizes = self._output_shape(input_shape)
+        for axis, k in enumerate(self.kernel_size):
+            sizes[axis] = out_sizes[axis]
+            total += n * self.rank * k * prod(sizes)
+        total += n * self.out_channels * self.rank * prod(out_sizes)
+        if self.skip_factor is not None:
+            total += n * self.out_channels * self.in_channels * prod(out_sizes)
+        return total
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv_or_kernel: nn.Module | torch.Tensor,
+        rank: R.RankArg,
+        *,
+        stride: int | Sequence[int] | None = None,
+        padding: PaddingArg | None = None,
+        dilation: int | Sequence[int] | None = None,
+        bias: torch.Tensor | None = None,
+        seed: int = 0,
+        n_iter_max: int = 500,
+        tol: float = 1e-10,
+    ) -> CPConv:
+        """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)`` of any order) with CP (parafac).
+
+        Stride, padding, dilation and bias are taken from the conv unless given. The relative
+        reconstruction error is stored in ``layer.decomposition_error``.
+        """
+        from hoconv.decompose import cp_decompose_kernel
+
+        kernel, geometry = _dense_source(conv_or_kernel, stride, padding, dilation, bias)
+        t, c, *ksize = kernel.shape
+        r = R.cp_rank(rank, c, t, ksize)
+        weights, in_f, kernel_fs, out_f, error = cp_decompose_kernel(
+            kernel, r, seed=seed, n_iter_max=n_iter_max, tol=tol
+        )
+        layer = cls(c, t, tuple(ksize), dim=len(ksize), rank=r, bias=geometry["bias"] is not None,
+                    stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"],
+                    device=kernel.device, dtype=kernel.dtype)  # fmt: skip
+        with torch.no_grad():
+            layer.weights.copy_(weights)
+            layer.in_factor.copy_(in_f)
+            for dst, src in zip(layer.kernel_factors, kernel_fs):
+                dst.copy_(src)
+            layer.out_factor.copy_(out_f)
+            if layer.bias is not None:
+                layer.bias.copy_(geometry["bias"])
+        layer.decomposition_error = error
+        return layer
+
+
+class TuckerConv(_FactorizedConv):
+    """Tucker (bottleneck) convolution: 1x1 to R_in, a dense ``R_in -> R_out`` conv with the core, 1x1 to T.
+
+    Args:
+        in_channels: input channels C.
+        out_channels: output channels T.
+        kernel_size: int or one size per axis.
+        dim: number of spatial axes (any >= 1).
+        rank: ``(R_out, R_in)``, an int for both, a float (fraction of the dense parameter
+            count) or ``"same"``; clipped to the channel counts.
+        stride: int or per axis.
+        padding: int, per axis, ``"same"`` or ``"valid"``.
+        dilation: int or per axis.
+        bias: add a learned bias.
+        device: parameter device.
+        dtype: parameter dtype.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        *,
+        dim: int,
+        rank: R.RankArg | tuple[int, int] = "same",
+        stride: int | Sequence[int] = 1,
+        padding: PaddingArg = 0,
+        dilation: int | Sequence[int] = 1,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, dim, stride, padding, dilation)
+        r_out, r_in = R.tucker_ranks(rank, in_channels, out_channels, self.kernel_size)
+        kw = {"device": device, "dtype": dtype}
+        self.core = nn.Parameter(torch.empty(r_out, r_in, *self.kernel_size, **kw))
+        self.in_factor = nn.Parameter(torch.empty(r_in, in_channels, **kw))
+        self.out_factor = nn.Parameter(torch.empty(out_channels, r_out, **kw))
+        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (self.core.shape[0], self.core.shape[1])
+
+    def reset_parameters(self, kernel_var: float | None = None) -> None:
+        """Variance-preserving stages; the dense kernel gets ``kernel_var`` (default ``1/(3 fan_in)``)."""
+        kernel_var = 1.0 / (3 * self.fan_in) if kernel_var is None else kernel_var
+        r_out, r_in = self.rank
+        with torch.no_grad():
+            nn.init.normal_(self.in_factor, 0.0, 1.0 / math.sqrt(self.in_channels))
+            nn.init.normal_(self.core, 0.0, 1.0 / math.sqrt(r_in * prod(self.kernel_size)))
+            nn.init.normal_(self.out_factor, 0.0, math.sqrt(kernel_var * self.fan_in / r_out))
+        self._bias_init(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return HF.tucker_conv(
+            x,
+            self.core,
+            self.in_factor,
+            self.out_factor,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
+
+    def to_dense(self) -> torch.Tensor:
+        """The equivalent dense kernel ``(T, C, *K)``."""
+        return HF.tucker_to_dense(self.core, self.in_factor, self.out_factor)
+
+    def macs(self, input_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of a forward pass on ``input_shape``, stage by stage."""
+        n, r_out, r_in = input_shape[0], *self.rank
+        out_size = prod(self._output_shape(input_shape))
+        total = n * r_in * self.in_channels * prod(input_shape[2:])
+        total += n * r_out * r_in * prod(self.kernel_size) * out_size
+        return total + n * self.out_channels * r_out * out_size
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv_or_kernel: nn.Module | torch.Tensor,
+        rank: R.RankArg | tuple[int, int],
+        *,
+        stride: int | Sequence[int] | None = None,
+        padding: PaddingArg | None = None,
+        dilation: int | Sequence[int] | None = None,
+        bias: torch.Tensor | None = None,
+        seed: int = 0,
+        n_iter_max: int = 200,
+        tol: float = 1e-10,
+    ) -> TuckerConv:
+        """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)``) with a partial Tucker on channels.
+
+        The relative reconstruction error is stored in ``layer.decomposition_error``.
+        """
+        from hoconv.decompose import tucker_decompose_kernel
+
+        kernel, geometry = _dense_source(conv_or_kernel, stride, padding, dilation, bias)
+        t, c, *ksize = kernel.shape
+        ranks = R.tucker_ranks(rank, c, t, ksize)
+        core, in_f, out_f, error = tucker_decompose_kernel(
+            kernel, ranks, seed=seed, n_iter_max=n_iter_max, tol=tol
+        )
+        layer = cls(c, t, tuple(ksize), dim=len(ksize), rank=ranks, bias=geometry["bias"] is not None,
+                    stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"],
+                    device=kernel.device, dtype=kernel.dtype)  # fmt: skip
+        with torch.no_grad():
+            layer.core.copy_(core)
+            layer.in_factor.copy_(in_f)
+            layer.out_factor.copy_(out_f)
+            if layer.bias is not None:
+                layer.bias.copy_(geometry["bias"])
+        layer.decomposition_error = error
+        return layer
+
+
+def _psi(rank: int, norm: bool, activation: str | None, kw: dict) -> nn.Sequential:
+    """Rank-space non-linearity Psi: BatchNorm then ReLU / PReLU."""
+    parts: list[nn.Module] = [BatchNorm(rank, **kw)] if norm else []
+    if activation == "relu":
+        parts.append(nn.ReLU())
+    elif activation == "prelu":
+        parts.append(nn.PReLU(rank, **kw))
+    return nn.Sequential(*parts)
+
+
+def _dense_source(
+    conv_or_kernel: nn.Module | torch.Tensor,
+    stride: int | Sequence[int] | None,
+    padding: PaddingArg | None,
+    dilation: int | Sequence[int] | None,
+    bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict]:
+    """The kernel of a dense conv (or a kernel tensor) and its geometry, explicit arguments first."""
+    if isinstance(conv_or_kernel, nn.modules.conv._ConvNd):
+        conv = conv_or_kernel
+        if conv.groups != 1:
+            raise ValueError(f"from_dense needs a conv with groups=1, got groups={conv.groups}")
+        if conv.transposed:
+            raise ValueError("from_dense does not support transposed convolutions")
+        if conv.padding_mode != "zeros":
+            raise ValueError(
+                f"from_dense supports padding_mode='zeros' only, got {conv.padding_mode!r}"
+            )
+        kernel = conv.weight.detach()
+        geometry = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
+                    "bias": None if conv.bias is None else conv.bias.detach()}  # fmt: skip
+    elif isinstance(conv_or_kernel, torch.Tensor):
+        kernel = conv_or_kernel.detach()
+        if kernel.dim() < 3:
+            raise ValueError(
+                f"a kernel must have shape (T, C, *kernel_size), got {tuple(kernel.shape)}"
+            )
+        geometry = {"stride": 1, "padding": 0, "dilation": 1, "bias": None}
+    else:
+        raise TypeError(
+            f"from_dense needs an nn.Conv1d/2d/3d or a kernel tensor, got {type(conv_or_kernel).__name__}"
+        )
+    for name, value in (
+        ("stride", stride),
+        ("padding", padding),
+        ("dilation", dilation),
+        ("bias", bias),
+    ):
+        if value is not None:
+            geometry[name] = value
+    return kernel, geometry
