@@ -20,11 +20,14 @@ count, as the paper's ResNet-18).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import nn
 
+from hoconv import rank as hrank
+from hoconv.layers import BatchNorm, CPConv, TuckerConv
 from hoconv.models.common import ZooModel, init_dense, make_head, positive_int, resolve_outputs
 from hoconv.models.registry import register_model
 
@@ -153,11 +156,18 @@ def _shortcut2d(i: int, o: int, stride: int) -> nn.Module:
     return nn.Conv2d(i, o, 1, stride=stride, bias=False)
 
 
-def _stem2d(conv7: Callable[[int, int], nn.Module], norm: NormMaker) -> Callable:
+def _maxpool3d() -> nn.Module:
+    return nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+
+
+def _stem2d(
+    conv7: Callable[[int, int], nn.Module],
+    norm: NormMaker,
+    pool: Callable[[], nn.Module] | None = None,
+) -> Callable:
     def stem(in_channels: int, width: int) -> nn.Module:
-        return nn.Sequential(
-            conv7(in_channels, width), norm(width), nn.ReLU(True), nn.MaxPool2d(3, 2, 1)
-        )
+        maxpool = nn.MaxPool2d(3, 2, 1) if pool is None else pool()
+        return nn.Sequential(conv7(in_channels, width), norm(width), nn.ReLU(True), maxpool)
 
     return stem
 
@@ -243,3 +253,79 @@ def mc3_18(**kwargs) -> ResNet18:
 def r2plus1d_18(**kwargs) -> ResNet18:
     """torchvision's r2plus1d_18 (31,505,325 params with 400 classes); input (N, 3, T, H, W)."""
     return _build(_r2plus1d_stem, [Conv2Plus1D] * 4, _shortcut3d, nn.BatchNorm3d, 3, **kwargs)
+
+
+# --------------------------------------------------------------------------- factorized
+def _kaiming_like(layer: CPConv | TuckerConv) -> CPConv | TuckerConv:
+    """Re-initialise so the implied dense kernel has Kaiming fan_out variance (as dense convs)."""
+    fan_out = layer.out_channels * math.prod(layer.kernel_size)
+    layer.reset_parameters(kernel_var=2.0 / fan_out)
+    return layer
+
+
+def _factorized_2d(cls: type, rank: hrank.RankArg) -> tuple[Callable, ConvMaker]:
+    """(stem conv7 maker, 3x3 conv maker) building ``cls`` (CPConv/TuckerConv) 2-D layers."""
+
+    def conv7(i: int, o: int) -> nn.Module:
+        return _kaiming_like(cls(i, o, 7, dim=2, rank=rank, stride=2, padding=3, bias=False))
+
+    def conv3(i: int, o: int, mid: int, stride: int) -> nn.Module:
+        return _kaiming_like(cls(i, o, 3, dim=2, rank=rank, stride=stride, padding=1, bias=False))
+
+    return conv7, conv3
+
+
+@register_model
+def cp_resnet18_2d(*, rank: hrank.RankArg = "same", **kwargs) -> ResNet18:
+    """ResNet-18 with every kxk conv a ``CPConv`` (rank "same": dense parameter count).
+
+    Norms are ``hoconv.BatchNorm`` (any number of axes), so transducing the model needs no
+    change to them. Input (N, 3, H, W).
+    """
+    conv7, conv3 = _factorized_2d(CPConv, rank)
+    stem = _stem2d(conv7, BatchNorm)
+    return _build(stem, [conv3] * 4, _shortcut2d, BatchNorm, 2, **kwargs)
+
+
+@register_model
+def tucker_resnet18_2d(*, rank: hrank.RankArg = "same", **kwargs) -> ResNet18:
+    """ResNet-18 with every kxk conv a ``TuckerConv`` (rank "same"). Input (N, 3, H, W)."""
+    conv7, conv3 = _factorized_2d(TuckerConv, rank)
+    stem = _stem2d(conv7, BatchNorm)
+    return _build(stem, [conv3] * 4, _shortcut2d, BatchNorm, 2, **kwargs)
+
+
+@register_model
+def cp_resnet18_3d(
+    *, rank: hrank.RankArg = "same", temporal_downsample: bool = True, **kwargs
+) -> ResNet18:
+    """CP ResNet-18-3D: ``cp_resnet18_2d`` with a temporal factor (size 3) in every CP conv.
+
+    Each conv keeps the rank of its 2-D twin (``rank`` is resolved against the 2-D dense
+    kxk conv), so the model is what transducing ``cp_resnet18_2d`` gives: ~11.2M params,
+    of which only the temporal factors (3 x rank per conv) are new. Stem: 3x7x7 CP conv,
+    stride (1, 2, 2), then 1x3x3 max-pool, stride (1, 2, 2) (no temporal stride). With
+    ``temporal_downsample=True`` (default, as r3d_18) the first conv and the 1x1x1 shortcut of
+    stages 2-4 also stride time by 2; with False time is never strided (exactly the geometry of
+    ``hoconv.transduce`` with its default stride 1). Outputs are interpolated back to T anyway.
+    Input (N, 3, T, H, W).
+    """
+    ts_of = (lambda s: s) if temporal_downsample else (lambda s: 1)
+
+    def conv7(i: int, o: int) -> nn.Module:
+        r = hrank.cp_rank(rank, i, o, (7, 7))
+        layer = CPConv(
+            i, o, (3, 7, 7), dim=3, rank=r, stride=(1, 2, 2), padding=(1, 3, 3), bias=False
+        )
+        return _kaiming_like(layer)
+
+    def conv3(i: int, o: int, mid: int, stride: int) -> nn.Module:
+        r = hrank.cp_rank(rank, i, o, (3, 3))
+        st = (ts_of(stride), stride, stride)
+        return _kaiming_like(CPConv(i, o, 3, dim=3, rank=r, stride=st, padding=1, bias=False))
+
+    def shortcut(i: int, o: int, stride: int) -> nn.Module:
+        return _shortcut3d(i, o, stride, temporal_stride=ts_of(stride))
+
+    stem = _stem2d(conv7, BatchNorm, pool=_maxpool3d)
+    return _build(stem, [conv3] * 4, shortcut, BatchNorm, 3, **kwargs)
