@@ -3,7 +3,7 @@
 Importing this package registers every model (the model modules below).
 """
 
-from hoconv.models import mobilenet, resnet  # noqa: F401  (register their models)
+from hoconv.models import convnet3d, mobilenet, resnet  # noqa: F401  (register models)
 from hoconv.models.registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model"]

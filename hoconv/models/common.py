@@ -27,8 +27,8 @@ def resolve_outputs(num_outputs: int | None, num_classes: int | None, default: i
     return positive_int("num_outputs", default if value is None else value)
 
 
-def check_input(x: torch.Tensor, in_channels: int, data_dim: int) -> None:
-    """Raise a clear error unless ``x`` is (N, in_channels, *data_dim axes)."""
+def check_input(x: torch.Tensor, in_channels: int, data_dim: int, min_size: int = 1) -> None:
+    """Raise a clear error unless ``x`` is (N, in_channels, *data_dim axes of >= min_size)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     axes = _AXES.get(data_dim, f"{data_dim} axes")
@@ -40,6 +40,10 @@ def check_input(x: torch.Tensor, in_channels: int, data_dim: int) -> None:
         raise ValueError(
             f"input must have {in_channels} channels (N, {in_channels}, {axes}), "
             f"got shape {tuple(x.shape)}"
+        )
+    if any(size < min_size for size in x.shape[2:]):
+        raise ValueError(
+            f"input ({axes}) sizes must each be >= {min_size}, got shape {tuple(x.shape)}"
         )
 
 
@@ -66,18 +70,27 @@ class ZooModel(nn.Module):
         in_channels: channels the input must have.
         data_dim: number of data axes of the input (2: images (N, C, H, W); 3: clips
             (N, C, T, H, W)). A transduction that adds axes must increase it.
+        min_size: smallest size accepted on every data axis.
     """
 
-    def __init__(self, features: nn.Module, head: OutputHead, in_channels: int, data_dim: int):
+    def __init__(
+        self,
+        features: nn.Module,
+        head: OutputHead,
+        in_channels: int,
+        data_dim: int,
+        min_size: int = 1,
+    ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.data_dim = data_dim
+        self.min_size = min_size
         self.features = features
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, K); (N, C, T, H, W) -> (N, T, K) or (N, K) (clip output)."""
-        check_input(x, self.in_channels, self.data_dim)
+        check_input(x, self.in_channels, self.data_dim, self.min_size)
         out_frames = x.shape[2] if x.dim() - 2 > self.head.spatial_dims else None
         return self.head(self.features(x), out_frames)
 
