@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -271,3 +273,30 @@ def test_too_small_clip_for_convnet3d():
 def test_bad_kwargs(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         create_model("r3d_18", **kwargs)
+
+
+# --------------------------------------------------------------------------- transduction
+def test_transduce_hook_rejects_unsupported_specs():
+    model, _ = _build("cp_resnet18_2d")
+    spec = SimpleNamespace(dims=2, positions=(0, 1))
+    with pytest.raises(ValueError, match="one new leading"):
+        model.transduce_hook(spec, lambda m: m)
+    video, _ = _build("cp_resnet18_3d")
+    with pytest.raises(ValueError, match="data_dim=3"):
+        video.transduce_hook(SimpleNamespace(dims=1, positions=(0,)), lambda m: m)
+
+
+def test_transduced_cp_resnet_gives_per_frame_outputs():
+    transduction = pytest.importorskip("hoconv.transduction")
+    model, image = _build("cp_resnet18_2d")
+    model.eval()
+    video = transduction.transduce(model).eval()  # default "center" init, stride 1
+    clip = image.unsqueeze(2).expand(-1, -1, 3, -1, -1).contiguous()  # (N, 3, T=3, H, W)
+    with torch.no_grad():
+        out = video(clip)
+        ref = model(image)
+    assert out.shape == (image.shape[0], 3, 2)
+    for t in range(3):
+        torch.testing.assert_close(out[:, t], ref, rtol=1e-4, atol=1e-5)
+    ranks = sum(m.rank for m in video.modules() if isinstance(m, CPConv))
+    assert transduction.phase_parameter_counts(video)["temporal"] == 3 * ranks

@@ -94,6 +94,27 @@ class ZooModel(nn.Module):
         out_frames = x.shape[2] if x.dim() - 2 > self.head.spatial_dims else None
         return self.head(self.features(x), out_frames)
 
+    def transduce_hook(self, spec, convert):  # noqa: ANN001 (TransductionSpec, callable)
+        """``hoconv.transduce`` support for image models: one new leading (time) axis.
+
+        The backbone is converted by the generic rules; the head is kept as is (it already
+        treats a leading extra axis as time and gives per-frame outputs, or clip outputs with
+        ``temporal_output="clip"``); the model then accepts clips (``data_dim`` + 1).
+        """
+        if (
+            spec.dims != 1
+            or tuple(spec.positions) != (0,)
+            or self.data_dim != self.head.spatial_dims
+        ):
+            raise ValueError(
+                "zoo models transduce an image model by one new leading (time) axis only "
+                f"(dims=1, positions=(0,)); got dims={spec.dims}, positions={spec.positions} "
+                f"for a model with data_dim={self.data_dim}"
+            )
+        self.features = convert(self.features)
+        self.data_dim += 1
+        return self
+
 
 def make_head(
     channels: int,
