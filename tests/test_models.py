@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -300,3 +301,35 @@ def test_transduced_cp_resnet_gives_per_frame_outputs():
         torch.testing.assert_close(out[:, t], ref, rtol=1e-4, atol=1e-5)
     ranks = sum(m.rank for m in video.modules() if isinstance(m, CPConv))
     assert transduction.phase_parameter_counts(video)["temporal"] == 3 * ranks
+
+
+# --------------------------------------------------------------------------- report
+def test_report_tables_and_files(tmp_path, capsys):
+    from hoconv.commands import report
+
+    assert report.run(SimpleNamespace(out=tmp_path)) == 0
+    printed = capsys.readouterr().out
+    assert "Table 4" in printed and "Figure 6" in printed
+    assert {p.name for p in tmp_path.iterdir()} == {"report.md", "tables.json", "figure6.png"}
+    tables = json.loads((tmp_path / "tables.json").read_text())
+    t4 = {r["model"]: r for r in tables["table4"]["rows"]}
+    assert (
+        round(t4["r3d_18"]["total"] / 1e6) == 33 and round(t4["r2plus1d_18"]["total"] / 1e6) == 31
+    )
+    assert round(t4["cp_resnet18_3d"]["total"] / 1e6) == 11
+    assert 0 < t4["cp_resnet18_3d"]["video"] < 0.01 * t4["cp_resnet18_3d"]["total"]
+    voxels = 16 * 32 * 32
+    for row, (c, t) in zip(tables["figure6"]["rows"], report.FIG6_PAIRS):
+        assert row["3D-Conv"] == pytest.approx(2 * c * t * 27 * voxels / 1e9)
+        for mult in (3, 6):  # 1x1 in, three 1-D convs of size 3, 1x1 out ('same' padding)
+            expected = 2 * mult * c * (c + 9 + t) * voxels / 1e9
+            assert row[f"CP-HOConv-{mult}"] == pytest.approx(expected)
+
+
+def test_report_out_must_be_a_folder(tmp_path):
+    from hoconv.commands import report
+
+    file = tmp_path / "x.txt"
+    file.write_text("")
+    with pytest.raises(ValueError, match="--out"):
+        report.run(SimpleNamespace(out=file))
