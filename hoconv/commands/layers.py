@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="spatial input size used for MACs (one int per axis)")  # fmt: skip
     parser.add_argument("--rank", default="6x",
                         help="CP rank: an int, a fraction of dense params (0.5), 'same', or '<k>x' = k x in_channels")  # fmt: skip
-    parser.add_argument("--tucker-rank", default="same", help="Tucker rank: int, fraction or 'same'")
+    parser.add_argument(
+        "--tucker-rank", default="same", help="Tucker rank: int, fraction or 'same'"
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,7 +48,9 @@ def _parse_pairs(pairs: list[str] | None) -> tuple[tuple[int, int], ...]:
         try:
             c, t = (int(v) for v in pair.split(":"))
         except ValueError:
-            raise ValueError(f"--channels entries must look like IN:OUT (e.g. 64:128), got {pair!r}") from None
+            raise ValueError(
+                f"--channels entries must look like IN:OUT (e.g. 64:128), got {pair!r}"
+            ) from None
         parsed.append((c, t))
     return tuple(parsed)
 
@@ -54,11 +58,21 @@ def _parse_pairs(pairs: list[str] | None) -> tuple[tuple[int, int], ...]:
 def run(args: argparse.Namespace) -> int:
     pairs = _parse_pairs(args.channels)
     if len(args.input_size) != args.dim:
-        raise ValueError(f"--input-size needs {args.dim} ints (one per axis), got {args.input_size}")
+        raise ValueError(
+            f"--input-size needs {args.dim} ints (one per axis), got {args.input_size}"
+        )
     rows, totals = [], [0, 0, 0, 0, 0, 0]
     for c, t in pairs:
         shape = (1, c, *args.input_size)
-        cp = CPConv(c, t, args.kernel_size, dim=args.dim, rank=_parse_rank(args.rank, c), padding="same", bias=False)
+        cp = CPConv(
+            c,
+            t,
+            args.kernel_size,
+            dim=args.dim,
+            rank=_parse_rank(args.rank, c),
+            padding="same",
+            bias=False,
+        )
         tucker = TuckerConv(c, t, args.kernel_size, dim=args.dim, rank=_parse_rank(args.tucker_rank, c),
                             padding="same", bias=False)  # fmt: skip
         kernel = (args.kernel_size,) * args.dim
@@ -68,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
                   dense_macs, cp.macs(shape), tucker.macs(shape))  # fmt: skip
         totals = [a + b for a, b in zip(totals, values)]
         rows.append((f"{c}->{t}", f"R={cp.rank}", f"R={tucker.rank}", *values))
-    print(f"| layer | CP rank | Tucker ranks | dense params | CP params | Tucker params | "
-          f"dense MACs | CP MACs | Tucker MACs |")  # fmt: skip
+    print("| layer | CP rank | Tucker ranks | dense params | CP params | Tucker params | "
+          "dense MACs | CP MACs | Tucker MACs |")  # fmt: skip
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name, cp_rank, tucker_rank, *values in rows:
-        print(f"| {name} | {cp_rank} | {tucker_rank} | " + " | ".join(f"{v:,}" for v in values) + " |")
+        print(
+            f"| {name} | {cp_rank} | {tucker_rank} | " + " | ".join(f"{v:,}" for v in values) + " |"
+        )
     print("| total | | | " + " | ".join(f"{v:,}" for v in totals) + " |")
     print(f"\nCP params include the weights vectors (R per layer); MACs for one input of spatial size "
           f"{tuple(args.input_size)}; FLOPs = 2 x MACs.")  # fmt: skip
