@@ -13,7 +13,9 @@ import sys
 from hoconv import __version__
 
 # One entry per subcommand module under hoconv/commands/.
-COMMAND_MODULES: tuple[str, ...] = ("layers", "train", "evaluate", "transduce", "search", "demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "layers", "report", "train", "evaluate", "transduce", "search", "demo",
+)
 
 
 class CLIError(Exception):
