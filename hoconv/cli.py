@@ -14,7 +14,13 @@ from hoconv import __version__
 
 # One entry per subcommand module under hoconv/commands/.
 COMMAND_MODULES: tuple[str, ...] = (
-    "layers", "report", "train", "evaluate", "transduce", "search", "demo",
+    "layers",
+    "report",
+    "train",
+    "evaluate",
+    "transduce",
+    "search",
+    "demo",
 )
 
 

@@ -34,25 +34,53 @@ def demo_settings(profile: str = "default", overrides: dict | None = None) -> di
     return config_io.merge(s, overrides or {}, where="demo overrides")
 
 
-def _train_cfg(s: dict, *, mode: str, model: str, epochs: int, lr: float, device: str,
-               init: str | None = None, phase: str | None = None, progress: bool = True) -> dict:
+def _train_cfg(
+    s: dict,
+    *,
+    mode: str,
+    model: str,
+    epochs: int,
+    lr: float,
+    device: str,
+    init: str | None = None,
+    phase: str | None = None,
+    progress: bool = True,
+) -> dict:
     video = mode == "video"
-    data_kwargs = {"image_size": s["image_size"],
-                   **(s["video_data_kwargs"] if video else s["static_data_kwargs"])}
+    data_kwargs = {
+        "image_size": s["image_size"],
+        **(s["video_data_kwargs"] if video else s["static_data_kwargs"]),
+    }
     if video:
         data_kwargs["clip_length"] = s["clip_length"]
     flags = {
-        "data": s["data"], "mode": mode, "model": model, "init": init, "phase": phase,
-        "epochs": epochs, "lr": lr, "batch_size": s["clip_batch_size"] if video else s["batch_size"],
-        "lr_step": max(epochs, 1), "workers": 0, "device": device, "progress": progress,
-        "data_kwargs": data_kwargs, "max_train_batches": s["max_train_batches"],
+        "data": s["data"],
+        "mode": mode,
+        "model": model,
+        "init": init,
+        "phase": phase,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": s["clip_batch_size"] if video else s["batch_size"],
+        "lr_step": max(epochs, 1),
+        "workers": 0,
+        "device": device,
+        "progress": progress,
+        "data_kwargs": data_kwargs,
+        "max_train_batches": s["max_train_batches"],
         "model_kwargs": {"width": s["width"], **s["model_kwargs"]},
     }
     return config_io.resolve("train", None, flags)
 
 
-def run_demo(out: str | Path, *, profile: str = "default", device: str = "cpu",
-             overrides: dict | None = None, progress: bool = True) -> dict:
+def run_demo(
+    out: str | Path,
+    *,
+    profile: str = "default",
+    device: str = "cpu",
+    overrides: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """Run the whole demo into ``out``; return the rows of the report table.
 
     Args:
@@ -68,55 +96,132 @@ def run_demo(out: str | Path, *, profile: str = "default", device: str = "cpu",
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     rows: list[dict] = []
-    ev = {"data": s["data"], "mode": "video", "data_root": None, "device": device, "workers": 0,
-          "data_kwargs": {"image_size": s["image_size"], "clip_length": s["clip_length"],
-                          **s["video_data_kwargs"]}}
+    ev = {
+        "data": s["data"],
+        "mode": "video",
+        "data_root": None,
+        "device": device,
+        "workers": 0,
+        "data_kwargs": {
+            "image_size": s["image_size"],
+            "clip_length": s["clip_length"],
+            **s["video_data_kwargs"],
+        },
+    }
 
     def stage(name: str, cfg: dict) -> dict:
-        say(f"== demo stage {name}: {cfg['model']} on {cfg['mode']} data, {cfg['epochs']} epoch(s)"
-            f"{', phase ' + cfg['phase'] if cfg.get('phase') else ''}", progress)
+        say(
+            f"== demo stage {name}: {cfg['model']} on {cfg['mode']} data, {cfg['epochs']} epoch(s)"
+            f"{', phase ' + cfg['phase'] if cfg.get('phase') else ''}",
+            progress,
+        )
         t0 = time.perf_counter()
         res = train(cfg, out / name)
         res["wall_s"] = time.perf_counter() - t0
         return res
 
-    def evaluate_row(label: str, case: str, ckpt: Path, params: int, trained: str, wall: float,
-                     folder: str) -> dict:
+    def evaluate_row(
+        label: str, case: str, ckpt: Path, params: int, trained: str, wall: float, folder: str
+    ) -> dict:
         metrics = evaluate(ckpt, out / "eval" / folder, overrides=ev, split="test")
-        row = {"case": case, "network": label, "metrics": metrics, "params": params,
-               "trained_params": trained, "wall_s": wall, "eval_dir": f"eval/{folder}"}
+        row = {
+            "case": case,
+            "network": label,
+            "metrics": metrics,
+            "params": params,
+            "trained_params": trained,
+            "wall_s": wall,
+            "eval_dir": f"eval/{folder}",
+        }
         rows.append(row)
         return row
 
     lr = s["lr"]
-    static = stage("static_2d", _train_cfg(s, mode="static", model=s["models"]["static"],
-                                            epochs=s["static_epochs"], lr=lr, device=device,
-                                            progress=progress))
-    evaluate_row(f"{_pretty(s['models']['static'])} (frame-wise)", "static",
-                 out / "static_2d" / "best.pt", static["params"], _m(static["trainable_params"]),
-                 static["wall_s"], "static_2d_framewise")
+    static = stage(
+        "static_2d",
+        _train_cfg(
+            s,
+            mode="static",
+            model=s["models"]["static"],
+            epochs=s["static_epochs"],
+            lr=lr,
+            device=device,
+            progress=progress,
+        ),
+    )
+    evaluate_row(
+        f"{_pretty(s['models']['static'])} (frame-wise)",
+        "static",
+        out / "static_2d" / "best.pt",
+        static["params"],
+        _m(static["trainable_params"]),
+        static["wall_s"],
+        "static_2d_framewise",
+    )
     t0 = time.perf_counter()
     transduce_checkpoint(out / "static_2d" / "best.pt", out / "transduced.pt", **s["transduce"])
     t_transduce = time.perf_counter() - t0
-    temporal = stage("transduced_temporal", _train_cfg(
-        s, mode="video", model=s["models"]["static"], epochs=s["temporal_epochs"], lr=lr,
-        device=device, init=str(out / "transduced.pt"), phase="temporal", progress=progress))
-    finetune = stage("transduced_finetune", _train_cfg(
-        s, mode="video", model=s["models"]["static"], epochs=s["finetune_epochs"],
-        lr=s["finetune_lr"], device=device, init=str(out / "transduced_temporal" / "best.pt"),
-        phase="all", progress=progress))
+    temporal = stage(
+        "transduced_temporal",
+        _train_cfg(
+            s,
+            mode="video",
+            model=s["models"]["static"],
+            epochs=s["temporal_epochs"],
+            lr=lr,
+            device=device,
+            init=str(out / "transduced.pt"),
+            phase="temporal",
+            progress=progress,
+        ),
+    )
+    finetune = stage(
+        "transduced_finetune",
+        _train_cfg(
+            s,
+            mode="video",
+            model=s["models"]["static"],
+            epochs=s["finetune_epochs"],
+            lr=s["finetune_lr"],
+            device=device,
+            init=str(out / "transduced_temporal" / "best.pt"),
+            phase="all",
+            progress=progress,
+        ),
+    )
     wall = static["wall_s"] + t_transduce + temporal["wall_s"] + finetune["wall_s"]
-    evaluate_row("Ours - transduction", "temporal", out / "transduced_finetune" / "best.pt",
-                 finetune["params"],
-                 f"{_m(temporal['trainable_params'])} temporal, then {_m(finetune['trainable_params'])}",
-                 wall, "transduced")
+    evaluate_row(
+        "Ours - transduction",
+        "temporal",
+        out / "transduced_finetune" / "best.pt",
+        finetune["params"],
+        f"{_m(temporal['trainable_params'])} temporal, then {_m(finetune['trainable_params'])}",
+        wall,
+        "transduced",
+    )
     for name in s["models"]["scratch"]:
-        res = stage(f"scratch_{name}", _train_cfg(s, mode="video", model=name,
-                                                   epochs=s["video_epochs"], lr=lr, device=device,
-                                                   progress=progress))
+        res = stage(
+            f"scratch_{name}",
+            _train_cfg(
+                s,
+                mode="video",
+                model=name,
+                epochs=s["video_epochs"],
+                lr=lr,
+                device=device,
+                progress=progress,
+            ),
+        )
         label = "Ours - scratch" if name.startswith("cp_") else _pretty(name)
-        evaluate_row(label, "temporal", out / f"scratch_{name}" / "best.pt", res["params"],
-                     _m(res["trainable_params"]), res["wall_s"], f"scratch_{name}")
+        evaluate_row(
+            label,
+            "temporal",
+            out / f"scratch_{name}" / "best.pt",
+            res["params"],
+            _m(res["trainable_params"]),
+            res["wall_s"],
+            f"scratch_{name}",
+        )
     total = time.perf_counter() - t_start
     write_report(out, rows, s, profile, total)
     return {"rows": rows, "total_s": total, "settings": s}
@@ -127,24 +232,31 @@ def _m(n: int) -> str:
 
 
 def _pretty(name: str) -> str:
-    return {"cp_resnet18_2d": "CP-ResNet-18-2D", "cp_resnet18_3d": "CP-ResNet-18-3D",
-            "r3d_18": "ResNet-18-3D (R3D-18)", "r2plus1d_18": "ResNet-18-(2+1)D"}.get(name, name)
+    return {
+        "cp_resnet18_2d": "CP-ResNet-18-2D",
+        "cp_resnet18_3d": "CP-ResNet-18-3D",
+        "r3d_18": "ResNet-18-3D (R3D-18)",
+        "r2plus1d_18": "ResNet-18-(2+1)D",
+    }.get(name, name)
 
 
 def write_report(out: Path, rows: list[dict], s: dict, profile: str, total_s: float) -> Path:
     """``report.md`` (table like the paper's tables 2-3), ``results.json``, CCC bar chart."""
-    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": s, "total_s": total_s},
-                                                 indent=2, default=str))
+    (out / "results.json").write_text(
+        json.dumps({"rows": rows, "settings": s, "total_s": total_s}, indent=2, default=str)
+    )
     plot_ccc_bars(rows, out / "ccc.png")
     lines = [
-        "# hoconv demo: the paper's pipeline on the synthetic data set", "",
+        "# hoconv demo: the paper's pipeline on the synthetic data set",
+        "",
         f"Profile `{profile}`; total wall time {total_s / 60:.1f} min. Data: procedural faces, "
         f"{s['image_size']}x{s['image_size']} pixels, clips of {s['clip_length']} frames; models "
         f"at width {s['width']} (the paper's full-size models are `hoconv train`'s defaults).",
         f"Budget: the 2-D model trains {s['static_epochs']} epochs on still images; on videos the "
         f"transduced model trains {s['temporal_epochs']} epochs (temporal factors only) + "
         f"{s['finetune_epochs']} (all), every scratch model {s['video_epochs']} epochs.",
-        "Metrics on every labelled frame of the test videos (pooled, not batch-averaged).", "",
+        "Metrics on every labelled frame of the test videos (pooled, not batch-averaged).",
+        "",
         "| Case | Network | V RMSE | V SAGR | V PCC | V CCC | A RMSE | A SAGR | A PCC | A CCC "
         "| Params | Trained params | Wall time |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -152,19 +264,29 @@ def write_report(out: Path, rows: list[dict], s: dict, profile: str, total_s: fl
     for r in rows:
         v, a = r["metrics"]["valence"], r["metrics"]["arousal"]
         cells = [f"{m[k]:.3f}" for m in (v, a) for k in ("rmse", "sagr", "pcc", "ccc")]
-        lines.append(f"| {r['case']} | {r['network']} | {' | '.join(cells)} | {_m(r['params'])} | "
-                     f"{r['trained_params']} | {r['wall_s']:.0f} s |")
+        lines.append(
+            f"| {r['case']} | {r['network']} | {' | '.join(cells)} | {_m(r['params'])} | "
+            f"{r['trained_params']} | {r['wall_s']:.0f} s |"
+        )
     best = max(rows, key=lambda r: r["metrics"]["valence"]["ccc"] + r["metrics"]["arousal"]["ccc"])
     lines += [
-        "", f"Best mean CCC: **{best['network']}**. These are the measured numbers of this run, "
-        "whatever they are; short CPU budgets make them noisy.", "",
+        "",
+        f"Best mean CCC: **{best['network']}**. These are the measured numbers of this run, "
+        "whatever they are; short CPU budgets make them noisy.",
+        "",
         "Wall time of the transduction row includes the static training and both video phases.",
-        "", "## Figures", "", "Mean of valence and arousal CCC per model: ![CCC](ccc.png)", "",
+        "",
+        "## Figures",
+        "",
+        "Mean of valence and arousal CCC per model: ![CCC](ccc.png)",
+        "",
     ]
     for r in rows:
         d = r["eval_dir"]
-        lines.append(f"- {r['network']}: [V/A over time]({d}/va_over_time.png), "
-                     f"[circumplex]({d}/circumplex.png), [metrics]({d}/metrics.json)")
+        lines.append(
+            f"- {r['network']}: [V/A over time]({d}/va_over_time.png), "
+            f"[circumplex]({d}/circumplex.png), [metrics]({d}/metrics.json)"
+        )
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

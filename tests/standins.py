@@ -19,8 +19,9 @@ from torch import nn
 class TinyNet(nn.Module):
     """conv (dim-D) -> ReLU -> global pool over space (keeps time for 3-D) -> linear."""
 
-    def __init__(self, dim: int = 2, num_outputs: int = 2, width: int = 4,
-                 nan_after_steps: int | None = None) -> None:
+    def __init__(
+        self, dim: int = 2, num_outputs: int = 2, width: int = 4, nan_after_steps: int | None = None
+    ) -> None:
         super().__init__()
         conv = nn.Conv2d if dim == 2 else nn.Conv3d
         self.dim = dim
@@ -68,11 +69,23 @@ class TinyAffect(torch.utils.data.Dataset):
 
     num_expressions = 0
 
-    def __init__(self, split: str = "train", mode: str = "static", size: int = 32,
-                 image_size: int = 8, clip_length: int = 4, empty: bool = False,
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        mode: str = "static",
+        size: int = 32,
+        image_size: int = 8,
+        clip_length: int = 4,
+        empty: bool = False,
+        delay: float = 0.0,
+    ) -> None:
         self.delay = delay
-        self.split, self.mode, self.image_size, self.clip_length = split, mode, image_size, clip_length
+        self.split, self.mode, self.image_size, self.clip_length = (
+            split,
+            mode,
+            image_size,
+            clip_length,
+        )
         self.size = 0 if empty else size
         self.offset = {"train": 0, "val": 10_000, "test": 20_000}[split]
         self.summary = {"loaded": self.size}
@@ -94,9 +107,14 @@ class TinyAffect(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(self.offset + i)
         if self.mode == "static":
             v, a = (torch.rand(2, generator=g) * 2 - 1).tolist()
-            return {"input": self._frame(g, v, a), "valence": torch.tensor(v), "arousal": torch.tensor(a),
-                    "expression": torch.tensor(-1), "video": f"{self.split}{i // 8}",
-                    "frame": torch.tensor(i % 8)}
+            return {
+                "input": self._frame(g, v, a),
+                "valence": torch.tensor(v),
+                "arousal": torch.tensor(a),
+                "expression": torch.tensor(-1),
+                "video": f"{self.split}{i // 8}",
+                "frame": torch.tensor(i % 8),
+            }
         t = self.clip_length
         v0, a0, dv, da = (torch.rand(4, generator=g) * 2 - 1).tolist()
         vs = [max(-1.0, min(1.0, v0 + 0.2 * dv * k)) for k in range(t)]
@@ -105,9 +123,15 @@ class TinyAffect(torch.utils.data.Dataset):
         mask = torch.ones(t, dtype=torch.bool)
         if i % 3 == 2:
             mask[-1] = False
-        return {"input": frames, "valence": torch.tensor(vs), "arousal": torch.tensor(as_),
-                "expression": torch.full((t,), -1), "mask": mask, "video": f"{self.split}{i}",
-                "frames": torch.arange(t)}
+        return {
+            "input": frames,
+            "valence": torch.tensor(vs),
+            "arousal": torch.tensor(as_),
+            "expression": torch.full((t,), -1),
+            "mask": mask,
+            "video": f"{self.split}{i}",
+            "frames": torch.arange(t),
+        }
 
 
 def create_tiny_dataset(name: str, root=None, split="train", mode="static", **kwargs):
@@ -156,7 +180,11 @@ class _StandInAffectLoss(nn.Module):
         tc = target - target.mean(0)
         cov = (pc * tc).mean(0)
         pcc = cov / (pc.pow(2).mean(0).sqrt() * tc.pow(2).mean(0).sqrt() + 1e-8)
-        ccc = 2 * cov / (pc.pow(2).mean(0) + tc.pow(2).mean(0) + (pred.mean(0) - target.mean(0)) ** 2 + 1e-8)
+        ccc = (
+            2
+            * cov
+            / (pc.pow(2).mean(0) + tc.pow(2).mean(0) + (pred.mean(0) - target.mean(0)) ** 2 + 1e-8)
+        )
         total = w[0] * rmse + w[1] * (1 - pcc.mean()) + w[2] * (1 - ccc.mean())
         return total / sum(w)
 
@@ -186,7 +214,6 @@ def _install_missing() -> None:
 def install() -> None:
     """Make ``test_tiny2d`` / ``test_tiny3d`` models and the ``test_tiny`` data set available."""
     _install_missing()
-    skip_missing_commands()
     models, data = importlib.import_module("hoconv.models"), importlib.import_module("hoconv.data")
     real_model, real_data = models.create_model, data.create_dataset
     if getattr(real_model, "_standin", False):
@@ -213,20 +240,17 @@ def tiny_config(**overrides) -> dict:
     """A resolved train config for the tiny stand-ins."""
     from hoconv.engine import config as config_io
 
-    base = {"data": "test_tiny", "model": "test_tiny2d", "epochs": 2, "batch_size": 8,
-            "workers": 0, "device": "cpu", "progress": False, "lr": 0.01, "lr_step": 1,
-            "lr_gamma": 0.5, "data_kwargs": {"size": 32}}
+    base = {
+        "data": "test_tiny",
+        "model": "test_tiny2d",
+        "epochs": 2,
+        "batch_size": 8,
+        "workers": 0,
+        "device": "cpu",
+        "progress": False,
+        "lr": 0.01,
+        "lr_step": 1,
+        "lr_gamma": 0.5,
+        "data_kwargs": {"size": 32},
+    }
     return config_io.resolve("train", None, {**base, **overrides})
-
-
-
-
-def skip_missing_commands() -> None:
-    """Temporary: main lists `layers` before its module has landed; test our commands anyway."""
-    import importlib.util
-
-    import hoconv.cli as cli
-
-    cli.COMMAND_MODULES = tuple(
-        n for n in cli.COMMAND_MODULES if importlib.util.find_spec(f"hoconv.commands.{n}")
-    )

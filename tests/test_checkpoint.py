@@ -23,16 +23,25 @@ def _ckpt(**kw):
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     opt.step()
     spec = {"name": "test_tiny2d", "kwargs": {"num_outputs": 2}, "transductions": []}
-    return model, ck.make_checkpoint(model_spec=spec, state_dict=model.state_dict(), epoch=3,
-                                     config={"lr": 0.1, "betas": [0.9, 0.999]},
-                                     optimizer=opt.state_dict(), **kw)
+    return model, ck.make_checkpoint(
+        model_spec=spec,
+        state_dict=model.state_dict(),
+        epoch=3,
+        config={"lr": 0.1, "betas": [0.9, 0.999]},
+        optimizer=opt.state_dict(),
+        **kw,
+    )
 
 
 def test_roundtrip_rebuilds_the_model(tmp_path):
     model, ckpt = _ckpt()
     path = ck.write_checkpoint(tmp_path / "a.pt", ckpt)
     back = ck.read_checkpoint(path)
-    assert back["epoch"] == 3 and back["hoconv_version"] and back["format_version"] == ck.FORMAT_VERSION
+    assert (
+        back["epoch"] == 3
+        and back["hoconv_version"]
+        and back["format_version"] == ck.FORMAT_VERSION
+    )
     assert back["optimizer"]["state"][0]["exp_avg"].shape == model.conv.weight.shape
     loaded, meta = ck.load_model(path)
     assert meta["model"]["name"] == "test_tiny2d" and "state_dict" not in meta
@@ -125,10 +134,15 @@ def test_transduced_checkpoint_rebuilds_and_keeps_frame_outputs(tmp_path):
 
     model = create_model("cp_resnet18_2d", num_outputs=2, width=4).eval()
     spec = {"name": "cp_resnet18_2d", "kwargs": {"num_outputs": 2, "width": 4}, "transductions": []}
-    ck.write_checkpoint(tmp_path / "2d.pt", ck.make_checkpoint(
-        model_spec=spec, state_dict=model.state_dict(), epoch=1, config={"mode": "static"}))
-    new_spec = ck.transduce_checkpoint(tmp_path / "2d.pt", tmp_path / "3d.pt", dims=1,
-                                       kernel_size=3, init="center")
+    ck.write_checkpoint(
+        tmp_path / "2d.pt",
+        ck.make_checkpoint(
+            model_spec=spec, state_dict=model.state_dict(), epoch=1, config={"mode": "static"}
+        ),
+    )
+    new_spec = ck.transduce_checkpoint(
+        tmp_path / "2d.pt", tmp_path / "3d.pt", dims=1, kernel_size=3, init="center"
+    )
     assert new_spec["transductions"] == [{"dims": 1, "kernel_size": 3, "init": "center"}]
     video, meta = ck.load_model(tmp_path / "3d.pt")
     assert meta["config"]["mode"] == "video"

@@ -10,8 +10,23 @@ import yaml
 from hoconv.cli import main
 from hoconv.commands.search import draw_trials
 
-TINY = ["--data", "test_tiny", "--model", "test_tiny2d", "--batch-size", "8", "--workers", "0",
-        "--device", "cpu", "--no-progress", "--data-arg", "size=16", "--epochs", "1"]
+TINY = [
+    "--data",
+    "test_tiny",
+    "--model",
+    "test_tiny2d",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--data-arg",
+    "size=16",
+    "--epochs",
+    "1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -43,21 +58,43 @@ def test_train_errors_are_one_line(tmp_path, capsys, extra, match):
 
 def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "typo.yaml").write_text("learning_rate: 0.1\n")
-    _error(capsys, ["train", *TINY, "--config", str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "r")],
-           "unknown key 'learning_rate'")
+    _error(
+        capsys,
+        ["train", *TINY, "--config", str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "r")],
+        "unknown key 'learning_rate'",
+    )
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    _error(capsys, ["train", *TINY, "--config", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "r")],
-           "mapping")
+    _error(
+        capsys,
+        ["train", *TINY, "--config", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "r")],
+        "mapping",
+    )
     (tmp_path / "notackpt.pt").write_text("hello")
-    _error(capsys, ["evaluate", "--checkpoint", str(tmp_path / "notackpt.pt"), "--out", str(tmp_path)],
-           "refused")
+    _error(
+        capsys,
+        ["evaluate", "--checkpoint", str(tmp_path / "notackpt.pt"), "--out", str(tmp_path)],
+        "refused",
+    )
 
 
 def test_flags_override_config_file_override_defaults(tmp_path):
     (tmp_path / "c.yaml").write_text("lr: 0.5\nweight_decay: 0.001\nmodel_kwargs: {width: 3}\n")
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--config", str(tmp_path / "c.yaml"), "--lr", "0.02",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--lr",
+                "0.02",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["lr"] == 0.02 and cfg["weight_decay"] == 0.001  # flag > file
     assert cfg["model_kwargs"]["width"] == 3 and cfg["lr_step"] == 15  # file > packaged default
@@ -74,8 +111,20 @@ def test_resume_continues_a_finished_run_to_more_epochs(tmp_path):
 
 def test_evaluate_command(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--split", "test",
-                 "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "run" / "best.pt"),
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 16 and 0 <= metrics["valence"]["sagr"] <= 1
     assert "valence CCC" in capsys.readouterr().out
@@ -88,8 +137,21 @@ def test_search_draws_distinct_grid_points_and_keeps_the_best(tmp_path):
     assert all(p["lr"] in grid["lr"] and p["weight_decay"] in grid["weight_decay"] for p in points)
     assert len(draw_trials(grid, 100, seed=1)) == 8  # never more than the grid holds
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"grid": grid}))
-    assert main(["search", *TINY, "--grid", str(tmp_path / "grid.yaml"), "--trials", "2",
-                 "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "search",
+                *TINY,
+                "--grid",
+                str(tmp_path / "grid.yaml"),
+                "--trials",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "s" / "search.json").read_text())
     scores = [t["score"] for t in result["trials"]]
     assert len(scores) == 2 and result["best"]["score"] == max(scores)
@@ -106,15 +168,37 @@ def test_image_to_video_chain_trains_only_temporal_factors_then_all(tmp_path):
     pytest.importorskip("hoconv.transduction")
     cp = [a if a != "test_tiny2d" else "test_tiny_cp" for a in TINY]
     assert main(["train", *cp, "--out", str(tmp_path / "img")]) == 0
-    assert main(["transduce", "--checkpoint", str(tmp_path / "img" / "best.pt"),
-                 "--out", str(tmp_path / "vid.pt")]) == 0
+    assert (
+        main(
+            [
+                "transduce",
+                "--checkpoint",
+                str(tmp_path / "img" / "best.pt"),
+                "--out",
+                str(tmp_path / "vid.pt"),
+            ]
+        )
+        == 0
+    )
     video = [*cp, "--mode", "video", "--init", str(tmp_path / "vid.pt")]
     assert main(["train", *video, "--phase", "temporal", "--out", str(tmp_path / "t")]) == 0
     before, after = _state(tmp_path / "vid.pt"), _state(tmp_path / "t" / "last.pt")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"conv.kernel_factors.0"}, changed  # the new (leading) temporal factor only
-    assert main(["train", *video[:-1], str(tmp_path / "t" / "best.pt"), "--phase", "all",
-                 "--out", str(tmp_path / "all")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *video[:-1],
+                str(tmp_path / "t" / "best.pt"),
+                "--phase",
+                "all",
+                "--out",
+                str(tmp_path / "all"),
+            ]
+        )
+        == 0
+    )
     final = _state(tmp_path / "all" / "last.pt")
     changed = {k for k in final if not torch.equal(after[k], final[k])}
     assert {"conv.kernel_factors.0", "conv.in_factor", "conv.out_factor", "head.weight"} <= changed
@@ -125,7 +209,10 @@ def test_lasso_shrinks_the_cp_weights(tmp_path):
     cp = [a if a != "test_tiny2d" else "test_tiny_cp" for a in TINY]
     norms = []
     for gamma in ("0", "0.5"):
-        assert main(["train", *cp, "--lasso", gamma, "--seed", "1", "--out", str(tmp_path / gamma)]) == 0
+        assert (
+            main(["train", *cp, "--lasso", gamma, "--seed", "1", "--out", str(tmp_path / gamma)])
+            == 0
+        )
         norms.append(float(_state(tmp_path / gamma / "last.pt")["conv.weights"].abs().sum()))
     assert norms[1] < norms[0] - 1e-3, norms
 
@@ -134,6 +221,19 @@ def test_wrong_data_layout_is_a_one_line_error(tmp_path, capsys):
     pytest.importorskip("hoconv.data.afew_va")
     (tmp_path / "root" / "junk").mkdir(parents=True)
     (tmp_path / "root" / "junk" / "notes.txt").write_text("not a data set")
-    _error(capsys, ["train", "--data", "afew_va", "--data-root", str(tmp_path / "root"),
-                    "--model", "test_tiny2d", "--no-progress", "--out", str(tmp_path / "r")],
-           "afew_va")
+    _error(
+        capsys,
+        [
+            "train",
+            "--data",
+            "afew_va",
+            "--data-root",
+            str(tmp_path / "root"),
+            "--model",
+            "test_tiny2d",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        "afew_va",
+    )

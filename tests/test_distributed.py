@@ -18,10 +18,14 @@ HERE = Path(__file__).parent
 
 def test_shard_sampler_splits_global_batches_like_one_process():
     one = list(ShardSampler(20, DistInfo(), shuffle=True, seed=3))
-    shards = [list(ShardSampler(20, DistInfo(rank=r, world_size=2), shuffle=True, seed=3))
-              for r in range(2)]
+    shards = [
+        list(ShardSampler(20, DistInfo(rank=r, world_size=2), shuffle=True, seed=3))
+        for r in range(2)
+    ]
     for b in range(20 // 4):  # global batch 4 = 2 per rank
-        assert sorted(one[4 * b : 4 * b + 4]) == sorted(shards[0][2 * b : 2 * b + 2] + shards[1][2 * b : 2 * b + 2])
+        assert sorted(one[4 * b : 4 * b + 4]) == sorted(
+            shards[0][2 * b : 2 * b + 2] + shards[1][2 * b : 2 * b + 2]
+        )
     evals = [list(ShardSampler(7, DistInfo(rank=r, world_size=2), shuffle=False)) for r in range(2)]
     assert sorted(evals[0] + evals[1]) == list(range(7))  # every sample once, no padding
 
@@ -35,16 +39,45 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     standins.install()
-    args = ["train", "--data", "test_tiny", "--model", "test_tiny2d", "--epochs", "2",
-            "--batch-size", "8", "--lr", "0.01", "--workers", "0", "--device", "cpu",
-            "--no-progress", "--data-arg", "size=32", "--out", str(tmp_path / "ddp")]
+    args = [
+        "train",
+        "--data",
+        "test_tiny",
+        "--model",
+        "test_tiny2d",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--data-arg",
+        "size=32",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           f"--master_port={_free_port()}", str(HERE / "standin_cli.py"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        f"--master_port={_free_port()}",
+        str(HERE / "standin_cli.py"),
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = train(standins.tiny_config(epochs=2, lr_step=15, lr_gamma=0.1, data_kwargs={"size": 32}),
-                tmp_path / "one")
+    one = train(
+        standins.tiny_config(epochs=2, lr_step=15, lr_gamma=0.1, data_kwargs={"size": 32}),
+        tmp_path / "one",
+    )
     ddp = read_checkpoint(tmp_path / "ddp" / "last.pt")
     for got, want in zip(ddp["history"], one["history"]):
         assert got["val_n"] == want["val_n"] == 32

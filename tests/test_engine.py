@@ -105,7 +105,9 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = standins.tiny_config(epochs=3, model_kwargs={"nan_after_steps": 5})  # 4 steps / epoch
-    with pytest.raises(TrainingError, match=r"non-finite training loss .* epoch 2 step 2.*last\.pt"):
+    with pytest.raises(
+        TrainingError, match=r"non-finite training loss .* epoch 2 step 2.*last\.pt"
+    ):
         train(cfg, tmp_path / "run")
     last = read_checkpoint(tmp_path / "run" / "last.pt")
     assert last["epoch"] == 1
@@ -122,16 +124,44 @@ def test_model_mode_mismatch_and_existing_run_are_refused(tmp_path):
 
 def _cli(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(HERE / "standin_cli.py"), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "standin_cli.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
-    args = ["train", "--data", "test_tiny", "--model", "test_tiny2d", "--epochs", "4",
-            "--batch-size", "8", "--lr", "0.01", "--lr-step", "1", "--lr-gamma", "0.5",
-            "--workers", "0", "--device", "cpu", "--no-progress", "--data-arg", "size=32",
-            "--data-arg", "delay=0.004"]
+    args = [
+        "train",
+        "--data",
+        "test_tiny",
+        "--model",
+        "test_tiny2d",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--lr-step",
+        "1",
+        "--lr-gamma",
+        "0.5",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--data-arg",
+        "size=32",
+        "--data-arg",
+        "delay=0.004",
+    ]
     run = tmp_path / "killed"
     proc = _cli([*args, "--out", str(run)])
     deadline = time.time() + 60
@@ -152,15 +182,22 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
     for key in b["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-5, atol=1e-6)
     assert [h["score"] for h in a["history"]] == pytest.approx(
-        [h["score"] for h in reference["history"]], abs=1e-5)
+        [h["score"] for h in reference["history"]], abs=1e-5
+    )
 
 
 def test_resume_reproduces_runs_with_random_clip_sampling(tmp_path):
     pytest.importorskip("hoconv.data.synthetic")
-    data = {"num_subjects": 6, "videos_per_subject": 2, "frames_per_video": 10, "image_size": 8,
-            "clip_length": 4}
-    cfg = standins.tiny_config(data="synthetic", mode="video", model="test_tiny3d", batch_size=4,
-                               data_kwargs=data)
+    data = {
+        "num_subjects": 6,
+        "videos_per_subject": 2,
+        "frames_per_video": 10,
+        "image_size": 8,
+        "clip_length": 4,
+    }
+    cfg = standins.tiny_config(
+        data="synthetic", mode="video", model="test_tiny3d", batch_size=4, data_kwargs=data
+    )
     train({**cfg, "epochs": 1}, tmp_path / "a")
     train({**cfg, "epochs": 3}, tmp_path / "a", resume=True)
     train({**cfg, "epochs": 3}, tmp_path / "b")

@@ -12,14 +12,20 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `demo` subcommand."""
-    p = subparsers.add_parser("demo", help="the paper's pipeline on synthetic data", description=__doc__)
+    p = subparsers.add_parser(
+        "demo", help="the paper's pipeline on synthetic data", description=__doc__
+    )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="longer run, larger models")
     size.add_argument("--tiny", action="store_true", help="seconds-long smoke run (CI)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a key of hoconv/configs/demo.yaml (e.g. width=8)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key of hoconv/configs/demo.yaml (e.g. width=8)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -30,7 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from hoconv.engine.config import parse_key_values
 
     profile = "full" if args.full else "tiny" if args.tiny else "default"
-    result = run_demo(args.out, profile=profile, device=args.device,
-                      overrides=parse_key_values(args.set, "--set"), progress=not args.no_progress)
+    result = run_demo(
+        args.out,
+        profile=profile,
+        device=args.device,
+        overrides=parse_key_values(args.set, "--set"),
+        progress=not args.no_progress,
+    )
     print(f"demo done in {result['total_s'] / 60:.1f} min: {args.out}/report.md")
     return 0

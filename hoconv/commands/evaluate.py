@@ -20,9 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")
     p.add_argument("--split", default="test")
-    p.add_argument("--mode", choices=("static", "video"),
-                   help="default: the checkpoint's; a 2-D model on video runs frame by frame")
-    p.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="extra data set keyword")
+    p.add_argument(
+        "--mode",
+        choices=("static", "video"),
+        help="default: the checkpoint's; a 2-D model on video runs frame by frame",
+    )
+    p.add_argument(
+        "--data-arg", action="append", metavar="KEY=VALUE", help="extra data set keyword"
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--device")
@@ -37,16 +42,24 @@ def run(args: argparse.Namespace) -> int:
     from hoconv.engine.tasks import summary_line
 
     overrides = {
-        "data": args.data, "mode": args.mode, "batch_size": args.batch_size,
-        "workers": args.workers, "device": args.device,
+        "data": args.data,
+        "mode": args.mode,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "device": args.device,
     }
     if args.data_root is not None:
         overrides["data_root"] = args.data_root
     extra = config_io.parse_key_values(args.data_arg, "--data-arg")
     if extra:
         overrides["data_kwargs"] = extra
-    metrics = evaluate(args.checkpoint, args.out, overrides=overrides, split=args.split,
-                       plots_too=not args.no_plots)
+    metrics = evaluate(
+        args.checkpoint,
+        args.out,
+        overrides=overrides,
+        split=args.split,
+        plots_too=not args.no_plots,
+    )
     task = "classify" if "top1" in metrics else "affect"
     print(f"{args.split}: {summary_line(task, metrics)}; written to {args.out}")
     return 0

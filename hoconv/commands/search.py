@@ -56,17 +56,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = []
     for k, point in enumerate(trials):
-        cfg = {**base, "lr": point["lr"], "betas": [point["beta1"], point["beta2"]],
-               "weight_decay": point["weight_decay"]}
+        cfg = {
+            **base,
+            "lr": point["lr"],
+            "betas": [point["beta1"], point["beta2"]],
+            "weight_decay": point["weight_decay"],
+        }
         try:
             res = train(cfg, out / f"trial_{k}")
             score, status = res["best"]["score"] if res["best"] else float("-inf"), "ok"
         except TrainingError as err:
             score, status = float("-inf"), f"stopped: {err}"
-        results.append({"trial": k, **point, "score": score, "status": status,
-                        "run_dir": str(out / f"trial_{k}")})
-        print(f"trial {k}: lr {point['lr']:g} betas ({point['beta1']}, {point['beta2']}) "
-              f"wd {point['weight_decay']:g} -> score {score:.4f} {status if status != 'ok' else ''}")
+        results.append(
+            {
+                "trial": k,
+                **point,
+                "score": score,
+                "status": status,
+                "run_dir": str(out / f"trial_{k}"),
+            }
+        )
+        print(
+            f"trial {k}: lr {point['lr']:g} betas ({point['beta1']}, {point['beta2']}) "
+            f"wd {point['weight_decay']:g} -> score {score:.4f} {status if status != 'ok' else ''}"
+        )
     ranked = sorted(results, key=lambda r: r["score"], reverse=True)
     out.mkdir(parents=True, exist_ok=True)
     safe = [{**r, "score": r["score"] if r["score"] != float("-inf") else None} for r in ranked]
@@ -77,5 +90,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(ranked)
     if ranked[0]["score"] == float("-inf"):
         raise CLIError("every trial failed; see search.json")
-    print(f"best: trial {ranked[0]['trial']} (score {ranked[0]['score']:.4f}) in {ranked[0]['run_dir']}")
+    print(
+        f"best: trial {ranked[0]['trial']} (score {ranked[0]['score']:.4f}) in {ranked[0]['run_dir']}"
+    )
     return 0

@@ -12,15 +12,20 @@ DEFAULTS = "train"
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `search` (every default comes from the YAML config)."""
-    p.add_argument("--config", help="YAML file overriding the packaged defaults (flags override it)")
+    p.add_argument(
+        "--config", help="YAML file overriding the packaged defaults (flags override it)"
+    )
     p.add_argument("--task", choices=("affect", "classify"))
     p.add_argument("--data", help="data set name (synthetic needs no --data-root)")
     p.add_argument("--data-root", help="folder of the data set")
     p.add_argument("--mode", choices=("static", "video"), help="images or clips")
     p.add_argument("--model", help="model registry name, e.g. cp_resnet18_2d")
     p.add_argument("--init", help="start from this checkpoint (e.g. from `hoconv transduce`)")
-    p.add_argument("--phase", choices=("temporal", "all"),
-                   help="temporal: train only the new temporal factors of a transduced model")
+    p.add_argument(
+        "--phase",
+        choices=("temporal", "all"),
+        help="temporal: train only the new temporal factors of a transduced model",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
     p.add_argument("--optimizer", choices=("adam", "sgd"))
@@ -34,9 +39,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-outputs", type=int)
     p.add_argument("--width", type=int, help="model width (base channels) for small CPU runs")
     p.add_argument("--image-size", type=int, help="input image size (data set option)")
-    p.add_argument("--clip-length", type=int, help="frames per clip in video mode (data set option)")
+    p.add_argument(
+        "--clip-length", type=int, help="frames per clip in video mode (data set option)"
+    )
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="extra model keyword")
-    p.add_argument("--data-arg", action="append", metavar="KEY=VALUE", help="extra data set keyword")
+    p.add_argument(
+        "--data-arg", action="append", metavar="KEY=VALUE", help="extra data set keyword"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -56,10 +65,29 @@ def train_overrides(args: argparse.Namespace) -> dict:
         data_kwargs["clip_length"] = args.clip_length
     flags = {
         key: getattr(args, key)
-        for key in ("task", "data", "data_root", "mode", "model", "init", "phase", "epochs",
-                    "batch_size", "optimizer", "lr", "weight_decay", "scheduler", "lr_step",
-                    "lr_gamma", "lasso", "num_outputs", "seed", "workers", "device",
-                    "max_train_batches")
+        for key in (
+            "task",
+            "data",
+            "data_root",
+            "mode",
+            "model",
+            "init",
+            "phase",
+            "epochs",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "weight_decay",
+            "scheduler",
+            "lr_step",
+            "lr_gamma",
+            "lasso",
+            "num_outputs",
+            "seed",
+            "workers",
+            "device",
+            "max_train_batches",
+        )
     }
     flags["betas"] = list(args.betas) if args.betas else None
     flags["model_kwargs"] = model_kwargs or None
@@ -75,13 +103,19 @@ def resolve_config(args: argparse.Namespace, resume: bool = False) -> dict:
         return config_io.resolve(DEFAULTS, args.config, train_overrides(args))
     from hoconv.engine import read_checkpoint
 
-    saved = read_checkpoint(Path(args.out) / "last.pt")["config"] if (Path(args.out) / "last.pt").exists() \
+    saved = (
+        read_checkpoint(Path(args.out) / "last.pt")["config"]
+        if (Path(args.out) / "last.pt").exists()
         else config_io.packaged_config(DEFAULTS)
+    )
     cfg = config_io.merge(config_io.packaged_config(DEFAULTS), saved, where="saved config")
     if args.config:
-        cfg = config_io.merge(cfg, config_io.read_yaml(args.config), where=f"--config {args.config}")
-    cfg = config_io.merge(cfg, {k: v for k, v in train_overrides(args).items() if v is not None},
-                          where="command line")
+        cfg = config_io.merge(
+            cfg, config_io.read_yaml(args.config), where=f"--config {args.config}"
+        )
+    cfg = config_io.merge(
+        cfg, {k: v for k, v in train_overrides(args).items() if v is not None}, where="command line"
+    )
     config_io.validate(cfg)
     return cfg
 
@@ -89,9 +123,11 @@ def resolve_config(args: argparse.Namespace, resume: bool = False) -> dict:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
     p = subparsers.add_parser(
-        "train", help="train a model", description=__doc__,
+        "train",
+        help="train a model",
+        description=__doc__,
         epilog="Defaults: hoconv/configs/train.yaml (the paper's recipe: Adam, lr x0.1 every 15 "
-               "epochs). Under torchrun each process trains on its share of the global batch.",
+        "epochs). Under torchrun each process trains on its share of the global batch.",
     )
     add_train_arguments(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, config)")
@@ -110,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         raise CLIError(str(err)) from err
     if cfg.get("progress", True) and result["best"] is not None:
-        print(f"best epoch {result['best']['epoch']} (score {result['best']['score']:.4f}); "
-              f"checkpoints in {args.out}")
+        print(
+            f"best epoch {result['best']['epoch']} (score {result['best']['score']:.4f}); "
+            f"checkpoints in {args.out}"
+        )
     return 0

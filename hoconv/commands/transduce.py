@@ -12,7 +12,9 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `transduce` subcommand."""
-    p = subparsers.add_parser("transduce", help="2-D checkpoint -> 3-D checkpoint", description=__doc__)
+    p = subparsers.add_parser(
+        "transduce", help="2-D checkpoint -> 3-D checkpoint", description=__doc__
+    )
     p.add_argument("--checkpoint", required=True, help="source checkpoint (e.g. RUN/best.pt)")
     p.add_argument("--out", required=True, help="transduced checkpoint to write")
     p.add_argument("--dims", type=int, default=1, help="number of new axes (default 1: time)")
@@ -20,8 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--padding", default="same", help='"same", "valid" or an integer')
     p.add_argument("--dilation", type=int, default=1)
-    p.add_argument("--init", default="center", choices=("center", "ones", "average"),
-                   help="initialisation of the new factors (the paper used ones)")
+    p.add_argument(
+        "--init",
+        default="center",
+        choices=("center", "ones", "average"),
+        help="initialisation of the new factors (the paper used ones)",
+    )
     p.set_defaults(func=run)
 
 
@@ -31,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     padding = int(args.padding) if str(args.padding).lstrip("-").isdigit() else args.padding
     spec = transduce_checkpoint(
-        args.checkpoint, args.out, dims=args.dims, kernel_size=args.kernel_size,
-        stride=args.stride, padding=padding, dilation=args.dilation, init=args.init,
+        args.checkpoint,
+        args.out,
+        dims=args.dims,
+        kernel_size=args.kernel_size,
+        stride=args.stride,
+        padding=padding,
+        dilation=args.dilation,
+        init=args.init,
     )
     print(f"wrote {args.out}: {spec['name']} + {len(spec['transductions'])} transduction(s)")
     return 0

@@ -37,7 +37,9 @@ def make_dataset(cfg: dict, split: str) -> Dataset:
     root = cfg.get("data_root")
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(f"--data-root: {root} does not exist")
-    dataset = create_dataset(cfg["data"], root=root, split=split, mode=cfg["mode"], **cfg["data_kwargs"])
+    dataset = create_dataset(
+        cfg["data"], root=root, split=split, mode=cfg["mode"], **cfg["data_kwargs"]
+    )
     if len(dataset) == 0:
         summary = getattr(dataset, "summary", None)
         detail = f" (loader summary: {summary})" if summary else ""
@@ -57,7 +59,9 @@ def infer_num_outputs(cfg: dict, dataset: Dataset) -> int:
     count = getattr(dataset, "num_expressions", None)
     if count is None:
         sample = dataset[0]
-        count = NUM_EXPRESSIONS if int(torch.as_tensor(sample.get("expression", -1)).max()) >= 0 else 0
+        count = (
+            NUM_EXPRESSIONS if int(torch.as_tensor(sample.get("expression", -1)).max()) >= 0 else 0
+        )
     return 2 + int(count)
 
 
@@ -72,7 +76,9 @@ def spatial_dims(model: nn.Module) -> int | None:
     return None
 
 
-def make_model(cfg: dict, dataset: Dataset, resume_spec: dict | None = None) -> tuple[nn.Module, dict]:
+def make_model(
+    cfg: dict, dataset: Dataset, resume_spec: dict | None = None
+) -> tuple[nn.Module, dict]:
     """The model of the run and its rebuildable spec (name, kwargs, transductions).
 
     ``resume_spec`` (from ``last.pt``) wins; else ``init`` (a checkpoint whose weights and
@@ -139,7 +145,9 @@ def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
             optimizer, list(cfg["lr_milestones"]), gamma=cfg["lr_gamma"]
         )
     if kind == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg["lr_gamma"])
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=cfg["lr_gamma"]
+        )
     return None
 
 

@@ -223,7 +223,9 @@ def load_model(
     return model, meta
 
 
-def transduce_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **transduce_args: Any) -> dict:
+def transduce_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, **transduce_args: Any
+) -> dict:
     """Read a (2-D) checkpoint, transduce its model, write a new checkpoint ready for
     ``train --mode video --init dst --phase temporal``.
 

@@ -43,7 +43,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"--config: {path} is not valid YAML ({str(err).splitlines()[0]})") from err
+        raise ValueError(
+            f"--config: {path} is not valid YAML ({str(err).splitlines()[0]})"
+        ) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -65,9 +67,7 @@ def merge(base: dict, override: dict, *, where: str = "config") -> dict:
     return out
 
 
-def resolve(
-    name: str, config_file: str | None = None, overrides: dict | None = None
-) -> dict:
+def resolve(name: str, config_file: str | None = None, overrides: dict | None = None) -> dict:
     """Defaults ``name`` < ``config_file`` < ``overrides`` (``None`` values are skipped)."""
     cfg = packaged_config(name)
     if config_file:

@@ -56,7 +56,9 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"--device: unknown device {name!r}; expected auto, cpu or cuda[:N]") from err
+        raise ValueError(
+            f"--device: unknown device {name!r}; expected auto, cpu or cuda[:N]"
+        ) from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device: {name!r} requested but CUDA is not available; use cpu")

@@ -47,8 +47,13 @@ def evaluate(
         dataset = build.make_dataset(cfg, split)
         net = build.check_mode(model, meta["model"]["name"], cfg["mode"]).to(info.device)
         preds = predict_dataset(
-            net, dataset, task=cfg["task"], batch_size=cfg["batch_size"], device=info.device,
-            info=info, workers=cfg["workers"],
+            net,
+            dataset,
+            task=cfg["task"],
+            batch_size=cfg["batch_size"],
+            device=info.device,
+            info=info,
+            workers=cfg["workers"],
         )
         metrics = tasks.metrics(cfg["task"], preds)
         if info.is_main:
@@ -58,7 +63,9 @@ def evaluate(
         ddp.cleanup(info)
 
 
-def write_results(out: Path, task: str, metrics: dict, preds: dict, *, plots_too: bool = True) -> None:
+def write_results(
+    out: Path, task: str, metrics: dict, preds: dict, *, plots_too: bool = True
+) -> None:
     """metrics.json, predictions.csv and (affect) the over-time and circumplex figures."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))

@@ -29,7 +29,9 @@ def plot_over_time(p: dict[str, np.ndarray], path: Path, *, max_videos: int = 6)
         frames = p["frame"][sel][order]
         for ax, name in zip(row, ("valence", "arousal")):
             ax.plot(frames, p[name][sel][order], label="ground truth", color="black", lw=1.5)
-            ax.plot(frames, p[f"pred_{name}"][sel][order], label="prediction", color="tab:red", lw=1.2)
+            ax.plot(
+                frames, p[f"pred_{name}"][sel][order], label="prediction", color="tab:red", lw=1.2
+            )
             ax.set_ylim(-1.05, 1.05)
             ax.set_title(f"{vid}: {name}", fontsize=9)
             ax.set_xlabel("frame")
@@ -51,7 +53,9 @@ def plot_circumplex(p: dict[str, np.ndarray], path: Path, *, max_points: int = 4
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
     ax.scatter(p["valence"][::step], p["arousal"][::step], s=6, alpha=0.5, label="ground truth")
-    ax.scatter(p["pred_valence"][::step], p["pred_arousal"][::step], s=6, alpha=0.5, label="prediction")
+    ax.scatter(
+        p["pred_valence"][::step], p["pred_arousal"][::step], s=6, alpha=0.5, label="prediction"
+    )
     ax.set_xlim(-1.1, 1.1)
     ax.set_ylim(-1.1, 1.1)
     ax.set_xlabel("valence")

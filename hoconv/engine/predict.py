@@ -33,7 +33,9 @@ def _ids(batch: dict, out: torch.Tensor) -> dict[str, np.ndarray]:
     if out.dim() == 3 and "mask" in batch:
         mask = batch["mask"].bool().cpu().numpy()  # (N, T)
         n, t = mask.shape
-        frames = batch["frames"].cpu().numpy() if "frames" in batch else np.tile(np.arange(t), (n, 1))
+        frames = (
+            batch["frames"].cpu().numpy() if "frames" in batch else np.tile(np.arange(t), (n, 1))
+        )
         ids = {"index": np.repeat(index, t).reshape(n, t)[mask], "frame": frames[mask]}
         if video is not None:
             ids["video"] = np.repeat(video, t).reshape(n, t)[mask]
@@ -82,7 +84,9 @@ def predict_dataset(
     """
     info = info or DistInfo(device=torch.device(device))
     sampler = ShardSampler(len(dataset), info, shuffle=False)
-    loader = DataLoader(Indexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers)
+    loader = DataLoader(
+        Indexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers
+    )
     was_training = model.training
     model.eval()
     parts: list[dict[str, np.ndarray]] = []

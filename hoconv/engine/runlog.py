@@ -42,15 +42,23 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow(row)
     _atomic_write(run_dir / "log.csv", buf.getvalue())
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-             for r in history]
+    clean = [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in history
+    ]
     _atomic_write(run_dir / "log.json", json.dumps(clean, indent=1))
 
 
 def progress(total: int, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar on stderr (disabled on non-main ranks or with ``progress: false``)."""
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def say(message: str, enabled: bool = True) -> None:

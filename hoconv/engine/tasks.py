@@ -61,7 +61,9 @@ def gather_rows(r: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.T
     return {k: gather_with_grad(v, info) for k, v in r.items()}
 
 
-def loss(task: str, r: dict[str, torch.Tensor], affect_loss: torch.nn.Module | None) -> torch.Tensor:
+def loss(
+    task: str, r: dict[str, torch.Tensor], affect_loss: torch.nn.Module | None
+) -> torch.Tensor:
     """The task's training loss on (gathered) rows."""
     if task == "classify":
         return F.cross_entropy(r["pred"], r["label"])

@@ -65,7 +65,9 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     last_path = out / "last.pt"
     state = _resume_state(last_path) if resume else None
     if state is None and last_path.exists():
-        raise ValueError(f"--out: {out} already holds a run (last.pt); use --resume or another folder")
+        raise ValueError(
+            f"--out: {out} already holds a run (last.pt); use --resume or another folder"
+        )
     if cfg["batch_size"] % info.world_size:
         raise ValueError(
             f"--batch-size {cfg['batch_size']} (global) is not divisible by {info.world_size} processes"
@@ -87,7 +89,9 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     if info.enabled:
         if info.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(net, device_ids=[info.device] if info.device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            net, device_ids=[info.device] if info.device.type == "cuda" else None
+        )
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
     loss_fn = build.make_affect_loss(cfg) if cfg["task"] == "affect" else None
@@ -110,8 +114,12 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     per_rank = cfg["batch_size"] // info.world_size
     sampler = ddp.ShardSampler(len(train_ds), info, shuffle=True, seed=cfg["seed"])
     loader = DataLoader(
-        train_ds, batch_size=per_rank, sampler=sampler, num_workers=cfg["workers"],
-        drop_last=len(sampler) >= per_rank, pin_memory=info.device.type == "cuda",
+        train_ds,
+        batch_size=per_rank,
+        sampler=sampler,
+        num_workers=cfg["workers"],
+        drop_last=len(sampler) >= per_rank,
+        pin_memory=info.device.type == "cuda",
     )
     for epoch in range(first_epoch, cfg["epochs"]):
         seed_all(cfg["seed"] * 100_003 + epoch)
@@ -119,9 +127,16 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best)
+        train_loss = _train_epoch(
+            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best
+        )
         preds = predict_dataset(
-            net, val_ds, task=cfg["task"], batch_size=per_rank, device=info.device, info=info,
+            net,
+            val_ds,
+            task=cfg["task"],
+            batch_size=per_rank,
+            device=info.device,
+            info=info,
             workers=cfg["workers"],
         )
         metrics = tasks.metrics(cfg["task"], preds)
@@ -130,18 +145,28 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
             scheduler.step(value)
         elif scheduler is not None:
             scheduler.step()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "score": value,
-               **runlog.flatten_metrics(metrics), "epoch_s": round(time.perf_counter() - t0, 3)}
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": train_loss,
+            "score": value,
+            **runlog.flatten_metrics(metrics),
+            "epoch_s": round(time.perf_counter() - t0, 3),
+        }
         history.append(row)
         improved = best is None or value > best["score"]
         if improved:
             best = {"epoch": epoch + 1, "score": value, "metrics": metrics}
         if info.is_main:
             ckpt = ckpt_io.make_checkpoint(
-                model_spec=spec, state_dict=core.state_dict(), epoch=epoch + 1, config=cfg,
+                model_spec=spec,
+                state_dict=core.state_dict(),
+                epoch=epoch + 1,
+                config=cfg,
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
-                history=history, best=best,
+                history=history,
+                best=best,
             )
             ckpt_io.write_checkpoint(last_path, ckpt)
             if improved:
@@ -153,8 +178,14 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
                 cfg.get("progress", True),
             )
         ddp.barrier(info)
-    return {"run_dir": str(out), "best": best, "last": history[-1] if history else None,
-            "history": history, **sizes, "wall_s": time.perf_counter() - start}
+    return {
+        "run_dir": str(out),
+        "best": best,
+        "last": history[-1] if history else None,
+        "history": history,
+        **sizes,
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def _resume_state(path: Path) -> dict:
@@ -172,8 +203,11 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, b
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps = 0.0, 0
     last_ccc = f"{best['score']:.3f}" if best else "-"
-    with runlog.progress(min(limit, len(loader)), f"epoch {epoch + 1}/{cfg['epochs']}",
-                         info.is_main and cfg.get("progress", True)) as bar:
+    with runlog.progress(
+        min(limit, len(loader)),
+        f"epoch {epoch + 1}/{cfg['epochs']}",
+        info.is_main and cfg.get("progress", True),
+    ) as bar:
         for step, batch in enumerate(loader):
             if step >= limit:
                 break
@@ -186,8 +220,11 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, b
                 loss = loss + lasso * lasso_penalty(core)
             value = float(loss.detach())
             if not ddp.all_true(math.isfinite(value), info):
-                kept = (f"last good checkpoint: {out / 'last.pt'} (epoch {epoch})"
-                        if (out / "last.pt").exists() else "no checkpoint was written yet")
+                kept = (
+                    f"last good checkpoint: {out / 'last.pt'} (epoch {epoch})"
+                    if (out / "last.pt").exists()
+                    else "no checkpoint was written yet"
+                )
                 raise TrainingError(
                     f"non-finite training loss ({value}) at epoch {epoch + 1} step {step + 1}; "
                     f"stopped. {kept}. Try a lower --lr"
