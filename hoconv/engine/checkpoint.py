@@ -178,21 +178,7 @@ def build_model(spec: dict) -> torch.nn.Module:
         from hoconv.transduction import transduce
 
         for args in spec["transductions"]:
-            model = align_data_dim(transduce(model, **args))
-    return model
-
-
-def align_data_dim(model: torch.nn.Module) -> torch.nn.Module:
-    """Set a model's input-check ``data_dim`` to the dimensionality of its first conv.
-
-    Zoo models check their input rank against ``data_dim``, which ``transduce`` does not
-    know about; after transduction the first convolution tells the truth. Idempotent.
-    """
-    from hoconv.engine.build import spatial_dims
-
-    dims = spatial_dims(model)
-    if dims is not None and isinstance(getattr(model, "data_dim", None), int):
-        model.data_dim = dims
+            model = transduce(model, **args)
     return model
 
 
@@ -241,7 +227,7 @@ def transduce_checkpoint(
     from hoconv.transduction import transduce
 
     model, meta = load_model(src)
-    new = align_data_dim(transduce(model, **transduce_args))
+    new = transduce(model, **transduce_args)
     spec = dict(meta["model"])
     spec["transductions"] = [*spec.get("transductions", []), dict(transduce_args)]
     config = dict(meta.get("config") or {})
