@@ -1,7 +1,9 @@
 """`hoconv train / evaluate / search` from the command line: configs, outputs, one-line errors."""
 
+import csv
 import json
 
+import numpy as np
 import pytest
 import standins
 import torch
@@ -111,14 +113,16 @@ def test_resume_continues_a_finished_run_to_more_epochs(tmp_path):
 
 def test_evaluate_command(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
+    ckpt = str(tmp_path / "run" / "best.pt")
     assert (
         main(
             [
                 "evaluate",
                 "--checkpoint",
-                str(tmp_path / "run" / "best.pt"),
+                ckpt,
                 "--split",
                 "test",
+                "--per-video",
                 "--out",
                 str(tmp_path / "ev"),
             ]
@@ -128,6 +132,16 @@ def test_evaluate_command(tmp_path, capsys):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 16 and 0 <= metrics["valence"]["sagr"] <= 1
     assert "valence CCC" in capsys.readouterr().out
+    # per-video means, recomputed from predictions.csv (test_tiny: 8 frames per video)
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "predictions.csv")))
+    per = {}
+    for r in rows:
+        per.setdefault(r["video"], []).append((float(r["valence"]) - float(r["pred_valence"])) ** 2)
+    want = np.mean([np.sqrt(np.mean(v)) for v in per.values()])
+    assert metrics["per_video_mean"]["videos"] == len(per) == 2
+    assert metrics["per_video_mean"]["valence"]["rmse"] == pytest.approx(want, rel=1e-6)
+    pooled = np.sqrt(np.mean([x for v in per.values() for x in v]))
+    assert metrics["valence"]["rmse"] == pytest.approx(pooled, rel=1e-6)
 
 
 def test_search_draws_distinct_grid_points_and_keeps_the_best(tmp_path):

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--device")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--per-video",
+        action="store_true",
+        help='also report the mean over videos (as "per_video_mean"; the default pools frames)',
+    )
     p.add_argument("--out", required=True, help="folder for metrics.json and the figures")
     p.set_defaults(func=run)
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=overrides,
         split=args.split,
         plots_too=not args.no_plots,
+        per_video=args.per_video,
     )
     task = "classify" if "top1" in metrics else "affect"
     print(f"{args.split}: {summary_line(task, metrics)}; written to {args.out}")

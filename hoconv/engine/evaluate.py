@@ -23,12 +23,14 @@ def evaluate(
     overrides: dict | None = None,
     split: str = "test",
     plots_too: bool = True,
+    per_video: bool = False,
 ) -> dict:
     """Evaluate ``checkpoint`` on ``split`` and write the results to ``out_dir``.
 
     The data set, mode and sizes default to the checkpoint's training config; ``overrides``
     (``data``, ``data_root``, ``data_kwargs``, ``mode``, ``batch_size``, ``device``,
     ``workers``) replace them. A 2-D model on ``mode: video`` runs frame by frame.
+    Metrics pool every labelled frame; ``per_video`` adds the mean over videos, labelled.
 
     Returns:
         The metrics (also written to ``out_dir/metrics.json``).
@@ -55,7 +57,7 @@ def evaluate(
             info=info,
             workers=cfg["workers"],
         )
-        metrics = tasks.metrics(cfg["task"], preds)
+        metrics = tasks.metrics(cfg["task"], preds, per_video=per_video)
         if info.is_main:
             write_results(Path(out_dir), cfg["task"], metrics, preds, plots_too=plots_too)
         return metrics

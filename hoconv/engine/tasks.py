@@ -89,11 +89,13 @@ def to_numpy(task: str, r: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return out
 
 
-def metrics(task: str, p: dict[str, np.ndarray]) -> dict:
+def metrics(task: str, p: dict[str, np.ndarray], per_video: bool = False) -> dict:
     """Metrics of a whole evaluation set (gathered predictions, never batch averages).
 
     Affect: ``{"valence": {rmse, sagr, pcc, ccc}, "arousal": {...}, "expression":
-    {"accuracy"} (when labels and logits exist), "n"}``; classify: ``{top1, top5, n}``.
+    {"accuracy"} (when labels and logits exist), "n"}``, pooled over every row; with
+    ``per_video`` also ``"per_video_mean"``: the unweighted mean over videos, labelled as such.
+    Classify: ``{top1, top5, n}``.
     """
     if task == "classify":
         logits, label = p["logits"], p["label"]
@@ -123,6 +125,22 @@ def metrics(task: str, p: dict[str, np.ndarray]) -> dict:
             acc = float((p["pred_expression"][known] == p["expression"][known]).mean())
             result["expression"] = {"accuracy": acc, "n": int(known.sum())}
     result["n"] = int(p["valence"].shape[0])
+    if per_video and "video" in p:
+        report = am.regression_report(
+            np.stack([p["valence"], p["arousal"]], axis=1),  # (N, 2)
+            np.stack([p["pred_valence"], p["pred_arousal"]], axis=1),  # (N, 2)
+            sequences=[str(v) for v in p["video"]],
+            per_sequence=True,
+        )
+        result["per_video_mean"] = {
+            name: {
+                k[: -len("_seq_mean")]: v
+                for k, v in report[name].items()
+                if k.endswith("_seq_mean")
+            }
+            for name in ("valence", "arousal")
+        }
+        result["per_video_mean"]["videos"] = report["valence"]["num_sequences"]
     return result
 
 
