@@ -78,8 +78,10 @@ class TinyAffect(torch.utils.data.Dataset):
         clip_length: int = 4,
         empty: bool = False,
         delay: float = 0.0,
+        classify: bool = False,
     ) -> None:
-        self.delay = delay
+        self.delay, self.classify = delay, classify
+        self.num_classes = 4 if classify else None
         self.split, self.mode, self.image_size, self.clip_length = (
             split,
             mode,
@@ -107,6 +109,8 @@ class TinyAffect(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(self.offset + i)
         if self.mode == "static":
             v, a = (torch.rand(2, generator=g) * 2 - 1).tolist()
+            if self.classify:  # quadrant of the circumplex
+                return {"input": self._frame(g, v, a), "label": torch.tensor(2 * (v > 0) + (a > 0))}
             return {
                 "input": self._frame(g, v, a),
                 "valence": torch.tensor(v),

@@ -205,3 +205,19 @@ def test_resume_reproduces_runs_with_random_clip_sampling(tmp_path):
     for key in b["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-6, atol=1e-7)
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+
+
+def test_classification_task_reports_top1_top5_on_all_samples(tmp_path):
+    cfg = standins.tiny_config(
+        task="classify", epochs=2, data_kwargs={"size": 32, "classify": True}
+    )
+    res = train(cfg, tmp_path / "run")
+    m = res["best"]["metrics"]
+    assert set(m) == {"top1", "top5", "n"} and m["n"] == 32 and m["top5"] == 1.0  # 4 classes
+    model, _ = load_model(tmp_path / "run" / "best.pt")
+    val = standins.TinyAffect("val", size=32, classify=True)
+    with torch.no_grad():
+        pred = [int(model(val[i]["input"][None]).argmax()) for i in range(32)]
+    want = np.mean([p == int(val[i]["label"]) for i, p in enumerate(pred)])
+    assert m["top1"] == pytest.approx(want)
+    assert m["top1"] > 0.4  # chance is 0.25
