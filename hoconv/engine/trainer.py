@@ -128,7 +128,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss = _train_epoch(
-            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best
+            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history
         )
         preds = predict_dataset(
             net,
@@ -194,7 +194,7 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
-def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, best) -> float:
+def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> float:
     """One pass over the training split; returns the mean loss of its steps."""
     net.train()
     lasso = float(cfg.get("lasso") or 0.0)
@@ -202,7 +202,8 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, b
         from hoconv.rank import lasso_penalty
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps = 0.0, 0
-    last_ccc = f"{best['score']:.3f}" if best else "-"
+    metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
+    last = f"{history[-1]['score']:.3f}" if history else "-"
     with runlog.progress(
         min(limit, len(loader)),
         f"epoch {epoch + 1}/{cfg['epochs']}",
@@ -233,6 +234,6 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, b
             loss.backward()
             optimizer.step()
             total, steps = total + value, steps + 1
-            bar.set_postfix(loss=f"{total / steps:.4f}", val=last_ccc)
+            bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
     return total / max(steps, 1)
