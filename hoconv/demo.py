@@ -31,7 +31,14 @@ def demo_settings(profile: str = "default", overrides: dict | None = None) -> di
     s = dict(raw["default"])
     if profile != "default":
         s = config_io.merge(s, raw[profile], where=f"demo profile {profile}")
-    return config_io.merge(s, overrides or {}, where="demo overrides")
+    s = config_io.merge(s, overrides or {}, where="demo overrides")
+    for key in ("num_subjects", "fractions", "seed"):  # same subject split in every stage
+        if s["static_data_kwargs"].get(key) != s["video_data_kwargs"].get(key):
+            raise ValueError(
+                f"demo: static_data_kwargs and video_data_kwargs must share {key!r} so that the "
+                "test subjects are unseen by every stage"
+            )
+    return s
 
 
 def _train_cfg(

@@ -57,3 +57,14 @@ def _m(n: int) -> str:
     from hoconv.demo import _m
 
     return _m(n)
+
+
+def test_demo_settings_refuse_a_subject_split_that_differs_between_stages():
+    from hoconv.demo import demo_settings
+
+    s = demo_settings("default")
+    assert s["static_data_kwargs"]["num_subjects"] == s["video_data_kwargs"]["num_subjects"]
+    with pytest.raises(ValueError, match="num_subjects"):
+        demo_settings("default", {"video_data_kwargs": {"num_subjects": 7}})
+    with pytest.raises(ValueError, match="profile"):
+        demo_settings("huge")
