@@ -47,8 +47,10 @@ TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
 NUM_CLASSES = 10
 SIDE = 32
-# The only globals a CIFAR pickle needs (numpy array reconstruction, numpy 1.x and 2.x names).
+# The only globals a CIFAR pickle needs: numpy array reconstruction (numpy 1.x and 2.x names)
+# and, for files re-pickled by Python 3 with protocol 2, the bytes constructor.
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"),
