@@ -59,8 +59,8 @@ def coloured_shape(rng: np.random.Generator, i: int, classes: int = 4) -> tuple[
     """A learnable 32x32 image: class = colour of a randomly placed square (noisy background)."""
     label = i % classes
     colours = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (220, 220, 40)]
-    image = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
-    side = int(rng.integers(8, 16))
+    image = rng.integers(0, 60, size=(32, 32, 3), dtype=np.uint8)
+    side = int(rng.integers(14, 22))
     top, left = rng.integers(0, 32 - side, size=2)
     image[top : top + side, left : left + side] = colours[label]
     return image, label
@@ -95,17 +95,23 @@ def write_jester(
 
 
 def moving_square(
-    rng: np.random.Generator, label: int, frames: int = 16, size: int = 24
+    rng: np.random.Generator, label: int, frames: int = 16, size: int = 16
 ) -> list[np.ndarray]:
-    """A learnable clip: a white square moving right / left / down / up (class 0..3)."""
-    side = 6
+    """A learnable clip: a white square moving right / left / down / up (class 0..3).
+
+    The square moves half a pixel per frame through the middle of the frame, so every class
+    has the same average image and only the motion tells them apart.
+    """
+    side = size // 3
     dy, dx = [(0, 1), (0, -1), (1, 0), (-1, 0)][label]
-    y0, x0 = rng.integers(side, size - 2 * side, size=2)
+    centre = (size - side) // 2
+    jitter = rng.integers(-1, 2, size=2)
     out = []
     for t in range(frames):
-        image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
-        y = int(np.clip(y0 + dy * (t - frames // 2) // 2, 0, size - side))
-        x = int(np.clip(x0 + dx * (t - frames // 2) // 2, 0, size - side))
+        image = rng.integers(0, 40, size=(size, size, 3), dtype=np.uint8)
+        shift = (t - frames // 2) // 2
+        y = int(np.clip(centre + jitter[0] + dy * shift, 0, size - side))
+        x = int(np.clip(centre + jitter[1] + dx * shift, 0, size - side))
         image[y : y + side, x : x + side] = 255
         out.append(image)
     return out
