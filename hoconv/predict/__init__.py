@@ -59,7 +59,9 @@ def predict(
         NothingPredicted: no frame could be scored (after writing the outputs).
     """
     options = options or Options()
-    model, meta = load_checkpoint(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint
+    model, meta = (
+        load_checkpoint(checkpoint, device) if isinstance(checkpoint, (str, Path)) else checkpoint
+    )
     scorer = Scorer(model, meta, image_size, clip_length, margin, device)
     sources, problems = expand_inputs(list(inputs), webcam_frames)
     warnings = [f"{path}: {reason}" for path, reason in problems]

@@ -68,7 +68,9 @@ class FaceDetector:
         h, w = gray.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
-            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            gray = cv2.resize(
+                gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
         side = max(12, int(self.min_size * min(gray.shape[:2])))
         found = self.classifier.detectMultiScale(
             gray, self.scale_factor, self.min_neighbors, minSize=(side, side)
@@ -105,8 +107,11 @@ class IoUTracker:
     def update(self, boxes: Sequence[Box]) -> list[int]:
         """Track ids for ``boxes`` of the next frame (same order)."""
         pairs = sorted(
-            ((iou(box, last), i, tid) for i, box in enumerate(boxes)
-             for tid, (last, _) in self.tracks.items()),
+            (
+                (iou(box, last), i, tid)
+                for i, box in enumerate(boxes)
+                for tid, (last, _) in self.tracks.items()
+            ),
             reverse=True,
         )
         ids: list[int | None] = [None] * len(boxes)

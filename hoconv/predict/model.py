@@ -108,11 +108,15 @@ class Scorer:
             raise ValueError("--image-size: the checkpoint does not say its image size; pass it")
         self.clip_length = int(clip_length or training_setting(meta, "clip_length") or 16)
         self.clip_stride = int(training_setting(meta, "clip_stride") or 1)
-        self.margin = float(margin if margin is not None else training_setting(meta, "margin") or 0.2)
+        self.margin = float(
+            margin if margin is not None else training_setting(meta, "margin") or 0.2
+        )
         self.name = (meta.get("model") or {}).get("name", type(model).__name__)
         self.num_outputs = self._probe()
         k = self.num_outputs - 2
-        self.expressions = EXPRESSIONS if k == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(k))
+        self.expressions = (
+            EXPRESSIONS if k == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(k))
+        )
 
     @property
     def mode(self) -> str:
@@ -127,7 +131,9 @@ class Scorer:
             out = self._forward(torch.zeros(shape))
         except Exception as err:  # noqa: BLE001 - report the model's complaint in one line
             msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise ValueError(f"--checkpoint: the model rejects {tuple(shape)} inputs ({msg})") from err
+            raise ValueError(
+                f"--checkpoint: the model rejects {tuple(shape)} inputs ({msg})"
+            ) from err
         want = (1, t) if self.temporal else (1,)
         if tuple(out.shape[:-1]) != want:
             raise ValueError(

@@ -99,8 +99,16 @@ def annotate(image: np.ndarray, rows: list[dict]) -> np.ndarray:
     thick = max(1, round(2 * scale))
     for r in rows:
         if r["valence"] == "":
-            cv2.putText(out, r["reason"] or "no value", (5, int(20 * scale) + 5),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 60, 60), thick, cv2.LINE_AA)
+            cv2.putText(
+                out,
+                r["reason"] or "no value",
+                (5, int(20 * scale) + 5),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.6 * scale,
+                (255, 60, 60),
+                thick,
+                cv2.LINE_AA,
+            )
             continue
         x, y, w, h = (int(r[k]) for k in ("box_x", "box_y", "box_w", "box_h"))
         cv2.rectangle(out, (x, y), (x + w, y + h), (40, 220, 40), thick)
@@ -150,7 +158,9 @@ def contact_sheet(tiles: list[np.ndarray], path: Path, thumb: int = 200, cols: i
     for i, tile in enumerate(tiles):
         h, w = tile.shape[:2]
         s = thumb / max(h, w)
-        small = cv2.resize(tile, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            tile, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+        )
         r, c = divmod(i, cols)
         y0, x0 = r * thumb, c * thumb
         sheet[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
@@ -159,15 +169,22 @@ def contact_sheet(tiles: list[np.ndarray], path: Path, thumb: int = 200, cols: i
 
 def video_sheet(result: SourceResult, path: Path, count: int = 16) -> None:
     """Contact sheet of ``count`` evenly spaced annotated frames of a video."""
-    wanted = set(np.linspace(0, max(result.frames - 1, 0), min(count, result.frames)).round().astype(int))
+    wanted = set(
+        np.linspace(0, max(result.frames - 1, 0), min(count, result.frames)).round().astype(int)
+    )
     rows = _by_frame(result)
-    tiles = [annotate(img, rows.get(i, [])) for i, _, img in iter_frames(result.source) if i in wanted]
+    tiles = [
+        annotate(img, rows.get(i, [])) for i, _, img in iter_frames(result.source) if i in wanted
+    ]
     if tiles:
         contact_sheet(tiles, path)
 
 
 def write_outputs(
-    results: list[SourceResult], settings: dict, out_dir: Path, annotate_as: str = "video",
+    results: list[SourceResult],
+    settings: dict,
+    out_dir: Path,
+    annotate_as: str = "video",
     max_sheet_images: int = 64,
 ) -> list[Path]:
     """Write every output file (see the module docstring); returns their paths."""

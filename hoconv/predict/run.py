@@ -188,7 +188,9 @@ def _finish(col: _Collector, rows: list[dict], scorer: Scorer, options: Options)
     scored = 0
     for seg in col.segments():
         if scorer.temporal:
-            out = score_segment(scorer, np.stack([col.crops[r] for r in seg]), step, options.batch_size)
+            out = score_segment(
+                scorer, np.stack([col.crops[r] for r in seg]), step, options.batch_size
+            )
         else:
             out = np.stack([col.outputs[r] for r in seg])  # (n, O)
         if scorer.num_outputs > 2:
@@ -221,8 +223,14 @@ def predict_source(
     tracker = IoUTracker() if options.all_faces else None
     total = source.frame_count if source.kind != "image" else None
     frames = iter_frames(source)
-    bar = tqdm(frames, total=total, desc=source.path[-40:], unit="frame", leave=False,
-               disable=(not options.progress) if options.progress is not None else None)
+    bar = tqdm(
+        frames,
+        total=total,
+        desc=source.path[-40:],
+        unit="frame",
+        leave=False,
+        disable=(not options.progress) if options.progress is not None else None,
+    )
     for index, time_s, image in bar:
         result.frames += 1
         boxes = _faces(image, detector, options)

@@ -85,7 +85,9 @@ def expand_inputs(
             problems.append((item, "no such file or folder"))
         elif classify_path(path) is None:
             known = ", ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
-            problems.append((item, f"unsupported format {path.suffix or '(none)'!r}; expected {known}"))
+            problems.append(
+                (item, f"unsupported format {path.suffix or '(none)'!r}; expected {known}")
+            )
         else:
             sources.append(Source(str(path), classify_path(path)))
     return sources, problems
@@ -126,7 +128,9 @@ def open_source(source: Source) -> Source:
             raise SourceError(f"{source.path}: unreadable {what} (OpenCV cannot open it)")
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise SourceError(f"{source.path}: video has no readable frame (zero-length or corrupt)")
+            raise SourceError(
+                f"{source.path}: video has no readable frame (zero-length or corrupt)"
+            )
         source.height, source.width = frame.shape[:2]
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         source.fps = fps if np.isfinite(fps) and fps > 0 else 30.0
