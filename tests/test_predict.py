@@ -302,3 +302,25 @@ def test_nothing_scored_is_an_error_with_outputs_kept(media, tmp_path):
 def test_wrong_kind_of_checkpoint(media, tmp_path, model, info, match):
     with pytest.raises(ValueError, match=match):
         predict([str(media / "short.avi")], (model, info), tmp_path)
+
+
+def test_predict_command(media, tmp_path, monkeypatch, capsys):
+    import hoconv.predict as hp
+    from hoconv import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("predict", "export"))
+    monkeypatch.setattr(hp, "load_checkpoint", lambda path, device="cpu": (Static(), meta()))
+    out = tmp_path / "o"
+    argv = ["predict", str(media / "talk.mp4"), str(media / "missing.avi"), "--checkpoint",
+            "ck.pt", "--out", str(out), "--no-progress", "--smooth", "3"]  # fmt: skip
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "20 face(s) scored, 4 frame(s) without a face" in captured.out
+    assert "warning: " in captured.err and "missing.avi: no such file" in captured.err
+    assert len(read_csv(out / "predictions.csv")) == 24 + 1
+    assert cli.main(["predict", str(media / "blank.avi"), "--checkpoint", "ck.pt", "--out",
+                     str(tmp_path / "b")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hoconv predict: error: nothing could be scored") and "\n" not in err
+    assert cli.main([*argv, "--smooth", "-1"]) == 2
+    assert "--smooth" in capsys.readouterr().err
