@@ -26,6 +26,15 @@ FORMATS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread (on a loaded CPU, extra OpenMP threads make them 100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Factorized(nn.Module):
     """Two factorized convs (one with the paper's in-rank-space BN + ReLU), BN, per-frame head."""
 
@@ -96,3 +105,13 @@ def test_export_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pm, "load_checkpoint", lambda path, device="cpu": (nn.Conv1d(3, 2, 1), {}))
     assert cli.main(argv) == 2
     assert "1-D inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", ["cp_resnet18_2d", "tucker_resnet18_2d", "cp_resnet18_3d"])
+def test_zoo_models_export(tmp_path, fmt, name):
+    models = pytest.importorskip("hoconv.models")
+    torch.manual_seed(0)
+    model = models.create_model(name, width=4, num_outputs=10).eval()
+    info = export_checkpoint((model, meta(3 if name.endswith("3d") else 2)), tmp_path / "m", fmt)
+    assert info["max_abs_difference"] < 1e-4

@@ -70,6 +70,15 @@ def decode(path) -> list[np.ndarray]:
         frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread (on a loaded CPU, extra OpenMP threads make them 100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Static(nn.Module):
     """(N, 3, H, W) -> (N, 10): valence, arousal, 8 expression logits."""
 
@@ -324,3 +333,30 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
     assert err.startswith("hoconv predict: error: nothing could be scored") and "\n" not in err
     assert cli.main([*argv, "--smooth", "-1"]) == 2
     assert "--smooth" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cp_resnet18_2d", "cp_resnet18_3d"])
+def test_zoo_checkpoint_through_the_cli(media, tmp_path, capsys, name):
+    """A real checkpoint file (engine format) of a zoo model, predicted through `hoconv`."""
+    models = pytest.importorskip("hoconv.models")
+    engine = pytest.importorskip("hoconv.engine")
+    from hoconv import cli
+
+    torch.manual_seed(0)
+    kwargs = {"width": 4, "num_outputs": 10}
+    model = models.create_model(name, **kwargs)
+    mode = "video" if name.endswith("3d") else "static"
+    config = {"task": "affect", "mode": mode, "data": "synthetic",
+              "data_kwargs": {"image_size": SIZE, "clip_length": 4}}  # fmt: skip
+    ckpt = engine.make_checkpoint(model_spec={"name": name, "kwargs": kwargs},
+                                  state_dict=model.state_dict(), epoch=1, config=config)  # fmt: skip
+    engine.write_checkpoint(tmp_path / "ck.pt", ckpt)
+    out = tmp_path / "o"
+    argv = ["predict", str(media / "talk.mp4"), "--checkpoint", str(tmp_path / "ck.pt"),
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    rows = read_csv(out / "predictions.csv")
+    assert len(rows) == 24 and sum(r["valence"] != "" for r in rows) == 20
+    settings = json.loads((out / "predictions.json").read_text())["settings"]
+    assert settings["mode"] == mode and settings["model"] == name
+    assert settings["image_size"] == SIZE and settings["num_outputs"] == 10
