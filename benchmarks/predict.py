@@ -27,6 +27,10 @@ import numpy as np
 import torch
 
 from hoconv.data.synth_render import render_face, sample_identity, sample_view
+from hoconv.predict import Options, predict
+from hoconv.predict.detect import FaceDetector
+from hoconv.predict.model import Scorer
+from hoconv.predict.video import Source, iter_frames, open_source
 
 
 def write_720p(path: Path, frames: int, fps: float = 30.0) -> None:
@@ -49,9 +53,6 @@ def write_720p(path: Path, frames: int, fps: float = 30.0) -> None:
 
 def stage_rates(path: Path, frames: int) -> dict:
     """frames/s of decoding alone and of decoding + detection."""
-    from hoconv.predict.detect import FaceDetector
-    from hoconv.predict.video import Source, iter_frames, open_source
-
     src = open_source(Source(str(path), "video"))
     t0 = time.perf_counter()
     n = sum(1 for _ in iter_frames(src))
@@ -65,9 +66,7 @@ def stage_rates(path: Path, frames: int) -> dict:
 
 def bench_model(name: str, args: argparse.Namespace, video: Path, out: Path) -> dict:
     """End-to-end frames/s of one zoo model, and the model alone on crops."""
-    from hoconv.models import create_model
-    from hoconv.predict import Options, predict
-    from hoconv.predict.model import Scorer
+    from hoconv.models import create_model  # the zoo (its own block: first-party once merged)
 
     model = create_model(name, width=args.width, num_outputs=10).eval()
     kwargs = {"image_size": args.image_size, "clip_length": args.clip_length}

@@ -124,6 +124,7 @@ def media(tmp_path_factory):
     (root / "empty.mp4").write_bytes(b"")
     (root / "corrupt.avi").write_bytes(np.random.default_rng(0).bytes(5000))
     (root / "notes.xyz").write_text("not a video")
+    (root / "bad.png").write_text("not an image")
     pics = root / "pics"
     pics.mkdir()
     for i, f in enumerate(face_frames(8, seed=7, blank=(5,))[3:6]):
@@ -274,8 +275,8 @@ def test_images_folder_and_no_detect(media, tmp_path):
 
 
 def test_bad_inputs_are_reported_and_good_ones_kept(media, tmp_path):
-    inputs = [str(media / n) for n in ("missing.mp4", "empty.mp4", "corrupt.avi", "notes.xyz",
-                                       "short.avi")]  # fmt: skip
+    names = ("missing.mp4", "empty.mp4", "corrupt.avi", "notes.xyz", "bad.png", "short.avi")
+    inputs = [str(media / n) for n in names]
     summary = predict(inputs, (Static(), meta()), tmp_path, Options(progress=False))
     rows = read_csv(tmp_path / "predictions.csv")
     by_file = {}
@@ -287,7 +288,8 @@ def test_bad_inputs_are_reported_and_good_ones_kept(media, tmp_path):
     assert "unsupported format '.xyz'" in by_file["notes.xyz"][0]["reason"]
     assert "no such file" in by_file["missing.mp4"][0]["reason"]
     assert len(by_file["short.avi"]) == 5 and summary["scored"] == 5
-    assert len(summary["warnings"]) == 4 and all("\n" not in w for w in summary["warnings"])
+    assert "unreadable image" in by_file["bad.png"][0]["reason"]
+    assert len(summary["warnings"]) == 5 and all("\n" not in w for w in summary["warnings"])
 
 
 def test_nothing_scored_is_an_error_with_outputs_kept(media, tmp_path):

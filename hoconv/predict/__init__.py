@@ -72,6 +72,14 @@ def predict(
             warnings.append(res.error)
         elif res.frames and not res.scored:
             warnings.append(f"{res.source.path}: no face found in any of {res.frames} frame(s)")
+        announced = res.source.frame_count if res.source.kind == "video" else None
+        if announced and options.max_frames:
+            announced = min(announced, options.max_frames)
+        if announced and res.frames < announced:
+            warnings.append(
+                f"{res.source.path}: read {res.frames} of the {announced} frames the file "
+                "announces (truncated or corrupt); the rest is not in the outputs"
+            )
     settings = {
         "checkpoint": str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
         "model": scorer.name, "mode": scorer.mode, "image_size": scorer.image_size,
