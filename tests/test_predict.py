@@ -362,3 +362,14 @@ def test_zoo_checkpoint_through_the_cli(media, tmp_path, capsys, name):
     settings = json.loads((out / "predictions.json").read_text())["settings"]
     assert settings["mode"] == mode and settings["model"] == name
     assert settings["image_size"] == SIZE and settings["num_outputs"] == 10
+
+
+def test_truncated_video_keeps_the_frames_it_has(media, tmp_path):
+    write_video(tmp_path / "long.avi", face_frames(12), fourcc="MJPG")
+    data = (tmp_path / "long.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * 0.6)])
+    summary = predict([str(tmp_path / "cut.avi")], (Static(), meta()), tmp_path / "o",
+                      Options(progress=False), annotate="none")  # fmt: skip
+    rows = read_csv(tmp_path / "o" / "predictions.csv")
+    assert 0 < len(rows) < 12 and summary["scored"] == len(rows)
+    assert any(f"read {len(rows)} of the 12 frames" in w for w in summary["warnings"])
