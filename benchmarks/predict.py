@@ -11,6 +11,20 @@ Usage::
     PYTHONPATH=. python benchmarks/predict.py --frames 48 --width 16 --image-size 64
     PYTHONPATH=. python benchmarks/predict.py --width 64 --image-size 112   # paper width
 
+Measured on the project's 2-core CPU shared with other jobs (load average ~7), torch
+2.13, 1 thread (2 threads were ~6x slower under that load: OpenMP oversubscription),
+untrained weights, zoo from the ``models`` branch:
+
+=============================  ==========  =========  ============  ===========
+model                          width/size  params     end to end    model alone
+=============================  ==========  =========  ============  ===========
+(decode only / + Haar detect)  -           -          404 / 33 fps  -
+cp_resnet18_2d                 64 / 112    11.2 M     10.0 fps      20.4 fps
+cp_resnet18_3d (clip 16, 8)    64 / 112    11.2 M     3.6 fps       3.9 fps
+cp_resnet18_2d                 16 / 64     0.70 M     35.4 fps      199 fps
+cp_resnet18_3d (clip 16, 8)    16 / 64     0.72 M     18.0 fps      31.8 fps
+=============================  ==========  =========  ============  ===========
+
 A 3-D model scores clips of ``--clip-length`` frames every ``--step`` frames (default half a
 clip), so each frame goes through the network ``clip_length / step`` times.
 """

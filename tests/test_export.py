@@ -26,15 +26,6 @@ FORMATS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread (on a loaded CPU, extra OpenMP threads make them 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Factorized(nn.Module):
     """Two factorized convs (one with the paper's in-rank-space BN + ReLU), BN, per-frame head."""
 

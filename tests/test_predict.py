@@ -70,15 +70,6 @@ def decode(path) -> list[np.ndarray]:
         frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread (on a loaded CPU, extra OpenMP threads make them 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Static(nn.Module):
     """(N, 3, H, W) -> (N, 10): valence, arousal, 8 expression logits."""
 
