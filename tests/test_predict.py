@@ -364,3 +364,28 @@ def test_truncated_video_keeps_the_frames_it_has(media, tmp_path):
     rows = read_csv(tmp_path / "o" / "predictions.csv")
     assert 0 < len(rows) < 12 and summary["scored"] == len(rows)
     assert any(f"read {len(rows)} of the 12 frames" in w for w in summary["warnings"])
+
+
+def test_transduced_model_predicts_the_image_model_frame_by_frame(media, tmp_path):
+    """A 2-D zoo model transduced with the delta ("center") init is frame-wise: its sliding
+    clips must give exactly the 2-D model's per-frame predictions."""
+    models = pytest.importorskip("hoconv.models")
+    import hoconv
+
+    image_model = models.create_model("cp_resnet18_2d", width=4, num_outputs=10).eval()
+    video_model = hoconv.transduce(image_model, dims=1, kernel_size=3, init="center").eval()
+    video_model.data_dim = 3  # as hoconv.engine's align_data_dim does after transduce
+    path = [str(media / "talk.mp4")]
+    opts = Options(progress=False)
+    predict(path, (image_model, meta()), tmp_path / "a", opts, annotate="none")
+    predict(
+        path, (video_model, meta("video", clip_length=6)), tmp_path / "b", opts, annotate="none"
+    )
+    a, b = (
+        read_csv(tmp_path / "a" / "predictions.csv"),
+        read_csv(tmp_path / "b" / "predictions.csv"),
+    )
+    for ra, rb in zip(a[:20], b[:20]):
+        assert float(rb["valence"]) == pytest.approx(float(ra["valence"]), abs=1e-5)
+        assert float(rb["arousal"]) == pytest.approx(float(ra["arousal"]), abs=1e-5)
+        assert rb["expression"] == ra["expression"]
