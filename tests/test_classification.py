@@ -24,6 +24,7 @@ from hoconv.classification import (
 )
 from hoconv.data import create_dataset
 from hoconv.layers import CPConv
+from hoconv.models import create_model
 
 
 def test_loss_matches_log_softmax_oracle():
@@ -119,6 +120,20 @@ def test_conv_parameter_count():
     assert sum(p.numel() for p in cp.parameters()) > expected  # rank-space BN/PReLU left out
 
 
+@pytest.mark.parametrize(
+    "name, expected",
+    [("convnet3d", 2_880_576), ("cp_convnet3d", 1_180_632 + 2_706), ("cp_convnet3d_s", None)],
+)
+def test_conv_parameter_count_of_the_table7_models(name, expected):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=27, temporal_output="clip")
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv3d, CPConv))]
+    assert len(convs) == 4
+    if expected is None:  # HO-CP-S: as HO-CP plus the skip factors U(S) (T x C)
+        expected = 1_180_632 + 2_706 + sum(m.out_channels * m.in_channels for m in convs)
+    assert conv_parameter_count(model) == expected  # the paper: 2.9M / 1.2M / 1.2M
+
+
 def test_seed_summary(tmp_path, capsys):
     paths = []
     for i, (a, b) in enumerate([(0.9, 0.99), (0.8, 0.97), (0.7, 0.95)]):
@@ -169,30 +184,11 @@ def test_accumulator_gathers_across_two_gloo_ranks(tmp_path):
 
 
 def _model(name: str, num_classes: int) -> nn.Module:
-    """The zoo model (small width) when hoconv.models exists, else a tiny stand-in."""
-    try:
-        from hoconv.models import create_model
-    except ImportError:
-        return _stand_in(name, num_classes)
+    """A zoo model at a small width (fast on CPU)."""
     kwargs = {"num_classes": num_classes, "width": 8}
     if "convnet" in name:
-        kwargs.update(width=8, hidden=32, temporal_output="clip")
+        kwargs.update(hidden=32, temporal_output="clip")
     return create_model(name, **kwargs)
-
-
-def _stand_in(name: str, k: int) -> nn.Module:
-    if "convnet" in name:
-        conv = CPConv(3, 8, 3, dim=3, rank=12, padding=1) if name.startswith("cp") else None
-        return nn.Sequential(
-            conv or nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ELU(), nn.MaxPool3d(2),
-            nn.Conv3d(8, 16, 3, padding=1), nn.BatchNorm3d(16), nn.ELU(),
-            nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, k),
-        )  # fmt: skip
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, k),
-    )  # fmt: skip
 
 
 def _precise_bn(model: nn.Module, dataset) -> None:
