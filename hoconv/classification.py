@@ -122,9 +122,16 @@ class ClassificationAccumulator:
             return rows
         return gather_rows(rows)
 
-    def compute(self) -> dict[str, Any]:
-        """``{"top1", "top5" (each k of topk), "n", "confusion"}`` on the gathered set."""
-        rows = self.gather()
+    def compute(self, gather: bool = True) -> dict[str, Any]:
+        """``{"top1", "top5" (each k of topk), "n", "confusion"}`` on the gathered set.
+
+        Args:
+            gather: collect every rank's rows first; False when the rows already hold the
+                whole set (e.g. predictions gathered by the caller).
+        """
+        rows = self.gather() if gather else torch.cat(self._rows) if self._rows else None
+        if rows is None:
+            rows = torch.zeros(0, 2 + self.width, dtype=torch.long)
         keep, seen = [], set()
         for i, idx in enumerate(rows[:, 0].tolist()):
             if idx >= 0 and idx in seen:
@@ -197,6 +204,48 @@ def plot_confusion_matrix(
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return path
+
+
+def classification_results(
+    logits: Any,
+    labels: Any,
+    model: nn.Module | None = None,
+    class_names: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a whole (gathered) evaluation set, as ``hoconv evaluate`` writes them.
+
+    Args:
+        logits: (M, K) scores of every sample.
+        labels: (M,) classes; negative labels (e.g. Jester's unlabelled test list) are left
+            out and counted in ``unlabelled``.
+        model: when given, ``conv_params`` (:func:`conv_parameter_count`) and ``params``.
+        class_names: names for the confusion matrix figure.
+        out_dir: when given, ``confusion_matrix.png`` is written there.
+
+    Returns:
+        ``{"top1", "top5", "n", "unlabelled", "confusion_matrix" (K x K list), "conv_params",
+        "params"}``.
+    """
+    scores = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).reshape(-1)
+    if scores.dim() != 2 or scores.shape[0] != y.numel():
+        raise ValueError(
+            f"logits must be (M, K) with M = {y.numel()} labels, got {tuple(scores.shape)}"
+        )
+    known = y >= 0
+    acc = ClassificationAccumulator(max(2, scores.shape[1]))
+    acc.update(scores[known], y[known])
+    out = acc.compute(gather=False)  # the caller's arrays are already the whole set
+    matrix = out.pop("confusion")
+    out["unlabelled"] = int((~known).sum())
+    out["confusion_matrix"] = matrix.tolist()
+    if model is not None:
+        out["conv_params"] = conv_parameter_count(model)
+        out["params"] = sum(p.numel() for p in model.parameters())
+    if out_dir is not None:
+        plot_confusion_matrix(matrix, Path(out_dir) / "confusion_matrix.png", class_names)
+    return out
 
 
 def _is_conv(module: nn.Module) -> bool:

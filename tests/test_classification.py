@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from hoconv.classification import (
     ClassificationAccumulator,
     classification_loss,
+    classification_results,
     confusion_matrix,
     conv_parameter_count,
     main,
@@ -107,6 +108,20 @@ def test_confusion_matrix_and_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
     with pytest.raises(ValueError, match="2 names for 3 classes"):
         plot_confusion_matrix(cm, tmp_path / "x.png", ["a", "b"])
+
+
+def test_classification_results_leave_out_unlabelled_and_write_png(tmp_path):
+    logits = np.array([[3.0, 1, 0], [0, 2, 1], [1, 0, 2], [0, 1, 3], [5, 0, 0]])
+    labels = np.array([0, 2, 2, 1, -1])  # the last one is unlabelled (a test list)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 3))
+    out = classification_results(logits, labels, model, ["a", "b", "c"], tmp_path)
+    assert (out["n"], out["unlabelled"]) == (4, 1)
+    assert out["top1"] == pytest.approx(0.5) and out["top5"] == 1.0
+    assert out["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    assert out["conv_params"] == 4 * 3 * 9 + 4
+    assert (tmp_path / "confusion_matrix.png").is_file()
+    with pytest.raises(ValueError, match=r"logits must be \(M, K\)"):
+        classification_results(logits[:3], labels)
 
 
 def test_conv_parameter_count():
