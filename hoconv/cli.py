@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transduce",
     "search",
     "demo",
+    "predict",
+    "export",
 )
 
 

@@ -77,6 +77,6 @@ def create_dataset(
 
 
 # Built-in data sets (importing registers them).
-from hoconv.data import afew_va, aff_wild2, affectnet, sewa, synthetic  # noqa: E402, F401
+from hoconv.data import afew_va, aff_wild2, affectnet, cifar10, jester, sewa, synthetic  # noqa: E402, F401
 
 __all__ = ["create_dataset", "list_datasets", "register"]
