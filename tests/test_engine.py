@@ -213,7 +213,8 @@ def test_classification_task_reports_top1_top5_on_all_samples(tmp_path):
     )
     res = train(cfg, tmp_path / "run")
     m = res["best"]["metrics"]
-    assert set(m) == {"top1", "top5", "n"} and m["n"] == 32 and m["top5"] == 1.0  # 4 classes
+    assert set(m) == {"top1", "top5", "n", "unlabelled"} and m["n"] == 32
+    assert m["top5"] == 1.0 and m["unlabelled"] == 0  # 4 classes
     model, _ = load_model(tmp_path / "run" / "best.pt")
     val = standins.TinyAffect("val", size=32, classify=True)
     with torch.no_grad():
@@ -221,3 +222,8 @@ def test_classification_task_reports_top1_top5_on_all_samples(tmp_path):
     want = np.mean([p == int(val[i]["label"]) for i, p in enumerate(pred)])
     assert m["top1"] == pytest.approx(want)
     assert m["top1"] > 0.4  # chance is 0.25
+    ev = evaluate(tmp_path / "run" / "best.pt", tmp_path / "ev", overrides={}, split="val")
+    assert ev["top1"] == pytest.approx(m["top1"]) and ev["n"] == 32
+    assert np.asarray(ev["confusion_matrix"]).sum() == 32 and ev["conv_params"] > 0
+    assert (tmp_path / "ev" / "confusion_matrix.png").exists()
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["top1"] == ev["top1"]

@@ -35,6 +35,7 @@ def evaluate(
     Returns:
         The metrics (also written to ``out_dir/metrics.json``).
     """
+    out_dir = Path(out_dir)
     info = ddp.setup((overrides or {}).get("device"))
     try:
         model, meta = ckpt_io.load_model(checkpoint, device=info.device)
@@ -57,7 +58,20 @@ def evaluate(
             info=info,
             workers=cfg["workers"],
         )
-        metrics = tasks.metrics(cfg["task"], preds, per_video=per_video)
+        if cfg["task"] == "classify":
+            from hoconv.classification import classification_results
+
+            if info.is_main:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            metrics = classification_results(
+                preds["logits"],
+                preds["label"],
+                model=model,
+                class_names=getattr(dataset, "class_names", None),
+                out_dir=out_dir if info.is_main and plots_too else None,
+            )
+        else:
+            metrics = tasks.metrics(cfg["task"], preds, per_video=per_video)
         if info.is_main:
             write_results(Path(out_dir), cfg["task"], metrics, preds, plots_too=plots_too)
         return metrics

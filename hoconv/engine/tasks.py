@@ -66,7 +66,7 @@ def loss(
 ) -> torch.Tensor:
     """The task's training loss on (gathered) rows."""
     if task == "classify":
-        return F.cross_entropy(r["pred"], r["label"])
+        return F.cross_entropy(r["pred"], r["label"], ignore_index=-1)
     targets = {k: r[k] for k in ("valence", "arousal", "expression") if k in r}
     return affect_loss(r["pred"], targets)
 
@@ -98,15 +98,17 @@ def metrics(task: str, p: dict[str, np.ndarray], per_video: bool = False) -> dic
     Classify: ``{top1, top5, n}``.
     """
     if task == "classify":
-        logits, label = p["logits"], p["label"]
+        known = p["label"] >= 0  # e.g. an unlabelled test list
+        logits, label = p["logits"][known], p["label"][known]
         n = int(label.shape[0])
         k = min(5, logits.shape[1]) if logits.ndim == 2 else 1
-        top = np.argsort(-logits, axis=1)[:, :k] if n else np.zeros((0, k), dtype=int)
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
         hit = top == label[:, None]
         return {
             "top1": float(hit[:, 0].mean()) if n else math.nan,
             "top5": float(hit.any(axis=1).mean()) if n else math.nan,
             "n": n,
+            "unlabelled": int((~known).sum()),
         }
     from hoconv.affect import metrics as am
 
