@@ -227,3 +227,17 @@ def test_classification_task_reports_top1_top5_on_all_samples(tmp_path):
     assert np.asarray(ev["confusion_matrix"]).sum() == 32 and ev["conv_params"] > 0
     assert (tmp_path / "ev" / "confusion_matrix.png").exists()
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["top1"] == ev["top1"]
+
+
+def test_init_inherits_the_input_size_of_its_checkpoint(tmp_path):
+    train(standins.tiny_config(epochs=1, data_kwargs={"size": 16, "image_size": 6}), tmp_path / "a")
+    init = str(tmp_path / "a" / "best.pt")
+    res = train(standins.tiny_config(epochs=1, init=init), tmp_path / "b")
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert saved["data_kwargs"] == {"size": 32, "image_size": 6} and res["history"]
+    cfg = standins.tiny_config(epochs=1, init=init, data_kwargs={"size": 16, "image_size": 10})
+    train(cfg, tmp_path / "c")  # an explicit size wins
+    assert (
+        yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["data_kwargs"]["image_size"]
+        == 10
+    )

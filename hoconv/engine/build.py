@@ -98,6 +98,22 @@ def make_model(
     return create_model(cfg["model"], **kwargs), spec
 
 
+INHERITED_DATA_KEYS = ("image_size",)
+
+
+def inherit_data_settings(cfg: dict) -> dict:
+    """With ``init``, take the input size the checkpoint was trained at unless set.
+
+    A model fine-tuned from a checkpoint should see inputs like those it learnt from; the
+    run's own ``data_kwargs`` win when they set the key.
+    """
+    if not cfg.get("init"):
+        return cfg
+    source = (ckpt_io.read_checkpoint(cfg["init"]).get("config") or {}).get("data_kwargs") or {}
+    inherited = {k: source[k] for k in INHERITED_DATA_KEYS if k in source}
+    return {**cfg, "data_kwargs": {**inherited, **cfg["data_kwargs"]}}
+
+
 def check_mode(model: nn.Module, name: str, mode: str) -> nn.Module:
     """Refuse a 3-D model on images; wrap a 2-D model to run frame by frame on clips."""
     dims = spatial_dims(model)

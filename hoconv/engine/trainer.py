@@ -72,6 +72,8 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         raise ValueError(
             f"--batch-size {cfg['batch_size']} (global) is not divisible by {info.world_size} processes"
         )
+    if state is None:
+        cfg = build.inherit_data_settings(cfg)
     seed_all(cfg["seed"])
     train_ds = build.make_dataset(cfg, cfg["train_split"])
     val_ds = build.make_dataset(cfg, cfg["val_split"])
