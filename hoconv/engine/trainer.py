@@ -77,23 +77,8 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     seed_all(cfg["seed"])
     train_ds = build.make_dataset(cfg, cfg["train_split"])
     val_ds = build.make_dataset(cfg, cfg["val_split"])
-    core, spec = build.make_model(cfg, train_ds, state["model"] if state else None)
-    cfg["model"], cfg["model_kwargs"] = spec["name"], dict(spec["kwargs"])
-    net = build.check_mode(core, spec["name"], cfg["mode"])
-    if cfg.get("phase"):
-        from hoconv.transduction import phase
-
-        phase(core, cfg["phase"])
-    if state:
-        core.load_state_dict(state["state_dict"])
+    core, spec, net = _prepare_model(cfg, state, info, train_ds)
     params = build.trainable_parameters(core)
-    net.to(info.device)
-    if info.enabled:
-        if info.device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(
-            net, device_ids=[info.device] if info.device.type == "cuda" else None
-        )
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
     loss_fn = build.make_affect_loss(cfg) if cfg["task"] == "affect" else None
@@ -114,15 +99,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         info.is_main and cfg.get("progress", True),
     )
     per_rank = cfg["batch_size"] // info.world_size
-    sampler = ddp.ShardSampler(len(train_ds), info, shuffle=True, seed=cfg["seed"])
-    loader = DataLoader(
-        train_ds,
-        batch_size=per_rank,
-        sampler=sampler,
-        num_workers=cfg["workers"],
-        drop_last=len(sampler) >= per_rank,
-        pin_memory=info.device.type == "cuda",
-    )
+    loader, sampler = _make_loader(train_ds, per_rank, cfg, info)
     for epoch in range(first_epoch, cfg["epochs"]):
         seed_all(cfg["seed"] * 100_003 + epoch)
         sampler.set_epoch(epoch)
@@ -160,20 +137,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         if improved:
             best = {"epoch": epoch + 1, "score": value, "metrics": metrics}
         if info.is_main:
-            ckpt = ckpt_io.make_checkpoint(
-                model_spec=spec,
-                state_dict=core.state_dict(),
-                epoch=epoch + 1,
-                config=cfg,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                history=history,
-                best=best,
-            )
-            ckpt_io.write_checkpoint(last_path, ckpt)
-            if improved:
-                ckpt_io.write_checkpoint(out / "best.pt", ckpt)
-            runlog.write_history(out, history)
+            _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, improved)
             runlog.say(
                 f"epoch {epoch + 1}/{cfg['epochs']} loss {train_loss:.4f} | val "
                 f"{tasks.summary_line(cfg['task'], metrics)}{' *' if improved else ''}",
@@ -188,6 +152,64 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         **sizes,
         "wall_s": time.perf_counter() - start,
     }
+
+
+def _prepare_model(cfg: dict, state: dict | None, info: ddp.DistInfo, train_ds) -> tuple:
+    """Build (or rebuild on resume) the model, set the phase, move it, wrap it for DDP.
+
+    Returns:
+        ``(core, spec, net)``: the bare model (checkpointed), its rebuildable spec, and the
+        module the loop calls (frame-wise wrapper and/or DistributedDataParallel around core).
+    """
+    core, spec = build.make_model(cfg, train_ds, state["model"] if state else None)
+    cfg["model"], cfg["model_kwargs"] = spec["name"], dict(spec["kwargs"])
+    net = build.check_mode(core, spec["name"], cfg["mode"])
+    if cfg.get("phase"):
+        from hoconv.transduction import phase
+
+        phase(core, cfg["phase"])
+    if state:
+        core.load_state_dict(state["state_dict"])
+    net.to(info.device)
+    if info.enabled:
+        if info.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(
+            net, device_ids=[info.device] if info.device.type == "cuda" else None
+        )
+    return core, spec, net
+
+
+def _make_loader(train_ds, per_rank: int, cfg: dict, info: ddp.DistInfo) -> tuple:
+    """The training DataLoader over this rank's shard, and its epoch-aware sampler."""
+    sampler = ddp.ShardSampler(len(train_ds), info, shuffle=True, seed=cfg["seed"])
+    loader = DataLoader(
+        train_ds,
+        batch_size=per_rank,
+        sampler=sampler,
+        num_workers=cfg["workers"],
+        drop_last=len(sampler) >= per_rank,
+        pin_memory=info.device.type == "cuda",
+    )
+    return loader, sampler
+
+
+def _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, improved) -> None:
+    """last.pt (always), best.pt (when improved), log.csv / log.json: rank 0 only."""
+    ckpt = ckpt_io.make_checkpoint(
+        model_spec=spec,
+        state_dict=core.state_dict(),
+        epoch=history[-1]["epoch"],
+        config=cfg,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        history=history,
+        best=best,
+    )
+    ckpt_io.write_checkpoint(out / "last.pt", ckpt)
+    if improved:
+        ckpt_io.write_checkpoint(out / "best.pt", ckpt)
+    runlog.write_history(out, history)
 
 
 def _resume_state(path: Path) -> dict:
