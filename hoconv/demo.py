@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from hoconv.engine import config as config_io
 from hoconv.engine import evaluate, train
 from hoconv.engine.checkpoint import transduce_checkpoint
@@ -87,6 +89,7 @@ def run_demo(
     device: str = "cpu",
     overrides: dict | None = None,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> dict:
     """Run the whole demo into ``out``; return the rows of the report table.
 
@@ -97,9 +100,22 @@ def run_demo(
         device: where to train.
         overrides: keys of ``hoconv/configs/demo.yaml`` to replace.
         progress: progress bars and epoch lines.
+        threads: torch CPU threads during the demo (restored after); ``None`` keeps torch's
+            default. One by default: the demo's small convolutions gain little from
+            intra-op threads and lose several-fold when the CPU is shared (measured).
     """
     s = demo_settings(profile, overrides)
-    out = Path(out)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run_stages(Path(out), s, profile, device, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_stages(out: Path, s: dict, profile: str, device: str, progress: bool) -> dict:
+    """The stages of :func:`run_demo` with resolved settings ``s``."""
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     rows: list[dict] = []
@@ -256,7 +272,8 @@ def write_report(out: Path, rows: list[dict], s: dict, profile: str, total_s: fl
     lines = [
         "# hoconv demo: the paper's pipeline on the synthetic data set",
         "",
-        f"Profile `{profile}`; total wall time {total_s / 60:.1f} min. Data: procedural faces, "
+        f"Profile `{profile}`; total wall time {total_s / 60:.1f} min "
+        f"({torch.get_num_threads()} torch thread(s)). Data: procedural faces, "
         f"{s['image_size']}x{s['image_size']} pixels, clips of {s['clip_length']} frames; models "
         f"at width {s['width']} (the paper's full-size models are `hoconv train`'s defaults).",
         f"Budget: the 2-D model trains {s['static_epochs']} epochs on still images; on videos the "
