@@ -20,7 +20,13 @@ from collections.abc import Sequence
 import torch
 
 from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
-from hoconv._fast.depthwise import Block, block_backward, block_forward, block_out_spatial, make_blocks
+from hoconv._fast.depthwise import (
+    Block,
+    block_backward,
+    block_forward,
+    block_out_spatial,
+    make_blocks,
+)
 from hoconv.functional import check_cp_factors
 
 
@@ -40,9 +46,7 @@ def channels_in(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return out.view(n, *x.shape[2:], matrix.shape[0])
 
 
-def channels_out(
-    h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
+def channels_out(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """1x1 conv from channels-last ``h`` (N, *S, R) to channels-first ``(N, O, *S)``; matrix (O, R)."""
     n, rank = h.shape[0], h.shape[-1]
     hv = h.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
@@ -84,7 +88,11 @@ class _CPConvFunction(torch.autograd.Function):
         blocks, shapes = ctx.blocks, ctx.shapes
         x, in_factor, out_matrix, *rest = ctx.saved_tensors
         kernels = rest[: len(blocks)]
-        hidden = rest[len(blocks) :] if ctx.save_hidden else _recompute(x, in_factor, blocks, shapes, kernels)
+        hidden = (
+            rest[len(blocks) :]
+            if ctx.save_hidden
+            else _recompute(x, in_factor, blocks, shapes, kernels)
+        )
         needs = ctx.needs_input_grad
         n, rank = x.shape[0], in_factor.shape[0]
         g = grad_out.reshape(n, out_matrix.shape[0], -1)  # (N, T, P_out)

@@ -161,9 +161,7 @@ def block_backward(
 
 def _input_grad(g, v, w, kernel, stride, pads, dilation):
     """Input gradient: the flipped-kernel convolution when stride is 1, else aten's backward."""
-    back = tuple(
-        (d * (k - 1) - a, d * (k - 1) - b) for k, (a, b), d in zip(kernel, pads, dilation)
-    )
+    back = tuple((d * (k - 1) - a, d * (k - 1) - b) for k, (a, b), d in zip(kernel, pads, dilation))
     if all(s == 1 for s in stride) and all(p >= 0 for pair in back for p in pair):
         flipped = w.flip(list(range(2, w.dim())))
         return _conv(g, flipped, stride, back, dilation)
@@ -189,11 +187,14 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
             g, _pad(v, pads), w, None, stride, [0] * len(kernel), dilation, False,
             [0] * len(kernel), rank, [False, True, False],
         )[1]  # fmt: skip
-    vp = _pad(v, pads)
+    if all(a == b for a, b in pads):  # let the conv pad (no padded copy)
+        vp, padding = v, tuple(a for a, _ in pads)
+    else:
+        vp, padding = _pad(v, pads), 0
     conv = _CONV[v.dim() - 2]
     total = None
     for n in range(g.shape[0]):
-        part = conv(vp[n : n + 1], g[n].unsqueeze(1), None, dilation, 0, stride, rank)
+        part = conv(vp[n : n + 1], g[n].unsqueeze(1), None, dilation, padding, stride, rank)
         total = part if total is None else total.add_(part)
     index = tuple(slice(0, k) for k in kernel)
     return total[(0, slice(None), *index)].unsqueeze(1)  # (R, 1, *kernel)
