@@ -215,3 +215,23 @@ def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
     assert calls == [1]
     with pytest.raises(ValueError, match="implementation"):
         CPConv(4, 4, 3, dim=2, implementation="triton")
+
+
+def test_bench_cli_quick_smoke(tmp_path):
+    import argparse
+
+    from hoconv.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["bench", "--quick", "--config", "2d", "--repeats", "1", "--out", str(tmp_path)]
+    )
+    assert args.func(args) == 0
+    table = (tmp_path / "results.md").read_text()
+    for name in ("dense", "(2+1)D", "cp-plain", "cp-fast", "tucker"):
+        assert f"| {name}" in table
+    assert (tmp_path / "speed.png").stat().st_size > 0
+    args.repeats = 0
+    with pytest.raises(ValueError, match="--repeats"):
+        bench.run(args)
