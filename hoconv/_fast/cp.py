@@ -15,6 +15,7 @@ weights into ``out_factor``, the outer product of the kernel factors) stay in au
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,7 +43,7 @@ def channels_in(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """1x1 conv from channels-first ``x`` (N, C, *S) to channels-last ``(N, *S, O)``; matrix (O, C)."""
     n, c = x.shape[:2]
     xt = _transposed(x)  # (N, P, C)
-    out = torch.matmul(xt, matrix.t())  # (N, P, O)
+    out = torch.bmm(xt, matrix.t().expand(n, c, -1))  # (N, P, O); bmm never copies operands
     return out.view(n, *x.shape[2:], matrix.shape[0])
 
 
@@ -51,7 +52,7 @@ def channels_out(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | Non
     n, rank = h.shape[0], h.shape[-1]
     hv = h.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
     if bias is None:
-        out = torch.matmul(matrix, hv)  # (N, O, P)
+        out = torch.bmm(matrix.expand(n, *matrix.shape), hv)  # (N, O, P)
     else:
         out = torch.baddbmm(bias.view(1, -1, 1), matrix.expand(n, *matrix.shape), hv)
     return out.view(n, matrix.shape[0], *h.shape[1:-1])
@@ -67,65 +68,104 @@ def _transposed(x: torch.Tensor) -> torch.Tensor:
 
 
 class _CPConvFunction(torch.autograd.Function):
-    """``out = B · dw_blocks(A · x) + bias`` with a hand-written backward."""
+    """``out = B · dw_blocks(A · x) + bias`` with a hand-written backward.
+
+    The batch is processed in chunks of ``chunk`` samples. With one chunk (the rank-space
+    activations are no larger than the input) they are kept for the backward; otherwise
+    each chunk's are recomputed there, so the peak memory stays near that of one chunk.
+    """
 
     @staticmethod
-    def forward(ctx, x, in_factor, out_matrix, bias, blocks, save_hidden, *kernels):
-        spatial = tuple(x.shape[2:])
-        hidden = [channels_in(x, in_factor)]  # (N, *S, R)
-        shapes = [spatial]
-        for block, kernel in zip(blocks, kernels):
-            hidden.append(block_forward(hidden[-1], kernel, shapes[-1], block))
+    def forward(ctx, x, in_factor, out_matrix, bias, blocks, chunk, *kernels):
+        n = x.shape[0]
+        shapes = [tuple(x.shape[2:])]
+        for block in blocks:
             shapes.append(block_out_spatial(shapes[-1], block))
-        out = channels_out(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
-        ctx.blocks, ctx.shapes, ctx.save_hidden = blocks, shapes, save_hidden
+        ctx.blocks, ctx.shapes, ctx.chunk = blocks, shapes, chunk
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, in_factor, out_matrix, *kernels, *(hidden if save_hidden else ()))
+        ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
+        if chunk >= n:
+            ctx.hidden = _hidden(x, in_factor, blocks, shapes, kernels)
+            return channels_out(ctx.hidden[-1], out_matrix, bias)  # (N, T, *S_out)
+        ctx.hidden = None
+        out = x.new_empty(n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
+        for start in range(0, n, chunk):
+            h = _hidden(x[start : start + chunk], in_factor, blocks, shapes, kernels)[-1]
+            out[start : start + chunk] = channels_out(h, out_matrix, bias)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        blocks, shapes = ctx.blocks, ctx.shapes
-        x, in_factor, out_matrix, *rest = ctx.saved_tensors
-        kernels = rest[: len(blocks)]
-        hidden = (
-            rest[len(blocks) :]
-            if ctx.save_hidden
-            else _recompute(x, in_factor, blocks, shapes, kernels)
-        )
+        x, in_factor, out_matrix, *kernels = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        n, rank = x.shape[0], in_factor.shape[0]
+        n = x.shape[0]
         g = grad_out.reshape(n, out_matrix.shape[0], -1)  # (N, T, P_out)
-        grad_bias = g.sum((0, 2)) if ctx.has_bias and needs[3] else None
-        grad_out_matrix = None
-        if needs[2]:
-            grad_out_matrix = torch.bmm(g, hidden[-1].reshape(n, -1, rank)).sum(0)  # (T, R)
-        grad_kernels = [None] * len(blocks)
-        grad_x = grad_in_factor = None
-        if any(needs[:2]) or any(needs[6:]):
-            gh = torch.matmul(g.transpose(1, 2), out_matrix)  # (N, P_out, R)
-            gh = gh.view(n, *shapes[-1], rank)
-            for i in reversed(range(len(blocks))):
-                need_in = i > 0 or any(needs[:2])
-                gh_in, grad_kernels[i] = block_backward(
-                    gh, hidden[i], kernels[i], shapes[i], blocks[i], need_in, needs[6 + i]
-                )
-                gh = gh_in
-            if needs[1]:
-                grad_in_factor = torch.bmm(
-                    gh.reshape(n, -1, rank).transpose(1, 2), _transposed(x)
-                ).sum(0)  # (R, C)
-            if needs[0]:
-                gx = torch.matmul(in_factor.t(), gh.reshape(n, -1, rank).transpose(1, 2))
-                grad_x = gx.view(x.shape)  # (N, C, *S)
-        return (grad_x, grad_in_factor, grad_out_matrix, grad_bias, None, None, *grad_kernels)
+        grads = [None] * (6 + len(kernels))
+        if ctx.has_bias and needs[3]:
+            grads[3] = g.sum((0, 2))
+        hidden, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
+        if hidden is not None:
+            parts = [_backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden)]
+        else:
+            parts = []
+            for start in range(0, n, ctx.chunk):
+                xc = x[start : start + ctx.chunk]
+                hc = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels)
+                parts.append(
+                    _backward_chunk(ctx, g[start : start + ctx.chunk], xc, in_factor,
+                                    out_matrix, kernels, hc)
+                )  # fmt: skip
+        if needs[0]:
+            grads[0] = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+        for i in (1, 2, *range(6, 6 + len(kernels))):
+            if needs[i]:
+                grads[i] = parts[0][i]
+                for part in parts[1:]:
+                    grads[i] = grads[i] + part[i]
+        return tuple(grads)
 
 
-def _recompute(x, in_factor, blocks, shapes, kernels):
+def _hidden(x, in_factor, blocks, shapes, kernels) -> list[torch.Tensor]:
+    """Rank-space activations ``[A x, dw_0(A x), ...]``, channels-last ``(N, *S_i, R)``."""
     hidden = [channels_in(x, in_factor)]
     for block, kernel, spatial in zip(blocks, kernels, shapes):
         hidden.append(block_forward(hidden[-1], kernel, spatial, block))
     return hidden
+
+
+def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden) -> list:
+    """Gradients from one batch chunk; ``hidden`` is consumed (entries freed once used).
+
+    Returns a list indexed like the Function's inputs: 0 = grad of x (this chunk), 1 = of
+    in_factor, 2 = of out_matrix, 6 + i = of kernels[i] (None where not needed).
+    """
+    needs, blocks, shapes = ctx.needs_input_grad, ctx.blocks, ctx.shapes
+    n, rank = x.shape[0], in_factor.shape[0]
+    out = [None] * (6 + len(kernels))
+    last = hidden.pop()
+    if needs[2]:
+        out[2] = torch.bmm(g, last.reshape(n, -1, rank)).sum(0)  # (T, R)
+    del last
+    if not (any(needs[:2]) or any(needs[6:])):
+        return out
+    gh = torch.bmm(g.transpose(1, 2), out_matrix.expand(n, *out_matrix.shape))  # (N, P, R)
+    gh = gh.view(n, *shapes[-1], rank)
+    for i in reversed(range(len(blocks))):
+        h = hidden.pop()
+        need_in = i > 0 or any(needs[:2])
+        gh, out[6 + i] = block_backward(
+            gh, h, kernels[i], shapes[i], blocks[i], need_in, needs[6 + i]
+        )
+        del h
+    if gh is None:
+        return out
+    ghm = gh.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
+    if needs[1]:
+        out[1] = torch.bmm(ghm, _transposed(x)).sum(0)  # (R, C)
+    if needs[0]:
+        a_t = in_factor.t().expand(n, *in_factor.t().shape)  # (N, C, R)
+        out[0] = torch.bmm(a_t, ghm).view(x.shape)  # (N, C, *S)
+    return out
 
 
 def cp_conv(
@@ -138,7 +178,7 @@ def cp_conv(
     stride: int | Sequence[int] = 1,
     padding: PaddingArg = 0,
     dilation: int | Sequence[int] = 1,
-    save_hidden: bool | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Fast CP convolution, same contract and result as :func:`hoconv.functional.cp_conv`.
 
@@ -152,8 +192,9 @@ def cp_conv(
         stride: int or per axis.
         padding: int, per axis, ``"same"`` or ``"valid"``.
         dilation: int or per axis.
-        save_hidden: keep the rank-space activations for the backward (faster) or recompute
-            them there (less memory). Default: keep them unless they are larger than the input.
+        chunk: samples per batch chunk. Default: the most whose rank-space activation is no
+            larger than ``x``; with the whole batch in one chunk the activations are kept for
+            the backward, otherwise recomputed there chunk by chunk (less memory).
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -169,11 +210,11 @@ def cp_conv(
         output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
     blocks = make_blocks(kernel, stride, pads, dilation)
     kernels = [block_kernel(kernel_factors[b.start : b.stop]) for b in blocks]
-    if save_hidden is None:
-        save_hidden = rank <= in_factor.shape[1]
-    return _CPConvFunction.apply(
-        x, in_factor, out_factor * weights, bias, blocks, save_hidden, *kernels
-    )
+    if chunk is None:
+        chunk = max(1, x.numel() // max(1, rank * math.prod(x.shape[2:])))
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1 (samples per batch chunk), got {chunk!r}")
+    return _CPConvFunction.apply(x, in_factor, out_factor * weights, bias, blocks, chunk, *kernels)
 
 
 __all__ = ["Block", "block_kernel", "channels_in", "channels_out", "cp_conv"]

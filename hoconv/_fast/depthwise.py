@@ -192,6 +192,7 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     else:
         vp, padding = _pad(v, pads), 0
     conv = _CONV[v.dim() - 2]
+    g = g.contiguous()  # channels-first: each g[n] is then a plain (R, 1, *S) kernel, no reorder
     total = None
     for n in range(g.shape[0]):
         part = conv(vp[n : n + 1], g[n].unsqueeze(1), None, dilation, padding, stride, rank)
