@@ -23,9 +23,10 @@ import torch
 from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
 from hoconv._fast.depthwise import (
     Block,
-    block_backward,
     block_forward,
+    block_input_grad,
     block_out_spatial,
+    block_weight_grad,
     make_blocks,
 )
 from hoconv.functional import check_cp_factors
@@ -151,12 +152,12 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden) -> list:
     gh = torch.bmm(g.transpose(1, 2), out_matrix.expand(n, *out_matrix.shape))  # (N, P, R)
     gh = gh.view(n, *shapes[-1], rank)
     for i in reversed(range(len(blocks))):
-        h = hidden.pop()
-        need_in = i > 0 or any(needs[:2])
-        gh, out[6 + i] = block_backward(
-            gh, h, kernels[i], shapes[i], blocks[i], need_in, needs[6 + i]
-        )
+        h = hidden.pop()  # the block's input: needed for its kernel gradient only
+        if needs[6 + i]:
+            out[6 + i] = block_weight_grad(gh, h, kernels[i], shapes[i], blocks[i])
         del h
+        need_in = i > 0 or any(needs[:2])
+        gh = block_input_grad(gh, kernels[i], shapes[i], blocks[i]) if need_in else None
     if gh is None:
         return out
     ghm = gh.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)

@@ -134,43 +134,55 @@ def block_forward(
     return _to_channels_last(out, h.shape[0], block_out_spatial(spatial, block))
 
 
-def block_backward(
+def block_weight_grad(
     grad: torch.Tensor,
     h: torch.Tensor,
     weight: torch.Tensor,
     spatial: tuple[int, ...],
     block: Block,
-    need_input: bool,
-    need_weight: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of :func:`block_forward` w.r.t. its input ``h`` and its ``weight``."""
-    rank = weight.shape[0]
+) -> torch.Tensor:
+    """Gradient of :func:`block_forward` w.r.t. its ``weight`` (R, *block.kernel)."""
     v = _conv_view(h, spatial, block)
-    spatial_out = block_out_spatial(spatial, block)
-    g = _conv_view(grad.contiguous(), spatial_out, block)
+    g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
     kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
+    w = weight.reshape(weight.shape[0], 1, *kernel)
+    return _weight_grad(g, v, w, kernel, stride, pads, dilation).reshape(weight.shape)
+
+
+def block_input_grad(
+    grad: torch.Tensor, weight: torch.Tensor, spatial: tuple[int, ...], block: Block
+) -> torch.Tensor:
+    """Gradient of :func:`block_forward` w.r.t. its input: contiguous ``(N, *spatial, R)``."""
+    n, rank = grad.shape[0], weight.shape[0]
+    g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
+    in_shape = (g.shape[0], rank, *_view_axes(spatial, block))  # conv view of the input
+    kernel, stride, pads, dilation = _geometry(block, g.dim() - 2)
     w = weight.reshape(rank, 1, *kernel)
-    grad_in = grad_w = None
-    if need_input:
-        grad_in = _input_grad(g, v, w, kernel, stride, pads, dilation)
-        grad_in = _to_channels_last(grad_in, h.shape[0], spatial)
-    if need_weight:
-        grad_w = _weight_grad(g, v, w, kernel, stride, pads, dilation).reshape(weight.shape)
-    return grad_in, grad_w
+    grad_in = _input_grad(g, in_shape, w, kernel, stride, pads, dilation)
+    return _to_channels_last(grad_in, n, spatial)
 
 
-def _input_grad(g, v, w, kernel, stride, pads, dilation):
+def _view_axes(spatial: tuple[int, ...], block: Block) -> list[int]:
+    """Conv axes of :func:`_conv_view` for a tensor of ``spatial`` shape."""
+    axes = list(spatial[block.start : block.stop])
+    if block.stop < len(spatial) or len(axes) == 1:
+        axes.append(_prod(spatial[block.stop :]))
+    return axes
+
+
+def _input_grad(g, in_shape, w, kernel, stride, pads, dilation):
     """Input gradient: the flipped-kernel convolution when stride is 1, else aten's backward."""
     back = tuple((d * (k - 1) - a, d * (k - 1) - b) for k, (a, b), d in zip(kernel, pads, dilation))
     if all(s == 1 for s in stride) and all(p >= 0 for pair in back for p in pair):
         flipped = w.flip(list(range(2, w.dim())))
         return _conv(g, flipped, stride, back, dilation)
-    vp = _pad(v, pads)
+    padded = [size + a + b for size, (a, b) in zip(in_shape[2:], pads)]
+    vp = g.new_zeros(()).expand(*in_shape[:2], *padded)  # only its shape is read
     out = torch.ops.aten.convolution_backward(
         g, vp, w, None, stride, [0] * len(kernel), dilation, False, [0] * len(kernel),
         w.shape[0], [True, False, False],
     )[0]  # fmt: skip
-    index = tuple(slice(a, a + size) for (a, _), size in zip(pads, v.shape[2:]))
+    index = tuple(slice(a, a + size) for (a, _), size in zip(pads, in_shape[2:]))
     return out[(slice(None), slice(None), *index)]
 
 
@@ -192,10 +204,10 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     else:
         vp, padding = _pad(v, pads), 0
     conv = _CONV[v.dim() - 2]
-    g = g.contiguous()  # channels-first: each g[n] is then a plain (R, 1, *S) kernel, no reorder
     total = None
     for n in range(g.shape[0]):
-        part = conv(vp[n : n + 1], g[n].unsqueeze(1), None, dilation, padding, stride, rank)
+        kernel_n = g[n].unsqueeze(1).contiguous()  # a plain (R, 1, *S) kernel: no oneDNN reorder
+        part = conv(vp[n : n + 1], kernel_n, None, dilation, padding, stride, rank)
         total = part if total is None else total.add_(part)
     index = tuple(slice(0, k) for k in kernel)
     return total[(0, slice(None), *index)].unsqueeze(1)  # (R, 1, *kernel)

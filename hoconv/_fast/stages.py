@@ -15,7 +15,13 @@ import torch
 
 from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
 from hoconv._fast.cp import channels_in, channels_out
-from hoconv._fast.depthwise import Block, block_backward, block_forward, block_out_spatial
+from hoconv._fast.depthwise import (
+    Block,
+    block_forward,
+    block_input_grad,
+    block_out_spatial,
+    block_weight_grad,
+)
 from hoconv.functional import check_cp_factors
 
 
@@ -32,9 +38,13 @@ class DepthwiseFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         h, kernel = ctx.saved_tensors
-        grad_h, grad_k = block_backward(
-            grad, h.contiguous(), kernel, ctx.spatial, ctx.block, *ctx.needs_input_grad[:2]
+        need_h, need_k = ctx.needs_input_grad[:2]
+        grad_k = (
+            block_weight_grad(grad, h.contiguous(), kernel, ctx.spatial, ctx.block)
+            if need_k
+            else None
         )
+        grad_h = block_input_grad(grad, kernel, ctx.spatial, ctx.block) if need_h else None
         return grad_h, grad_k, None
 
 
