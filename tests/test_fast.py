@@ -103,6 +103,20 @@ def test_fast_equals_dense_oracle(case):
     )
 
 
+def test_padded_rank_is_exact():
+    from hoconv._fast.cp import padded_rank
+
+    assert padded_rank(273) == 288 and padded_rank(64) == 64 and padded_rank(5) == 5
+    x = torch.randn(2, 3, 4, 5, dtype=DTYPE, requires_grad=True)
+    params = make_params(3, 4, 137, (3, 2))  # computed with rank 144 (7 zero terms)
+    assert_same(
+        lambda x, *p: HF.cp_conv(x, *p, 1, 1),
+        lambda x, *p: _fast.cp_conv(x, *p, 1, 1, chunk=1),
+        x,
+        params,
+    )
+
+
 def test_no_bias_and_partial_grads():
     x = torch.randn(2, 3, 6, 7, dtype=DTYPE)  # no grad wanted for the input
     params = make_params(3, 4, 5, (3, 2), bias=False)

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
 from hoconv._fast.depthwise import (
@@ -31,6 +32,18 @@ from hoconv._fast.depthwise import (
 )
 from hoconv.functional import check_cp_factors
 
+RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
+
+
+def padded_rank(rank: int) -> int:
+    """The rank the fast path computes with: ``rank`` rounded up to ``RANK_ALIGN`` if cheap.
+
+    A row length that is not a multiple of the SIMD width makes GEMMs and oneDNN depthwise
+    kernels much slower (measured 2.2x on the (16384, 64) x (64, 273) GEMM vs 288).
+    """
+    aligned = -(-rank // RANK_ALIGN) * RANK_ALIGN
+    return aligned if 8 * (aligned - rank) <= rank else rank
+
 
 def block_kernel(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Outer product of per-axis factors ``(R, K_i)`` -> depthwise kernel ``(R, *K)``."""
@@ -40,11 +53,22 @@ def block_kernel(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     return kernel
 
 
-def channels_in(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """1x1 conv from channels-first ``x`` (N, C, *S) to channels-last ``(N, *S, O)``; matrix (O, C)."""
+def channels_in(
+    x: torch.Tensor, matrix: torch.Tensor, buffer: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1x1 conv from channels-first ``x`` (N, C, *S) to channels-last ``(N, *S, O)``; matrix (O, C).
+
+    ``buffer``: optional contiguous storage of at least N * P * O elements to write into
+    (reusing memory that is already mapped is much faster than a fresh large allocation).
+    """
     n, c = x.shape[:2]
     xt = _transposed(x)  # (N, P, C)
-    out = torch.bmm(xt, matrix.t().expand(n, c, -1))  # (N, P, O); bmm never copies operands
+    operand = matrix.t().expand(n, c, -1)  # (N, C, O); bmm never copies its operands
+    if buffer is None:
+        out = torch.bmm(xt, operand)  # (N, P, O)
+    else:
+        out = torch.bmm(xt, operand, out=buffer[: xt.shape[0] * xt.shape[1] * matrix.shape[0]].view(
+            n, xt.shape[1], matrix.shape[0]))  # fmt: skip
     return out.view(n, *x.shape[2:], matrix.shape[0])
 
 
@@ -90,8 +114,10 @@ class _CPConvFunction(torch.autograd.Function):
             return channels_out(ctx.hidden[-1], out_matrix, bias)  # (N, T, *S_out)
         ctx.hidden = None
         out = x.new_empty(n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
+        buffer = _buffer(x, chunk, in_factor.shape[0])
         for start in range(0, n, chunk):
-            h = _hidden(x[start : start + chunk], in_factor, blocks, shapes, kernels)[-1]
+            xc = x[start : start + chunk]
+            h = _hidden(xc, in_factor, blocks, shapes, kernels, buffer)[-1]
             out[start : start + chunk] = channels_out(h, out_matrix, bias)
         return out
 
@@ -109,9 +135,10 @@ class _CPConvFunction(torch.autograd.Function):
             parts = [_backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden)]
         else:
             parts = []
+            buffer = _buffer(x, ctx.chunk, in_factor.shape[0])
             for start in range(0, n, ctx.chunk):
                 xc = x[start : start + ctx.chunk]
-                hc = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels)
+                hc = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, buffer)
                 parts.append(
                     _backward_chunk(ctx, g[start : start + ctx.chunk], xc, in_factor,
                                     out_matrix, kernels, hc)
@@ -126,9 +153,14 @@ class _CPConvFunction(torch.autograd.Function):
         return tuple(grads)
 
 
-def _hidden(x, in_factor, blocks, shapes, kernels) -> list[torch.Tensor]:
+def _buffer(x: torch.Tensor, chunk: int, rank: int) -> torch.Tensor:
+    """Flat storage for one chunk's first rank-space activation, reused by every chunk."""
+    return x.new_empty(chunk * rank * math.prod(x.shape[2:]))
+
+
+def _hidden(x, in_factor, blocks, shapes, kernels, buffer=None) -> list[torch.Tensor]:
     """Rank-space activations ``[A x, dw_0(A x), ...]``, channels-last ``(N, *S_i, R)``."""
-    hidden = [channels_in(x, in_factor)]
+    hidden = [channels_in(x, in_factor, buffer)]
     for block, kernel, spatial in zip(blocks, kernels, shapes):
         hidden.append(block_forward(hidden[-1], kernel, spatial, block))
     return hidden
@@ -210,12 +242,19 @@ def cp_conv(
     for axis in range(dim):
         output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
     blocks = make_blocks(kernel, stride, pads, dilation)
+    out_matrix = out_factor * weights  # (T, R)
+    extra = padded_rank(rank) - rank
+    if extra:  # zero rank-1 terms: exact, and GEMM / oneDNN rows become aligned
+        in_factor = F.pad(in_factor, (0, 0, 0, extra))
+        kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
+        out_matrix = F.pad(out_matrix, (0, extra))
+        rank += extra
     kernels = [block_kernel(kernel_factors[b.start : b.stop]) for b in blocks]
     if chunk is None:
         chunk = max(1, x.numel() // max(1, rank * math.prod(x.shape[2:])))
     elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1 (samples per batch chunk), got {chunk!r}")
-    return _CPConvFunction.apply(x, in_factor, out_factor * weights, bias, blocks, chunk, *kernels)
+    return _CPConvFunction.apply(x, in_factor, out_matrix, bias, blocks, chunk, *kernels)
 
 
 __all__ = ["Block", "block_kernel", "channels_in", "channels_out", "cp_conv"]

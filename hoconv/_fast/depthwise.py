@@ -186,12 +186,19 @@ def _input_grad(g, in_shape, w, kernel, stride, pads, dilation):
     return out[(slice(None), slice(None), *index)]
 
 
-def _weight_grad(g, v, w, kernel, stride, pads, dilation):
-    """Kernel gradient: per sample, the padded input convolved with the output gradient.
+# Input bytes per slab of the kernel-gradient convolution: small enough to stay in L2 while
+# every kernel tap re-reads it (one pass over memory instead of one per tap).
+SLAB_BYTES = 1 << 21
 
-    ``dW[r, k] = sum_n sum_o g[n, r, o] v_pad[n, r, o * stride + k * dilation]``, i.e. a
-    depthwise conv of ``v_pad`` with ``g`` as the kernel, stride ``dilation`` and dilation
-    ``stride``. Many small samples (a merged leading axis) use aten's backward instead.
+
+def _weight_grad(g, v, w, kernel, stride, pads, dilation):
+    """Kernel gradient: per sample and slab of rows, the input convolved with the output grad.
+
+    ``dW[r, k] = sum_n sum_o g[n, r, o] v_pad[n, r, o * stride + k * dilation]``: a depthwise
+    conv of ``v_pad`` with ``g`` as the kernel (stride ``dilation``, dilation ``stride``),
+    summed over samples and over slabs of output rows along the first conv axis (each slab
+    reads its input rows plus a halo, so the data of one call stays in cache). Many small
+    samples (a merged leading axis) use aten's backward instead.
     """
     rank = w.shape[0]
     if g.shape[0] > 16:
@@ -199,18 +206,28 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
             g, _pad(v, pads), w, None, stride, [0] * len(kernel), dilation, False,
             [0] * len(kernel), rank, [False, True, False],
         )[1]  # fmt: skip
-    if all(a == b for a, b in pads):  # let the conv pad (no padded copy)
-        vp, padding = v, tuple(a for a, _ in pads)
+    rest = pads[1:]
+    if all(a == b for a, b in rest):  # let the conv pad the other axes (no padded copy)
+        padding = (0, *(a for a, _ in rest))
     else:
-        vp, padding = _pad(v, pads), 0
+        v, padding = _pad(v, ((0, 0), *rest)), 0
     conv = _CONV[v.dim() - 2]
-    total = None
+    k0, s0, d0, (before, _) = kernel[0], stride[0], dilation[0], pads[0]
+    length, out_len = v.shape[2], g.shape[2]
+    rows = max(1, SLAB_BYTES // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
+    index = (0, slice(None), *(slice(0, k) for k in kernel))
+    total = w.new_zeros(rank, *kernel)
     for n in range(g.shape[0]):
-        kernel_n = g[n].unsqueeze(1).contiguous()  # a plain (R, 1, *S) kernel: no oneDNN reorder
-        part = conv(vp[n : n + 1], kernel_n, None, dilation, padding, stride, rank)
-        total = part if total is None else total.add_(part)
-    index = tuple(slice(0, k) for k in kernel)
-    return total[(0, slice(None), *index)].unsqueeze(1)  # (R, 1, *kernel)
+        for o0 in range(0, out_len, rows):
+            o1 = min(out_len, o0 + rows)
+            lo = o0 * s0 - before  # input rows [lo, hi) of this slab, in unpadded coordinates
+            hi = (o1 - 1) * s0 + d0 * (k0 - 1) + 1 - before
+            src = v[n : n + 1, :, max(lo, 0) : min(hi, length)]
+            if lo < 0 or hi > length:  # the slab reaches into the zero padding of axis 0
+                src = F.pad(src, [0, 0] * (v.dim() - 3) + [max(0, -lo), max(0, hi - length)])
+            kern = g[n, :, o0:o1].unsqueeze(1).contiguous()  # plain (R, 1, rows, ...) kernel
+            total += conv(src, kern, None, dilation, padding, stride, rank)[index]
+    return total.unsqueeze(1)  # (R, 1, *kernel)
 
 
 def _prod(values) -> int:
