@@ -73,14 +73,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("dim,kernel,stride,padding,dilation,spatial", CASES)
-@pytest.mark.parametrize("chunk", [None, 1])
-def test_fast_equals_plain(dim, kernel, stride, padding, dilation, spatial, chunk):
+@pytest.mark.parametrize("chunk,keep", [(None, None), (1, True), (1, False)])
+def test_fast_equals_plain(dim, kernel, stride, padding, dilation, spatial, chunk, keep):
     x = torch.randn(2, 3, *spatial, dtype=DTYPE, requires_grad=True)
     params = make_params(3, 4, 5, kernel)
     geometry = (stride, padding, dilation)
     assert_same(
         lambda x, *p: HF.cp_conv(x, *p, *geometry),
-        lambda x, *p: _fast.cp_conv(x, *p, *geometry, chunk=chunk),
+        lambda x, *p: _fast.cp_conv(x, *p, *geometry, chunk=chunk, keep=keep),
         x,
         params,
     )
@@ -150,10 +150,12 @@ def test_gradcheck_custom_functions():
     params = make_params(2, 2, 2, (2, 3))
     inputs = leaves(x, params)
 
-    for chunk in (None, 1):  # activations kept / recomputed per sample
+    for keep in (True, False):  # activations kept / recomputed per sample
 
-        def fn(x, w, a, k0, k1, b, bias, chunk=chunk):
-            return _fast.cp_conv(x, w, a, [k0, k1], b, bias, (2, 1), (1, 0), (1, 2), chunk=chunk)
+        def fn(x, w, a, k0, k1, b, bias, keep=keep):
+            return _fast.cp_conv(
+                x, w, a, [k0, k1], b, bias, (2, 1), (1, 0), (1, 2), chunk=1, keep=keep
+            )
 
         assert torch.autograd.gradcheck(fn, inputs)
     h = torch.randn(2, 4, 5, 3, dtype=DTYPE, requires_grad=True)  # channels-last (N, *S, R)

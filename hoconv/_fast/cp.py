@@ -32,6 +32,7 @@ from hoconv._fast.depthwise import (
 )
 from hoconv.functional import check_cp_factors
 
+CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
 RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
 
 
@@ -95,13 +96,14 @@ def _transposed(x: torch.Tensor) -> torch.Tensor:
 class _CPConvFunction(torch.autograd.Function):
     """``out = B · dw_blocks(A · x) + bias`` with a hand-written backward.
 
-    The batch is processed in chunks of ``chunk`` samples. With one chunk (the rank-space
-    activations are no larger than the input) they are kept for the backward; otherwise
-    each chunk's are recomputed there, so the peak memory stays near that of one chunk.
+    The batch is processed in chunks of ``chunk`` samples (each chunk's rank-space data then
+    stays in cache from one stage to the next). With ``keep`` the chunks' rank-space
+    activations are kept for the backward, otherwise each chunk's are recomputed there, so
+    the peak memory stays near that of one chunk.
     """
 
     @staticmethod
-    def forward(ctx, x, in_factor, out_matrix, bias, blocks, chunk, *kernels):
+    def forward(ctx, x, in_factor, out_matrix, bias, blocks, chunk, keep, *kernels):
         n = x.shape[0]
         shapes = [tuple(x.shape[2:])]
         for block in blocks:
@@ -110,46 +112,44 @@ class _CPConvFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
         if chunk >= n:
-            ctx.hidden = _hidden(x, in_factor, blocks, shapes, kernels)
-            return channels_out(ctx.hidden[-1], out_matrix, bias)  # (N, T, *S_out)
-        ctx.hidden = None
+            hidden = _hidden(x, in_factor, blocks, shapes, kernels)
+            ctx.hidden = [hidden] if keep else None
+            return channels_out(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
         out = x.new_empty(n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
-        buffer = _buffer(x, chunk, in_factor.shape[0])
+        buffer = None if keep else _buffer(x, chunk, in_factor.shape[0])
+        ctx.hidden = [] if keep else None
         for start in range(0, n, chunk):
-            xc = x[start : start + chunk]
-            h = _hidden(xc, in_factor, blocks, shapes, kernels, buffer)[-1]
-            out[start : start + chunk] = channels_out(h, out_matrix, bias)
+            hidden = _hidden(x[start : start + chunk], in_factor, blocks, shapes, kernels, buffer)
+            out[start : start + chunk] = channels_out(hidden[-1], out_matrix, bias)
+            if keep:
+                ctx.hidden.append(hidden)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, in_factor, out_matrix, *kernels = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        n = x.shape[0]
+        n, chunk = x.shape[0], ctx.chunk
         g = grad_out.reshape(n, out_matrix.shape[0], -1)  # (N, T, P_out)
-        grads = [None] * (6 + len(kernels))
+        grads = [None] * (7 + len(kernels))
         if ctx.has_bias and needs[3]:
             grads[3] = g.sum((0, 2))
-        hidden, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
-        if hidden is not None:
-            parts = [_backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden)]
-        else:
-            parts = []
-            buffer = _buffer(x, ctx.chunk, in_factor.shape[0])
-            for start in range(0, n, ctx.chunk):
-                xc = x[start : start + ctx.chunk]
-                hc = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, buffer)
-                parts.append(
-                    _backward_chunk(ctx, g[start : start + ctx.chunk], xc, in_factor,
-                                    out_matrix, kernels, hc)
-                )  # fmt: skip
+        kept, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
+        buffer = None if kept is not None else _buffer(x, chunk, in_factor.shape[0])
         if needs[0]:
-            grads[0] = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-        for i in (1, 2, *range(6, 6 + len(kernels))):
-            if needs[i]:
-                grads[i] = parts[0][i]
-                for part in parts[1:]:
-                    grads[i] = grads[i] + part[i]
+            grads[0] = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for i, start in enumerate(range(0, n, chunk)):
+            xc, gc = x[start : start + chunk], g[start : start + chunk]
+            if kept is not None:
+                hidden, kept[i] = kept[i], None
+            else:
+                hidden = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, buffer)
+            gx = grads[0][start : start + chunk] if needs[0] else None
+            part = _backward_chunk(ctx, gc, xc, in_factor, out_matrix, kernels, hidden, gx)
+            del hidden
+            for j in (1, 2, *range(7, 7 + len(kernels))):
+                if needs[j]:
+                    grads[j] = part[j] if grads[j] is None else grads[j] + part[j]
         return tuple(grads)
 
 
@@ -166,27 +166,28 @@ def _hidden(x, in_factor, blocks, shapes, kernels, buffer=None) -> list[torch.Te
     return hidden
 
 
-def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden) -> list:
+def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -> list:
     """Gradients from one batch chunk; ``hidden`` is consumed (entries freed once used).
 
-    Returns a list indexed like the Function's inputs: 0 = grad of x (this chunk), 1 = of
-    in_factor, 2 = of out_matrix, 6 + i = of kernels[i] (None where not needed).
+    Writes this chunk's input gradient into ``grad_x`` (when not None) and returns a list
+    indexed like the Function's inputs: 1 = grad of in_factor, 2 = of out_matrix, 7 + i =
+    of kernels[i] (None where not needed).
     """
     needs, blocks, shapes = ctx.needs_input_grad, ctx.blocks, ctx.shapes
     n, rank = x.shape[0], in_factor.shape[0]
-    out = [None] * (6 + len(kernels))
+    out = [None] * (7 + len(kernels))
     last = hidden.pop()
     if needs[2]:
         out[2] = torch.bmm(g, last.reshape(n, -1, rank)).sum(0)  # (T, R)
     del last
-    if not (any(needs[:2]) or any(needs[6:])):
+    if not (any(needs[:2]) or any(needs[7:])):
         return out
     gh = torch.bmm(g.transpose(1, 2), out_matrix.expand(n, *out_matrix.shape))  # (N, P, R)
     gh = gh.view(n, *shapes[-1], rank)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only
-        if needs[6 + i]:
-            out[6 + i] = block_weight_grad(gh, h, kernels[i], shapes[i], blocks[i])
+        if needs[7 + i]:
+            out[7 + i] = block_weight_grad(gh, h, kernels[i], shapes[i], blocks[i])
         del h
         need_in = i > 0 or any(needs[:2])
         gh = block_input_grad(gh, kernels[i], shapes[i], blocks[i]) if need_in else None
@@ -195,9 +196,9 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden) -> list:
     ghm = gh.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
     if needs[1]:
         out[1] = torch.bmm(ghm, _transposed(x)).sum(0)  # (R, C)
-    if needs[0]:
+    if grad_x is not None:
         a_t = in_factor.t().expand(n, *in_factor.t().shape)  # (N, C, R)
-        out[0] = torch.bmm(a_t, ghm).view(x.shape)  # (N, C, *S)
+        torch.bmm(a_t, ghm, out=grad_x.view(n, x.shape[1], -1))  # (N, C, P)
     return out
 
 
@@ -212,6 +213,7 @@ def cp_conv(
     padding: PaddingArg = 0,
     dilation: int | Sequence[int] = 1,
     chunk: int | None = None,
+    keep: bool | None = None,
 ) -> torch.Tensor:
     """Fast CP convolution, same contract and result as :func:`hoconv.functional.cp_conv`.
 
@@ -225,9 +227,11 @@ def cp_conv(
         stride: int or per axis.
         padding: int, per axis, ``"same"`` or ``"valid"``.
         dilation: int or per axis.
-        chunk: samples per batch chunk. Default: the most whose rank-space activation is no
-            larger than ``x``; with the whole batch in one chunk the activations are kept for
-            the backward, otherwise recomputed there chunk by chunk (less memory).
+        chunk: samples per batch chunk; default: the most whose rank-space activation fits
+            in ``CHUNK_BYTES`` (so it stays in cache between the stages).
+        keep: keep the rank-space activations for the backward (faster) or recompute them
+            there chunk by chunk (less memory); default: keep them when they are no larger
+            than ``x``.
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -250,11 +254,16 @@ def cp_conv(
         out_matrix = F.pad(out_matrix, (0, extra))
         rank += extra
     kernels = [block_kernel(kernel_factors[b.start : b.stop]) for b in blocks]
+    sample_bytes = rank * math.prod(x.shape[2:]) * x.element_size()  # one sample's A x
     if chunk is None:
-        chunk = max(1, x.numel() // max(1, rank * math.prod(x.shape[2:])))
+        chunk = max(1, CHUNK_BYTES // sample_bytes)
     elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1 (samples per batch chunk), got {chunk!r}")
-    return _CPConvFunction.apply(x, in_factor, out_matrix, bias, blocks, chunk, *kernels)
+    if keep is None:
+        keep = sample_bytes * x.shape[0] <= x.numel() * x.element_size()
+    return _CPConvFunction.apply(
+        x, in_factor, out_matrix, bias, blocks, chunk, bool(keep), *kernels
+    )
 
 
 __all__ = ["Block", "block_kernel", "channels_in", "channels_out", "cp_conv"]
