@@ -199,8 +199,8 @@ class CPConv(_FactorizedConv):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         impl = self.implementation
-        if impl == "auto":
-            impl = _fast.select(x.shape, self.rank, x.device, x.dtype, torch.is_grad_enabled())
+        if impl == "auto":  # with Psi the plain path is faster today (docs/performance.md)
+            impl = _fast.select(x.shape, self.rank, x.device, x.dtype, stages=self.psi is not None)
         args = (x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor)
         geometry = (self.bias, self.stride, self.padding, self.dilation)
         if self.psi is None:

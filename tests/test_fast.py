@@ -199,6 +199,7 @@ def test_select():
     assert _fast.select(big, 64, "cuda", torch.float32) == "plain"
     assert _fast.select(big, 64, "meta", torch.float32) == "plain"
     assert _fast.select(small, 2, "cpu", torch.float32) == "plain"
+    assert _fast.select(big, 64, "cpu", torch.float32, stages=True) == "plain"
     with pytest.raises(ValueError, match="implementation"):
         _fast.check_implementation("fastest")
 

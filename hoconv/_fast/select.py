@@ -31,6 +31,7 @@ def select(
     device: torch.device | str,
     dtype: torch.dtype = torch.float32,
     requires_grad: bool = False,
+    stages: bool = False,
 ) -> str:
     """The path ``implementation="auto"`` takes for an input of shape ``x_shape``.
 
@@ -40,12 +41,15 @@ def select(
         device: the input's device.
         dtype: the input's dtype.
         requires_grad: whether a backward will follow (same choice today, kept for callers).
+        stages: the layer has rank-space BatchNorm / activations (Psi): PyTorch's CPU
+            BatchNorm / PReLU kernels are slower on the channels-last layout of the fast
+            path than on the plain path's channels-first one, so Psi layers stay plain.
 
     Returns:
         ``"fast"`` or ``"plain"``.
     """
     del requires_grad  # both directions are faster on the same shapes (docs/performance.md)
-    if torch.device(device).type != "cpu" or dtype not in FAST_DTYPES:
+    if stages or torch.device(device).type != "cpu" or dtype not in FAST_DTYPES:
         return "plain"
     activations = rank
     for size in (x_shape[0], *x_shape[2:]):

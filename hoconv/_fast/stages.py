@@ -3,8 +3,8 @@
 With a non-linear Psi after each 1-D convolution the spatial chain cannot be fused into one
 depthwise pass, but the layout still can stay channels-last from the first GEMM to the last:
 each 1-D depthwise convolution runs as a :class:`DepthwiseFunction` (hand-written backward),
-Psi runs on the channels-last view (BatchNorm / ReLU / PReLU act per channel, so they take
-it as is), and the GEMMs read and write the layouts of :mod:`hoconv._fast.cp`.
+Psi runs on the ``(positions, R)`` matrix view (BatchNorm / ReLU / PReLU act per channel,
+and PyTorch's 2-D BatchNorm is much faster than its channels-last 5-D one), and the GEMMs read and write the layouts of :mod:`hoconv._fast.cp`.
 """
 
 from __future__ import annotations
@@ -60,10 +60,14 @@ def cp_conv_stages(
     dilation: int | Sequence[int],
     stages: Sequence[Callable[[torch.Tensor], torch.Tensor]],
 ) -> torch.Tensor:
-    """CP convolution with ``stages[i]`` applied to the ``(N, R, *S)`` activation after axis i.
+    """CP convolution with ``stages[i]`` applied to the rank-space activation after axis i.
 
-    Same result as the layer's plain path (1x1, then per axis: 1-D depthwise conv and Psi,
-    then 1x1 with the weights folded into ``out_factor`` and the bias).
+    ``stages[i]`` receives the activation as an ``(N * prod(spatial), R)`` matrix (one row
+    per position, channels as columns) and must return the same shape: per-channel modules
+    such as BatchNorm, ReLU and PReLU give exactly what they give on ``(N, R, *spatial)``
+    (same statistics, same running averages), without any layout change. Same result as the
+    layer's plain path (1x1, then per axis: 1-D depthwise conv and Psi, then 1x1 with the
+    weights folded into ``out_factor`` and the bias).
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -88,7 +92,8 @@ def cp_conv_stages(
             pads[axis : axis + 1], dilation[axis : axis + 1],
         )  # fmt: skip
         h = DepthwiseFunction.apply(h, factor, block)  # (N, *S', R)
-        h = stage(h.movedim(-1, 1)).movedim(1, -1)  # Psi on (N, R, *S'), back to (N, *S', R)
+        rows = h.reshape(-1, h.shape[-1])  # (N * prod(S'), R): channels as columns
+        h = stage(rows).view(h.shape)  # per-channel Psi on a plain 2-D input, no layout change
     return channels_out(h.contiguous(), out_factor * weights, bias)
 
 
