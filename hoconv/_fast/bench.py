@@ -4,8 +4,8 @@ Every candidate runs in one process on the same input, interleaved round-robin (
 load on a shared machine hits all of them alike); the median of ``repeats`` timed runs after
 one warm-up run is reported, forward (under ``no_grad``) and forward+backward (with a fixed
 random output gradient). Peak memory is measured separately, one fresh subprocess per
-candidate: the growth of the process's peak resident set (``ru_maxrss``) over one
-forward+backward, after the module, input and output gradient exist and one warm-up ran.
+candidate: the growth of the process's peak resident set (``ru_maxrss``) over its first
+forward+backward, from the resident set once the module, input and output gradient exist.
 """
 
 from __future__ import annotations

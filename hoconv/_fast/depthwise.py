@@ -216,7 +216,8 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     length, out_len = v.shape[2], g.shape[2]
     rows = max(1, SLAB_BYTES // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
     index = (0, slice(None), *(slice(0, k) for k in kernel))
-    total = w.new_zeros(rank, *kernel)
+    acc = torch.float32 if w.element_size() < 4 else w.dtype  # sum half-precision parts in fp32
+    total = w.new_zeros(rank, *kernel, dtype=acc)
     for n in range(g.shape[0]):
         for o0 in range(0, out_len, rows):
             o1 = min(out_len, o0 + rows)
@@ -227,7 +228,7 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
                 src = F.pad(src, [0, 0] * (v.dim() - 3) + [max(0, -lo), max(0, hi - length)])
             kern = g[n, :, o0:o1].unsqueeze(1).contiguous()  # plain (R, 1, rows, ...) kernel
             total += conv(src, kern, None, dilation, padding, stride, rank)[index]
-    return total.unsqueeze(1)  # (R, 1, *kernel)
+    return total.to(w.dtype).unsqueeze(1)  # (R, 1, *kernel)
 
 
 def _prod(values) -> int:
