@@ -4,15 +4,14 @@ Every candidate runs in one process on the same input, interleaved round-robin (
 load on a shared machine hits all of them alike); the median of ``repeats`` timed runs after
 one warm-up run is reported, forward (under ``no_grad``) and forward+backward (with a fixed
 random output gradient). Peak memory is measured separately, one fresh subprocess per
-candidate: the growth of the process's peak resident set (``ru_maxrss``) over its first
-forward+backward, from the resident set once the module, input and output gradient exist.
+candidate: the peak resident set (``VmHWM``, reset just before) during its first
+forward+backward, minus the resident set once the module, input and output gradient exist.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -167,12 +166,22 @@ def peak_memory_mb(config: str, name: str, rank: int, channels: int | None) -> f
         return None
 
 
-def _memory_child(config: str, name: str, rank: int, channels: int | None) -> float:
-    """Child side of :func:`peak_memory_mb`: RSS high-water mark minus the RSS just before.
+def _status_kb(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (e.g. VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {field} in /proc/self/status")
 
-    No warm-up (it would set the high-water mark); the output gradient has the input's shape
-    (every candidate keeps the size and has C = T), so nothing before the measured pass
-    allocates more than the module, the input and that gradient.
+
+def _memory_child(config: str, name: str, rank: int, channels: int | None) -> float:
+    """Child side of :func:`peak_memory_mb`: peak RSS during one fwd+bwd minus the RSS before.
+
+    The peak is ``VmHWM`` of this process's own address space, reset just before the pass
+    (``/proc/self/clear_refs``); ``ru_maxrss`` cannot be used: Linux carries the parent's
+    high-water mark over ``fork``/``exec``. No warm-up (the module, the input and an output
+    gradient of the input's shape are all that exist before).
     """
     torch.set_num_threads(2)
     shape, _ = CONFIGS[config]
@@ -181,11 +190,11 @@ def _memory_child(config: str, name: str, rank: int, channels: int | None) -> fl
     module = make_candidates(config, rank, channels)[name]
     x = torch.randn(shape, requires_grad=True)
     grad = torch.randn(shape)
-    with open("/proc/self/statm") as f:
-        current_kb = int(f.read().split()[1]) * resource.getpagesize() // 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status_kb("VmRSS")
     module(x).backward(grad)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return max(peak_kb - current_kb, 0) / 1024
+    return max(_status_kb("VmHWM") - before, 0) / 1024
 
 
 def run(

@@ -188,7 +188,7 @@ def _input_grad(g, in_shape, w, kernel, stride, pads, dilation):
 
 # Input bytes per slab of the kernel-gradient convolution: small enough to stay in L2 while
 # every kernel tap re-reads it (one pass over memory instead of one per tap).
-SLAB_BYTES = 1 << 21
+SLAB_BYTES = 1 << 23
 
 
 def _weight_grad(g, v, w, kernel, stride, pads, dilation):

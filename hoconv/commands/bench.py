@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
 
 
-DEFAULT_RANKS = {"3d": [16, 64, 128, 273], "2d": [64, 275], "3d-quick": [4, 8], "2d-quick": [4]}
+DEFAULT_RANKS = {"3d": [16, 64, 128, 273], "2d": [32, 64], "3d-quick": [4, 8], "2d-quick": [4]}
 DEFAULT_CHANNELS = {"3d": [16, 32, 128], "2d": [], "3d-quick": [4], "2d-quick": []}
 
 
