@@ -2,7 +2,8 @@
 
 from hoconv.decompose import factorize
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
+from hoconv.transduction import transduce
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm", "CPConv", "TuckerConv", "__version__", "factorize"]
+__all__ = ["BatchNorm", "CPConv", "TuckerConv", "__version__", "factorize", "transduce"]

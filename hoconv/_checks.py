@@ -103,7 +103,7 @@ def output_size(
     """Length of one axis after a convolution, with a clear error when the kernel does not fit."""
     span = dilation * (kernel - 1) + 1
     padded = size + pad[0] + pad[1]
-    if padded < span:
+    if not torch.jit.is_tracing() and padded < span:
         raise ValueError(
             f"kernel of size {kernel} (dilation {dilation}, span {span}) is larger than spatial axis "
             f"{axis} of the padded input ({size} + padding {pad} = {padded})"
@@ -115,6 +115,8 @@ def check_input(x: torch.Tensor, in_channels: int, dim: int) -> None:
     """Check that ``x`` is a batched ``(N, C, *spatial)`` tensor with ``dim`` spatial axes."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if torch.jit.is_tracing():  # shapes are constants of the trace; checks would only warn
+        return
     if x.dim() != dim + 2:
         raise ValueError(
             f"input must have shape (N, C, {', '.join(f'D{i}' for i in range(dim))}) "

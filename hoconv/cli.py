@@ -13,7 +13,7 @@ import sys
 from hoconv import __version__
 
 # One entry per subcommand module under hoconv/commands/.
-COMMAND_MODULES: tuple[str, ...] = ("layers", "bench")
+COMMAND_MODULES: tuple[str, ...] = ("layers", "report", "predict", "export", "bench")
 
 
 class CLIError(Exception):

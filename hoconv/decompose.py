@@ -26,11 +26,20 @@ def _relative_error(kernel: torch.Tensor, approx: torch.Tensor) -> float:
 
 
 def cp_decompose_kernel(
-    kernel: torch.Tensor, rank: int, *, seed: int = 0, n_iter_max: int = 500, tol: float = 1e-10
+    kernel: torch.Tensor,
+    rank: int,
+    *,
+    seed: int = 0,
+    n_iter_max: int = 100,
+    tol: float = 1e-8,
+    restarts: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, float]:
     """CP decomposition (ALS, ``tensorly.decomposition.parafac``) of a kernel ``(T, C, *K)``.
 
-    Factors are normalised and their norms gathered in ``weights`` (the paper's lambda).
+    ALS can stall in a swamp, so up to ``restarts`` runs are made (SVD initialisation first
+    when the rank allows it, then seeded random ones) and the best is kept; it stops early
+    once the relative error is below ``sqrt(tol)``. Factors are normalised and their norms
+    gathered in ``weights`` (the paper's lambda).
 
     Returns:
         ``(weights (R,), in_factor (R, C), kernel_factors [(R, K_i)], out_factor (T, R), relative error)``.
@@ -38,17 +47,22 @@ def cp_decompose_kernel(
     from hoconv.functional import cp_to_dense
 
     work = kernel.detach().to(torch.float64)
-    init = "svd" if rank <= min(work.shape) else "random"  # svd init needs rank <= every mode size
-    with tl.backend_context("pytorch", local_threadsafe=True):
-        cp = parafac(work, rank, n_iter_max=n_iter_max, init=init, tol=tol,
-                     normalize_factors=True, random_state=seed)  # fmt: skip
-    out_f, in_f, *kernel_fs = cp.factors  # (T, R), (C, R), (K_i, R)
-    weights = cp.weights
-    args = (weights, in_f.t(), [f.t() for f in kernel_fs], out_f)
-    error = _relative_error(work, cp_to_dense(*args))
-    cast = [a.to(kernel.dtype).contiguous() for a in (weights, in_f.t(), out_f)]
-    kernel_fs = [f.t().to(kernel.dtype).contiguous() for f in kernel_fs]
-    return cast[0], cast[1], kernel_fs, cast[2], error
+    inits = (["svd"] if rank <= min(work.shape) else []) + ["random"] * max(1, restarts)
+    best = None
+    for attempt, init in enumerate(inits[: max(1, restarts)]):
+        with tl.backend_context("pytorch", local_threadsafe=True):
+            cp = parafac(work, rank, n_iter_max=n_iter_max, init=init, tol=tol,
+                         normalize_factors=True, random_state=seed + attempt)  # fmt: skip
+        out_f, in_f, *kernel_fs = cp.factors  # (T, R), (C, R), (K_i, R)
+        args = (cp.weights, in_f.t(), [f.t() for f in kernel_fs], out_f)
+        error = _relative_error(work, cp_to_dense(*args))
+        if best is None or error < best[1]:
+            best = (args, error)
+        if error < tol**0.5:
+            break
+    (weights, in_f, kernel_fs, out_f), error = best
+    cast = [a.to(kernel.dtype).contiguous() for a in (weights, in_f, out_f)]
+    return cast[0], cast[1], [f.to(kernel.dtype).contiguous() for f in kernel_fs], cast[2], error
 
 
 def tucker_decompose_kernel(

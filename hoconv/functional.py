@@ -178,6 +178,8 @@ def check_cp_factors(
     out_factor: torch.Tensor,
 ) -> int:
     """Check the shapes of a CP kernel's factors against each other; return the rank."""
+    if torch.jit.is_tracing():
+        return weights.shape[0]
     if weights.dim() != 1:
         raise ValueError(f"weights must have shape (R,), got {tuple(weights.shape)}")
     rank = weights.shape[0]
@@ -248,6 +250,8 @@ def check_tucker_factors(
     core: torch.Tensor, in_factor: torch.Tensor, out_factor: torch.Tensor
 ) -> None:
     """Check the shapes of a (channel-mode) Tucker kernel's core and factors."""
+    if torch.jit.is_tracing():
+        return
     if core.dim() < 3:
         raise ValueError(f"core must have shape (R_out, R_in, *kernel), got {tuple(core.shape)}")
     if in_factor.dim() != 2 or in_factor.shape[0] != core.shape[1]:

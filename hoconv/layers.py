@@ -254,8 +254,9 @@ class CPConv(_FactorizedConv):
         dilation: int | Sequence[int] | None = None,
         bias: torch.Tensor | None = None,
         seed: int = 0,
-        n_iter_max: int = 500,
-        tol: float = 1e-10,
+        n_iter_max: int = 100,
+        tol: float = 1e-8,
+        restarts: int = 1,
     ) -> CPConv:
         """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)`` of any order) with CP (parafac).
 
@@ -268,7 +269,7 @@ class CPConv(_FactorizedConv):
         t, c, *ksize = kernel.shape
         r = R.cp_rank(rank, c, t, ksize)
         weights, in_f, kernel_fs, out_f, error = cp_decompose_kernel(
-            kernel, r, seed=seed, n_iter_max=n_iter_max, tol=tol
+            kernel, r, seed=seed, n_iter_max=n_iter_max, tol=tol, restarts=restarts
         )
         layer = cls(c, t, tuple(ksize), dim=len(ksize), rank=r, bias=geometry["bias"] is not None,
                     stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"],
@@ -377,8 +378,8 @@ class TuckerConv(_FactorizedConv):
         dilation: int | Sequence[int] | None = None,
         bias: torch.Tensor | None = None,
         seed: int = 0,
-        n_iter_max: int = 200,
-        tol: float = 1e-10,
+        n_iter_max: int = 100,
+        tol: float = 1e-8,
     ) -> TuckerConv:
         """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)``) with a partial Tucker on channels.
 

@@ -113,8 +113,22 @@ def tucker_ranks(
             # alpha^2 * T*C*K + alpha * (T^2 + C^2) - target = 0 with R_out = alpha T, R_in = alpha C
             a, b = t * c * kernel, t * t + c * c
             alpha = (-b + math.sqrt(b * b + 4 * a * target)) / (2 * a)
-            r_out, r_in = round(alpha * t), round(alpha * c)
+            r_out, r_in = _closest_tucker_ranks(alpha, t, c, kernel, target)
     return max(1, min(r_out, out_channels)), max(1, min(r_in, in_channels))
+
+
+def _closest_tucker_ranks(
+    alpha: float, t: int, c: int, kernel: int, target: float
+) -> tuple[int, int]:
+    """Integer ``(R_out, R_in)`` near ``(alpha T, alpha C)`` whose parameter count is closest to target."""
+    best = (max(1, round(alpha * t)), max(1, round(alpha * c)))
+    best_gap = abs(t * best[0] + c * best[1] + best[0] * best[1] * kernel - target)
+    for r_in in range(max(1, math.floor(0.9 * alpha * c)), min(c, math.ceil(1.1 * alpha * c)) + 1):
+        r_out = min(t, max(1, round((target - c * r_in) / (t + r_in * kernel))))
+        gap = abs(t * r_out + c * r_in + r_out * r_in * kernel - target)
+        if gap < best_gap:
+            best, best_gap = (r_out, r_in), gap
+    return best
 
 
 def _check_int_rank(value: object) -> int:
@@ -185,3 +199,26 @@ def _run_on_meta(module: nn.Module, input_shape: Sequence[int], dtype: torch.dty
 def flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Floating-point operations of one forward pass: ``2 * macs``."""
     return 2 * macs(module, input_shape)
+
+
+_PRUNING = (
+    "LayerRanks",
+    "PruneReport",
+    "cp_layers",
+    "lasso_penalty",
+    "normalize_cp_weights",
+    "plot_rank_report",
+    "proximal_step",
+    "prune",
+    "prune_layer",
+    "rank_report_table",
+)
+
+
+def __getattr__(name: str) -> object:
+    """Lazy re-export of :mod:`hoconv.pruning` (lasso, proximal step, prune, reports)."""
+    if name in _PRUNING:
+        from hoconv import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module 'hoconv.rank' has no attribute {name!r}")

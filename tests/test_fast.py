@@ -235,6 +235,10 @@ def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
     assert calls == [1]
     with pytest.raises(ValueError, match="implementation"):
         CPConv(4, 4, 3, dim=2, implementation="triton")
+    traced = torch.jit.trace(layer, torch.randn(2, 4, 40, 40), check_trace=False)  # plain path
+    assert calls == [1]
+    x = torch.randn(2, 4, 40, 40)
+    torch.testing.assert_close(traced(x), layer(x), rtol=1e-4, atol=1e-5)
 
 
 def test_bench_cli_quick_smoke(tmp_path):

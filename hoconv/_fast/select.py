@@ -3,7 +3,8 @@
 The fast path (:mod:`hoconv._fast.cp`) is measured faster than the plain one on CPU for
 float32 / bfloat16 (oneDNN kernels); float64 has no oneDNN kernel (its fast path is exact
 but slow) and accelerators are not measured yet, so both keep the plain path unless the
-fast one is asked for explicitly.
+fast one is asked for explicitly. Exporters and compilers (ONNX, TorchScript tracing,
+``torch.compile`` / ``torch.export``) always get the plain path from ``"auto"``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,19 @@ def select(
         ``"fast"`` or ``"plain"``.
     """
     del requires_grad  # both directions are faster on the same shapes (docs/performance.md)
-    if stages or torch.device(device).type != "cpu" or dtype not in FAST_DTYPES:
+    if stages or _tracing() or torch.device(device).type != "cpu" or dtype not in FAST_DTYPES:
         return "plain"
     activations = rank
     for size in (x_shape[0], *x_shape[2:]):
         activations *= size
     return "fast" if activations >= MIN_ACTIVATIONS else "plain"
+
+
+def _tracing() -> bool:
+    """True under ONNX export, TorchScript tracing or torch.compile / torch.export.
+
+    Exporters and compilers see the plain path (standard ops only), never the fast path's
+    custom autograd Function.
+    """
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiling

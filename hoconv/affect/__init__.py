@@ -1,0 +1,1 @@
+"""Affect estimation: the paper's metrics (RMSE, SAGR, PCC, CCC) and loss."""

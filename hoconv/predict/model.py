@@ -1,0 +1,162 @@
+"""What a checkpoint needs at prediction time: input size, static or temporal, outputs.
+
+:func:`load_checkpoint` reads a checkpoint with :func:`hoconv.engine.load_model`;
+:class:`Scorer` wraps the model and the settings read from the checkpoint's meta (image
+size, clip length, crop margin as at training) and refuses checkpoints of the wrong kind
+(classification models, fewer than two outputs, clip-level video models) with a one-line
+message.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+from torch import nn
+
+from hoconv.data.transforms import frames_to_tensor
+
+# AffectNet's eight classes, in AffectNet order (the synthetic data set uses the same).
+EXPRESSIONS = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
+
+
+def load_checkpoint(path: str, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """``(model, meta)`` of a hoconv checkpoint (see :func:`hoconv.engine.load_model`)."""
+    try:
+        from hoconv.engine import load_model
+    except ImportError as err:  # pragma: no cover - only before the engine is installed
+        raise ValueError(f"--checkpoint: hoconv.engine is not available ({err})") from err
+    return load_model(path, device=device)
+
+
+def spatial_dims(model: nn.Module) -> int | None:
+    """Axes of the model's input after (N, C): 2 for images, 3 for clips (None: unknown)."""
+    data_dim = getattr(model, "data_dim", None)
+    if isinstance(data_dim, int):
+        return data_dim
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return module.weight.dim() - 2
+        dim = getattr(module, "dim", None)
+        if isinstance(dim, int) and hasattr(module, "kernel_size"):
+            return dim
+    return None
+
+
+def _data_default(name: str | None, key: str):
+    """Default of ``key`` for data set ``name`` (its constructor, else AffectDataset's)."""
+    from hoconv import data
+    from hoconv.data.base import AffectDataset
+
+    for fn in (data._REGISTRY.get(name or ""), AffectDataset.__init__):
+        if fn is None:
+            continue
+        param = inspect.signature(fn).parameters.get(key)
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None
+
+
+def training_setting(meta: dict, key: str):
+    """``key`` (image_size, clip_length, margin) as the checkpoint's training data used it."""
+    config = meta.get("config") or {}
+    kwargs = config.get("data_kwargs") or {}
+    for value in (kwargs.get(key), config.get(key)):
+        if value is not None:
+            return value
+    return _data_default(config.get("data"), key)
+
+
+class Scorer:
+    """A model ready to score face crops, with the settings of its training run.
+
+    Args:
+        model: the network (set to eval mode).
+        meta: checkpoint meta (``config`` with ``task``, ``mode``, ``data``, ``data_kwargs``).
+        image_size, clip_length, margin: override the values read from ``meta`` (the
+            frame step inside a clip, ``clip_stride``, is always the training one).
+        device: where to run.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: dict,
+        image_size: int | None = None,
+        clip_length: int | None = None,
+        margin: float | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        config = meta.get("config") or {}
+        if config.get("task", "affect") != "affect":
+            raise ValueError(
+                f"--checkpoint: a {config.get('task')!r} model; predict needs an affect "
+                "(valence/arousal) checkpoint"
+            )
+        dims = spatial_dims(model)
+        if dims not in (2, 3):
+            raise ValueError(
+                f"--checkpoint: the model takes {dims}-D inputs; predict needs an image (2-D) "
+                "or clip (3-D) model"
+            )
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.temporal = dims == 3
+        self.image_size = int(image_size or training_setting(meta, "image_size") or 0)
+        if self.image_size < 8:
+            raise ValueError("--image-size: the checkpoint does not say its image size; pass it")
+        self.clip_length = int(clip_length or training_setting(meta, "clip_length") or 16)
+        self.clip_stride = int(training_setting(meta, "clip_stride") or 1)
+        self.margin = float(
+            margin if margin is not None else training_setting(meta, "margin") or 0.2
+        )
+        self.name = (meta.get("model") or {}).get("name", type(model).__name__)
+        self.num_outputs = self._probe()
+        k = self.num_outputs - 2
+        self.expressions = (
+            EXPRESSIONS if k == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(k))
+        )
+
+    @property
+    def mode(self) -> str:
+        """``"video"`` for a temporal model, else ``"static"``."""
+        return "video" if self.temporal else "static"
+
+    def _probe(self) -> int:
+        """Run one dummy input: check the output layout, return the number of outputs."""
+        s, t = self.image_size, self.clip_length
+        shape = (1, 3, t, s, s) if self.temporal else (1, 3, s, s)
+        try:
+            out = self._forward(torch.zeros(shape))
+        except Exception as err:  # noqa: BLE001 - report the model's complaint in one line
+            msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"--checkpoint: the model rejects {tuple(shape)} inputs ({msg})"
+            ) from err
+        want = (1, t) if self.temporal else (1,)
+        if tuple(out.shape[:-1]) != want:
+            raise ValueError(
+                f"--checkpoint: expected outputs {(*want, 'O')} for a {self.mode} model, got "
+                f"{tuple(out.shape)} (a clip-level model cannot give per-frame predictions)"
+            )
+        if out.shape[-1] < 2:
+            raise ValueError(
+                f"--checkpoint: the model has {out.shape[-1]} output(s); predict needs columns "
+                "0, 1 = valence, arousal"
+            )
+        return int(out.shape[-1])
+
+    @torch.no_grad()
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device)).float().cpu()
+
+    def score_images(self, crops: np.ndarray) -> np.ndarray:
+        """``(B, S, S, 3)`` uint8 RGB crops -> ``(B, O)`` raw outputs (static models)."""
+        x = frames_to_tensor(crops).permute(1, 0, 2, 3)  # (B, 3, S, S)
+        return self._forward(x).numpy()
+
+    def score_clips(self, clips: np.ndarray) -> np.ndarray:
+        """``(B, T, S, S, 3)`` uint8 RGB clips -> ``(B, T, O)`` raw outputs (temporal models)."""
+        x = torch.stack([frames_to_tensor(c) for c in clips])  # (B, 3, T, S, S)
+        return self._forward(x).numpy()
