@@ -16,6 +16,7 @@ from hoconv import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "layers",
     "report",
+    "bench",
     "train",
     "evaluate",
     "transduce",

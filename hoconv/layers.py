@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hoconv import _fast
 from hoconv import functional as HF
 from hoconv import rank as R
 from hoconv._checks import (
@@ -116,6 +117,8 @@ class CPConv(_FactorizedConv):
         skip: add the skip path ``x ×_0 U(S)`` (needs output size == ceil(input / stride)).
         device: parameter device.
         dtype: parameter dtype.
+        implementation: ``"auto"`` (per input, :func:`hoconv._fast.select`), ``"plain"``
+            (:mod:`hoconv.functional`) or ``"fast"`` (:mod:`hoconv._fast`); same results.
     """
 
     def __init__(
@@ -135,8 +138,10 @@ class CPConv(_FactorizedConv):
         skip: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        implementation: str = "auto",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, dim, stride, padding, dilation)
+        self.implementation = _fast.check_implementation(implementation)
         if activation is not None and activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be None, 'relu' or 'prelu', got {activation!r}")
         if skip:
@@ -193,11 +198,15 @@ class CPConv(_FactorizedConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        impl = self.implementation
+        if impl == "auto":  # with Psi the plain path is faster today (docs/performance.md)
+            impl = _fast.select(x.shape, self.rank, x.device, x.dtype, stages=self.psi is not None)
+        args = (x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor)
+        geometry = (self.bias, self.stride, self.padding, self.dilation)
         if self.psi is None:
-            out = HF.cp_conv(
-                x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor,
-                self.bias, self.stride, self.padding, self.dilation,
-            )  # fmt: skip
+            out = (_fast.cp_conv if impl == "fast" else HF.cp_conv)(*args, *geometry)
+        elif impl == "fast":
+            out = _fast.cp_conv_stages(*args, *geometry, list(self.psi))
         else:
             out = self._forward_with_psi(x)
         if self.skip_factor is not None:

@@ -1,0 +1,238 @@
+"""Depthwise (one filter per channel) convolutions on channels-last ``(N, *spatial, R)`` tensors.
+
+A CP kernel's spatial part is separable, so the chain of 1-D depthwise convolutions over the
+axes equals one depthwise convolution with the outer-product kernel. Here the axes are cut
+into *blocks* of at most three axes and each block runs as a single oneDNN depthwise
+``conv2d``/``conv3d`` in channels-last layout (one pass over memory per block, no layout
+change). The backward is hand-written (:func:`block_backward`): the input gradient is the
+forward convolution with the flipped kernel, and the kernel gradient is a convolution of the
+input with the output gradient used as a (large) kernel; both are far faster on CPU than
+PyTorch's grouped-convolution backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_CONV = {2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of consecutive spatial axes ``[start, stop)`` convolved in one depthwise pass."""
+
+    start: int
+    stop: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+
+
+def make_blocks(
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    max_axes: int = 3,
+) -> tuple[Block, ...]:
+    """Cut the spatial axes into blocks a 2-D / 3-D depthwise convolution can run.
+
+    The last block holds up to ``max_axes`` axes; earlier ones up to ``max_axes - 1`` because
+    the axes after them are merged into one extra (kernel 1) axis.
+    """
+    dim = len(kernel)
+    bounds = []
+    stop = dim
+    width = max_axes
+    while stop > 0:
+        start = max(0, stop - width)
+        bounds.append((start, stop))
+        stop, width = start, max_axes - 1
+    return tuple(
+        Block(a, b, kernel[a:b], stride[a:b], pads[a:b], dilation[a:b]) for a, b in reversed(bounds)
+    )
+
+
+def _out_len(size: int, k: int, s: int, pad: tuple[int, int], d: int) -> int:
+    return (size + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
+
+
+def block_out_spatial(spatial: tuple[int, ...], block: Block) -> tuple[int, ...]:
+    """Spatial shape after convolving ``block``'s axes."""
+    out = list(spatial)
+    for i, axis in enumerate(range(block.start, block.stop)):
+        out[axis] = _out_len(
+            spatial[axis], block.kernel[i], block.stride[i], block.pads[i], block.dilation[i]
+        )
+    return tuple(out)
+
+
+def _conv_view(h: torch.Tensor, spatial: tuple[int, ...], block: Block) -> torch.Tensor:
+    """View channels-last ``h`` (N, *spatial, R) as a channels-last 2-D/3-D conv input."""
+    n, rank = h.shape[0], h.shape[-1]
+    lead = n * _prod(spatial[: block.start])
+    axes = list(spatial[block.start : block.stop])
+    trail = _prod(spatial[block.stop :])
+    if block.stop < len(spatial) or len(axes) == 1:
+        axes.append(trail)
+    v = h.reshape(lead, *axes, rank)  # (N', *block axes, [trail], R)
+    return v.movedim(-1, 1)  # (N', R, *conv axes), channels-last strides
+
+
+def _geometry(block: Block, conv_dims: int):
+    """Per-conv-axis kernel, stride, pads and dilation (a trailing kernel-1 axis if needed)."""
+    extra = conv_dims - len(block.kernel)
+    return (
+        block.kernel + (1,) * extra,
+        block.stride + (1,) * extra,
+        block.pads + ((0, 0),) * extra,
+        block.dilation + (1,) * extra,
+    )
+
+
+def _pad(v: torch.Tensor, pads: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    if not any(p for pair in pads for p in pair):
+        return v
+    return F.pad(v, [p for pair in reversed(pads) for p in pair])
+
+
+def _conv(v, weight, stride, pads, dilation):
+    """Depthwise conv of a (N', R, *axes) tensor; symmetric pads go to the conv, others to F.pad."""
+    if all(a == b for a, b in pads):
+        padding = tuple(a for a, _ in pads)
+    else:
+        v, padding = _pad(v, pads), (0,) * len(pads)
+    return _CONV[v.dim() - 2](v, weight, None, stride, padding, dilation, v.shape[1])
+
+
+def _to_channels_last(out: torch.Tensor, n: int, spatial_out: tuple[int, ...]) -> torch.Tensor:
+    """(N', R, *conv axes) -> contiguous (N, *spatial_out, R)."""
+    return out.movedim(1, -1).contiguous().view(n, *spatial_out, out.shape[1])
+
+
+def block_forward(
+    h: torch.Tensor, weight: torch.Tensor, spatial: tuple[int, ...], block: Block
+) -> torch.Tensor:
+    """Depthwise convolution of channels-last ``h`` (N, *spatial, R) over ``block``'s axes.
+
+    Args:
+        h: input, contiguous ``(N, *spatial, R)``.
+        weight: depthwise kernel ``(R, *block.kernel)``.
+        spatial: spatial shape of ``h``.
+        block: the axes and their geometry.
+
+    Returns:
+        Contiguous ``(N, *spatial_out, R)``.
+    """
+    v = _conv_view(h, spatial, block)
+    kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
+    out = _conv(v, weight.reshape(weight.shape[0], 1, *kernel), stride, pads, dilation)
+    return _to_channels_last(out, h.shape[0], block_out_spatial(spatial, block))
+
+
+def block_weight_grad(
+    grad: torch.Tensor,
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    spatial: tuple[int, ...],
+    block: Block,
+) -> torch.Tensor:
+    """Gradient of :func:`block_forward` w.r.t. its ``weight`` (R, *block.kernel)."""
+    v = _conv_view(h, spatial, block)
+    g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
+    kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
+    w = weight.reshape(weight.shape[0], 1, *kernel)
+    return _weight_grad(g, v, w, kernel, stride, pads, dilation).reshape(weight.shape)
+
+
+def block_input_grad(
+    grad: torch.Tensor, weight: torch.Tensor, spatial: tuple[int, ...], block: Block
+) -> torch.Tensor:
+    """Gradient of :func:`block_forward` w.r.t. its input: contiguous ``(N, *spatial, R)``."""
+    n, rank = grad.shape[0], weight.shape[0]
+    g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
+    in_shape = (g.shape[0], rank, *_view_axes(spatial, block))  # conv view of the input
+    kernel, stride, pads, dilation = _geometry(block, g.dim() - 2)
+    w = weight.reshape(rank, 1, *kernel)
+    grad_in = _input_grad(g, in_shape, w, kernel, stride, pads, dilation)
+    return _to_channels_last(grad_in, n, spatial)
+
+
+def _view_axes(spatial: tuple[int, ...], block: Block) -> list[int]:
+    """Conv axes of :func:`_conv_view` for a tensor of ``spatial`` shape."""
+    axes = list(spatial[block.start : block.stop])
+    if block.stop < len(spatial) or len(axes) == 1:
+        axes.append(_prod(spatial[block.stop :]))
+    return axes
+
+
+def _input_grad(g, in_shape, w, kernel, stride, pads, dilation):
+    """Input gradient: the flipped-kernel convolution when stride is 1, else aten's backward."""
+    back = tuple((d * (k - 1) - a, d * (k - 1) - b) for k, (a, b), d in zip(kernel, pads, dilation))
+    if all(s == 1 for s in stride) and all(p >= 0 for pair in back for p in pair):
+        flipped = w.flip(list(range(2, w.dim())))
+        return _conv(g, flipped, stride, back, dilation)
+    padded = [size + a + b for size, (a, b) in zip(in_shape[2:], pads)]
+    vp = g.new_zeros(()).expand(*in_shape[:2], *padded)  # only its shape is read
+    out = torch.ops.aten.convolution_backward(
+        g, vp, w, None, stride, [0] * len(kernel), dilation, False, [0] * len(kernel),
+        w.shape[0], [True, False, False],
+    )[0]  # fmt: skip
+    index = tuple(slice(a, a + size) for (a, _), size in zip(pads, in_shape[2:]))
+    return out[(slice(None), slice(None), *index)]
+
+
+# Input bytes per slab of the kernel-gradient convolution: small enough to stay in L2 while
+# every kernel tap re-reads it (one pass over memory instead of one per tap).
+SLAB_BYTES = 1 << 23
+
+
+def _weight_grad(g, v, w, kernel, stride, pads, dilation):
+    """Kernel gradient: per sample and slab of rows, the input convolved with the output grad.
+
+    ``dW[r, k] = sum_n sum_o g[n, r, o] v_pad[n, r, o * stride + k * dilation]``: a depthwise
+    conv of ``v_pad`` with ``g`` as the kernel (stride ``dilation``, dilation ``stride``),
+    summed over samples and over slabs of output rows along the first conv axis (each slab
+    reads its input rows plus a halo, so the data of one call stays in cache). Many small
+    samples (a merged leading axis) use aten's backward instead.
+    """
+    rank = w.shape[0]
+    if g.shape[0] > 16:
+        return torch.ops.aten.convolution_backward(
+            g, _pad(v, pads), w, None, stride, [0] * len(kernel), dilation, False,
+            [0] * len(kernel), rank, [False, True, False],
+        )[1]  # fmt: skip
+    rest = pads[1:]
+    if all(a == b for a, b in rest):  # let the conv pad the other axes (no padded copy)
+        padding = (0, *(a for a, _ in rest))
+    else:
+        v, padding = _pad(v, ((0, 0), *rest)), 0
+    conv = _CONV[v.dim() - 2]
+    k0, s0, d0, (before, _) = kernel[0], stride[0], dilation[0], pads[0]
+    length, out_len = v.shape[2], g.shape[2]
+    rows = max(1, SLAB_BYTES // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
+    index = (0, slice(None), *(slice(0, k) for k in kernel))
+    acc = torch.float32 if w.element_size() < 4 else w.dtype  # sum half-precision parts in fp32
+    total = w.new_zeros(rank, *kernel, dtype=acc)
+    for n in range(g.shape[0]):
+        for o0 in range(0, out_len, rows):
+            o1 = min(out_len, o0 + rows)
+            lo = o0 * s0 - before  # input rows [lo, hi) of this slab, in unpadded coordinates
+            hi = (o1 - 1) * s0 + d0 * (k0 - 1) + 1 - before
+            src = v[n : n + 1, :, max(lo, 0) : min(hi, length)]
+            if lo < 0 or hi > length:  # the slab reaches into the zero padding of axis 0
+                src = F.pad(src, [0, 0] * (v.dim() - 3) + [max(0, -lo), max(0, hi - length)])
+            kern = g[n, :, o0:o1].unsqueeze(1).contiguous()  # plain (R, 1, rows, ...) kernel
+            total += conv(src, kern, None, dilation, padding, stride, rank)[index]
+    return total.to(w.dtype).unsqueeze(1)  # (R, 1, *kernel)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

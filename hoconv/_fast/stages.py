@@ -1,0 +1,100 @@
+"""Fast CP convolution with rank-space stages (Psi of Algorithm 1: BatchNorm / activation).
+
+With a non-linear Psi after each 1-D convolution the spatial chain cannot be fused into one
+depthwise pass, but the layout still can stay channels-last from the first GEMM to the last:
+each 1-D depthwise convolution runs as a :class:`DepthwiseFunction` (hand-written backward),
+Psi runs on the ``(positions, R)`` matrix view (BatchNorm / ReLU / PReLU act per channel,
+and PyTorch's 2-D BatchNorm is much faster than its channels-last 5-D one), and the GEMMs read and write the layouts of :mod:`hoconv._fast.cp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
+from hoconv._fast.cp import channels_in, channels_out
+from hoconv._fast.depthwise import (
+    Block,
+    block_forward,
+    block_input_grad,
+    block_out_spatial,
+    block_weight_grad,
+)
+from hoconv.functional import check_cp_factors
+
+
+class DepthwiseFunction(torch.autograd.Function):
+    """Depthwise conv of channels-last ``h`` (N, *S, R) over one block of axes."""
+
+    @staticmethod
+    def forward(ctx, h, kernel, block):
+        spatial = tuple(h.shape[1:-1])
+        ctx.block, ctx.spatial = block, spatial
+        ctx.save_for_backward(h, kernel)
+        return block_forward(h.contiguous(), kernel, spatial, block)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, kernel = ctx.saved_tensors
+        need_h, need_k = ctx.needs_input_grad[:2]
+        grad_k = (
+            block_weight_grad(grad, h.contiguous(), kernel, ctx.spatial, ctx.block)
+            if need_k
+            else None
+        )
+        grad_h = block_input_grad(grad, kernel, ctx.spatial, ctx.block) if need_h else None
+        return grad_h, grad_k, None
+
+
+def cp_conv_stages(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    in_factor: torch.Tensor,
+    kernel_factors: Sequence[torch.Tensor],
+    out_factor: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | Sequence[int],
+    padding: PaddingArg,
+    dilation: int | Sequence[int],
+    stages: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+) -> torch.Tensor:
+    """CP convolution with ``stages[i]`` applied to the rank-space activation after axis i.
+
+    ``stages[i]`` receives the activation as an ``(N * prod(spatial), R)`` matrix (one row
+    per position, channels as columns) and must return the same shape: per-channel modules
+    such as BatchNorm, ReLU and PReLU give exactly what they give on ``(N, R, *spatial)``
+    (same statistics, same running averages), without any layout change. Same result as the
+    layer's plain path (1x1, then per axis: 1-D depthwise conv and Psi, then 1x1 with the
+    weights folded into ``out_factor`` and the bias).
+
+    Returns:
+        ``(N, T, *spatial_out)``.
+    """
+    check_cp_factors(weights, in_factor, kernel_factors, out_factor)
+    dim = len(kernel_factors)
+    if len(stages) != dim:
+        raise ValueError(
+            f"stages must hold one callable per spatial axis ({dim}), got {len(stages)}"
+        )
+    check_input(x, in_factor.shape[1], dim)
+    kernel = tuple(f.shape[1] for f in kernel_factors)
+    stride = as_tuple(stride, dim, "stride")
+    dilation = as_tuple(dilation, dim, "dilation")
+    pads = resolve_padding(padding, kernel, stride, dilation)
+    for axis in range(dim):
+        output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
+    h = channels_in(x, in_factor)  # (N, *S, R)
+    for axis, (factor, stage) in enumerate(zip(kernel_factors, stages)):
+        block = Block(
+            axis, axis + 1, kernel[axis : axis + 1], stride[axis : axis + 1],
+            pads[axis : axis + 1], dilation[axis : axis + 1],
+        )  # fmt: skip
+        h = DepthwiseFunction.apply(h, factor, block)  # (N, *S', R)
+        rows = h.reshape(-1, h.shape[-1])  # (N * prod(S'), R): channels as columns
+        h = stage(rows).view(h.shape)  # per-channel Psi on a plain 2-D input, no layout change
+    return channels_out(h.contiguous(), out_factor * weights, bias)
+
+
+__all__ = ["DepthwiseFunction", "block_out_spatial", "cp_conv_stages"]

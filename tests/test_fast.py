@@ -1,0 +1,261 @@
+"""The fast CP path (hoconv._fast) against the plain path and an independent dense oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hoconv import _fast
+from hoconv import functional as HF
+from hoconv._fast.depthwise import make_blocks
+from hoconv.layers import CPConv
+
+DTYPE = torch.float64
+
+
+def dense_oracle(x, weights, in_factor, kernel_factors, out_factor, bias, stride, pads, dilation):
+    """Dense kernel by einsum + F.conv{1,2,3}d on an explicitly padded input (dims 1..3)."""
+    letters = "abdefghi"[: len(kernel_factors)]
+    spec = "r,tr,rc," + ",".join(f"r{a}" for a in letters) + f"->tc{letters}"
+    kernel = torch.einsum(spec, weights, out_factor, in_factor, *kernel_factors)
+    xp = F.pad(x, [p for pair in reversed(pads) for p in pair])
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel_factors)]
+    return conv(xp, kernel, bias, stride, 0, dilation)
+
+
+def make_params(c, t, rank, kernel, dtype=DTYPE, bias=True):
+    params = [
+        torch.randn(rank, dtype=dtype),
+        torch.randn(rank, c, dtype=dtype),
+        [torch.randn(rank, k, dtype=dtype) for k in kernel],
+        torch.randn(t, rank, dtype=dtype),
+        torch.randn(t, dtype=dtype) if bias else None,
+    ]
+    for p in [params[0], params[1], *params[2], params[3], params[4]]:
+        if p is not None:
+            p.requires_grad_(True)
+    return params
+
+
+def leaves(x, params):
+    w, a, ks, b, bias = params
+    return [x, w, a, *ks, b] + ([bias] if bias is not None else [])
+
+
+def assert_same(fn_ref, fn_test, x, params, rtol=1e-9, atol=1e-9):
+    """Outputs and the gradients of every input agree for one random output gradient."""
+    ref, out = fn_ref(x, *params), fn_test(x, *params)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
+    grad = torch.randn_like(ref)
+    inputs = leaves(x, params)
+    g_ref = torch.autograd.grad(ref, inputs, grad)
+    g_out = torch.autograd.grad(out, inputs, grad)
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+CASES = [
+    # dim, kernel, stride, padding, dilation, spatial
+    (1, (3,), 1, 1, 1, (9,)),
+    (1, (4,), 2, (3,), 2, (11,)),
+    (2, (3, 3), 1, "same", 1, (7, 6)),
+    (2, (2, 3), (2, 1), (1, 0), (1, 2), (8, 9)),
+    (2, (4, 2), 1, "same", (2, 3), (9, 8)),
+    (3, (3, 3, 3), 1, 1, 1, (5, 6, 7)),
+    (3, (2, 3, 4), (1, 2, 3), (2, 0, 1), (2, 1, 1), (9, 8, 10)),
+    (3, (2, 1, 3), 1, "valid", (1, 1, 2), (6, 5, 8)),
+    (4, (3, 2, 3, 2), (1, 2, 1, 1), (1, 0, 1, 1), (1, 1, 2, 1), (3, 4, 5, 3)),
+    (4, (2, 2, 2, 2), 1, "same", 1, (3, 4, 3, 3)),
+    (5, (2, 3, 1, 2, 3), (2, 1, 1, 1, 1), 1, 1, (4, 3, 3, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("dim,kernel,stride,padding,dilation,spatial", CASES)
+@pytest.mark.parametrize("chunk,keep", [(None, None), (1, False)])
+def test_fast_equals_plain(dim, kernel, stride, padding, dilation, spatial, chunk, keep):
+    x = torch.randn(2, 3, *spatial, dtype=DTYPE, requires_grad=True)
+    params = make_params(3, 4, 5, kernel)
+    geometry = (stride, padding, dilation)
+    assert_same(
+        lambda x, *p: HF.cp_conv(x, *p, *geometry),
+        lambda x, *p: _fast.cp_conv(x, *p, *geometry, chunk=chunk, keep=keep),
+        x,
+        params,
+    )
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] <= 3])
+def test_fast_equals_dense_oracle(case):
+    """Also covers per-sample chunks that keep their activations (chunk=1, keep=True)."""
+    dim, kernel, stride, padding, dilation, spatial = case
+    from hoconv._checks import as_tuple, resolve_padding
+
+    st, dil = as_tuple(stride, dim, "stride"), as_tuple(dilation, dim, "dilation")
+    pads = resolve_padding(padding, kernel, st, dil)
+    x = torch.randn(2, 3, *spatial, dtype=DTYPE, requires_grad=True)
+    params = make_params(3, 4, 6, kernel)
+    assert_same(
+        lambda x, *p: dense_oracle(x, *p, st, pads, dil),
+        lambda x, *p: _fast.cp_conv(x, *p, stride, padding, dilation, chunk=1, keep=True),
+        x,
+        params,
+    )
+
+
+def test_padded_rank_is_exact():
+    from hoconv._fast.cp import padded_rank
+
+    assert padded_rank(273) == 288 and padded_rank(64) == 64 and padded_rank(5) == 5
+    x = torch.randn(2, 3, 4, 5, dtype=DTYPE, requires_grad=True)
+    params = make_params(3, 4, 137, (3, 2))  # computed with rank 144 (7 zero terms)
+    assert_same(
+        lambda x, *p: HF.cp_conv(x, *p, 1, 1),
+        lambda x, *p: _fast.cp_conv(x, *p, 1, 1, chunk=1),
+        x,
+        params,
+    )
+
+
+def test_no_bias_and_partial_grads():
+    x = torch.randn(2, 3, 6, 7, dtype=DTYPE)  # no grad wanted for the input
+    params = make_params(3, 4, 5, (3, 2), bias=False)
+    out = _fast.cp_conv(x, *params, padding=1)
+    ref = HF.cp_conv(x, *params, padding=1)
+    torch.testing.assert_close(out, ref)
+    params[1].requires_grad_(False)  # frozen in_factor
+    grads = torch.autograd.grad(out.sum(), [params[0], *params[2], params[3]])
+    refs = torch.autograd.grad(ref.sum(), [params[0], *params[2], params[3]])
+    for a, b in zip(grads, refs):
+        torch.testing.assert_close(a, b)
+
+
+def test_channels_last_and_noncontiguous_input():
+    x = torch.randn(2, 3, 5, 6, 7, dtype=DTYPE).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    params = make_params(3, 4, 5, (3, 3, 3))
+    assert_same(
+        lambda x, *p: HF.cp_conv(x, *p, 1, 1),
+        lambda x, *p: _fast.cp_conv(x, *p, 1, 1),
+        x,
+        params,
+    )
+    y = torch.randn(2, 7, 6, 3, dtype=DTYPE).transpose(1, 3)  # (N, C, 6, 7) non-contiguous
+    p2 = make_params(3, 2, 4, (2, 3))
+    torch.testing.assert_close(_fast.cp_conv(y, *p2, 1, 1), HF.cp_conv(y, *p2, 1, 1))
+
+
+def test_gradcheck_custom_functions():
+    x = torch.randn(2, 2, 3, 5, dtype=DTYPE, requires_grad=True)
+    params = make_params(2, 2, 2, (2, 3))
+    inputs = leaves(x, params)
+
+    for keep in (True, False):  # activations kept / recomputed per sample
+
+        def fn(x, w, a, k0, k1, b, bias, keep=keep):
+            return _fast.cp_conv(
+                x, w, a, [k0, k1], b, bias, (2, 1), (1, 0), (1, 2), chunk=1, keep=keep
+            )
+
+        assert torch.autograd.gradcheck(fn, inputs)
+    h = torch.randn(2, 4, 5, 3, dtype=DTYPE, requires_grad=True)  # channels-last (N, *S, R)
+    k = torch.randn(3, 3, dtype=DTYPE, requires_grad=True)
+    block = make_blocks((3,), (2,), ((2, 1),), (1,))[0]
+    block = type(block)(1, 2, block.kernel, block.stride, block.pads, block.dilation)
+    assert torch.autograd.gradcheck(
+        lambda h, k: _fast.stages.DepthwiseFunction.apply(h, k, block), (h, k)
+    )
+
+
+def test_make_blocks_cover_every_axis_once():
+    for dim in range(1, 8):
+        blocks = make_blocks((3,) * dim, (1,) * dim, ((1, 1),) * dim, (1,) * dim)
+        axes = [a for b in blocks for a in range(b.start, b.stop)]
+        assert axes == list(range(dim))
+        for b in blocks:  # each block plus its merged trailing axis fits a 2-D / 3-D conv
+            assert (b.stop - b.start) + (b.stop < dim) <= 3
+
+
+def test_bfloat16_close_to_float32():
+    x = torch.randn(2, 8, 6, 7, 5)
+    params = make_params(8, 6, 16, (3, 3, 3), dtype=torch.float32)
+    ref = HF.cp_conv(x, *params, 1, 1)
+    bf = [p.detach().bfloat16() if torch.is_tensor(p) else [q.detach().bfloat16() for q in p]
+          for p in params]  # fmt: skip
+    out = _fast.cp_conv(x.bfloat16(), *bf, 1, 1)
+    assert out.dtype == torch.bfloat16
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert err < 3e-2
+    xb = x.bfloat16().requires_grad_(True)
+    _fast.cp_conv(xb, *bf, 1, 1).float().sum().backward()
+    assert xb.grad is not None and torch.isfinite(xb.grad.float()).all()
+
+
+def test_select():
+    big, small = (8, 16, 16, 32, 32), (1, 3, 4, 4)
+    assert _fast.select(big, 64, "cpu", torch.float32) == "fast"
+    assert _fast.select(big, 64, "cpu", torch.bfloat16) == "fast"
+    assert _fast.select(big, 64, "cpu", torch.float64) == "plain"
+    assert _fast.select(big, 64, "cuda", torch.float32) == "plain"
+    assert _fast.select(big, 64, "meta", torch.float32) == "plain"
+    assert _fast.select(small, 2, "cpu", torch.float32) == "plain"
+    assert _fast.select(big, 64, "cpu", torch.float32, stages=True) == "plain"
+    with pytest.raises(ValueError, match="implementation"):
+        _fast.check_implementation("fastest")
+
+
+@pytest.mark.parametrize("norm,activation", [(False, None), (True, "prelu"), (False, "relu")])
+def test_layer_fast_equals_plain(norm, activation):
+    kw = dict(dim=3, rank=6, padding=(1, 0, 2), stride=(1, 2, 1), norm=norm, activation=activation)
+    plain = CPConv(3, 4, (3, 2, 3), implementation="plain", dtype=DTYPE, **kw)
+    fast = CPConv(3, 4, (3, 2, 3), implementation="fast", dtype=DTYPE, **kw)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 5, 6, 7, dtype=DTYPE, requires_grad=True)
+    out_p, out_f = plain(x), fast(x)
+    torch.testing.assert_close(out_f, out_p)
+    grad = torch.randn_like(out_p)
+    gp = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
+    gf = torch.autograd.grad(out_f, [x, *fast.parameters()], grad)
+    for a, b in zip(gf, gp):
+        torch.testing.assert_close(a, b)
+    if norm:  # the running statistics moved the same way
+        for a, b in zip(fast.buffers(), plain.buffers()):
+            torch.testing.assert_close(a, b)
+
+
+def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
+    layer = CPConv(4, 4, 3, dim=2, rank=8, padding=1)
+    calls = []
+    real = _fast.cp_conv
+    monkeypatch.setattr(_fast, "cp_conv", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer(torch.randn(2, 4, 40, 40))
+    assert calls == [1]
+    layer(torch.randn(1, 4, 3, 3))  # tiny: plain path
+    assert calls == [1]
+    with pytest.raises(ValueError, match="implementation"):
+        CPConv(4, 4, 3, dim=2, implementation="triton")
+    traced = torch.jit.trace(layer, torch.randn(2, 4, 40, 40), check_trace=False)  # plain path
+    assert calls == [1]
+    x = torch.randn(2, 4, 40, 40)
+    torch.testing.assert_close(traced(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bench_cli_quick_smoke(tmp_path):
+    import argparse
+
+    from hoconv.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["bench", "--quick", "--config", "2d", "--repeats", "1", "--out", str(tmp_path)]
+    )
+    assert args.func(args) == 0
+    table = (tmp_path / "results.md").read_text()
+    for name in ("dense", "(2+1)D", "cp-plain", "cp-fast", "tucker"):
+        assert f"| {name}" in table
+    assert (tmp_path / "speed.png").stat().st_size > 0
+    args.repeats = 0
+    with pytest.raises(ValueError, match="--repeats"):
+        bench.run(args)
