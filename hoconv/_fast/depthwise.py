@@ -176,14 +176,32 @@ def _input_grad(g, in_shape, w, kernel, stride, pads, dilation):
     if all(s == 1 for s in stride) and all(p >= 0 for pair in back for p in pair):
         flipped = w.flip(list(range(2, w.dim())))
         return _conv(g, flipped, stride, back, dilation)
-    padded = [size + a + b for size, (a, b) in zip(in_shape[2:], pads)]
-    vp = g.new_zeros(()).expand(*in_shape[:2], *padded)  # only its shape is read
+    symmetric = all(a == b for a, b in pads)
+    padded = in_shape[2:] if symmetric else [s + a + b for s, (a, b) in zip(in_shape[2:], pads)]
+    # only the shape of the input is read; channels-last strides keep oneDNN on its nhwc kernel
+    shape = (*in_shape[:2], *padded)
+    vp = torch.empty_strided(shape, _channels_last_strides(shape), dtype=g.dtype, device=g.device)
+    padding = [a for a, _ in pads] if symmetric else [0] * len(kernel)
     out = torch.ops.aten.convolution_backward(
-        g, vp, w, None, stride, [0] * len(kernel), dilation, False, [0] * len(kernel),
+        g, vp, w, None, stride, padding, dilation, False, [0] * len(kernel),
         w.shape[0], [True, False, False],
     )[0]  # fmt: skip
+    if symmetric:
+        return out
     index = tuple(slice(a, a + size) for (a, _), size in zip(pads, in_shape[2:]))
     return out[(slice(None), slice(None), *index)]
+
+
+def _channels_last_strides(shape) -> tuple[int, ...]:
+    """Strides of a channels-last tensor of ``shape`` (N, C, *axes)."""
+    strides = [0] * len(shape)
+    step = shape[1]
+    strides[1] = 1
+    for i in reversed(range(2, len(shape))):
+        strides[i] = step
+        step *= shape[i]
+    strides[0] = step
+    return tuple(strides)
 
 
 # Input bytes per slab of the kernel-gradient convolution: small enough to stay in L2 while
@@ -201,9 +219,13 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     samples (a merged leading axis) use aten's backward instead.
     """
     rank = w.shape[0]
-    if g.shape[0] > 16:
+    if g.shape[0] > 16 or any(s != 1 for s in stride):
+        # strided: the slab conv would need the output grad as a dilated kernel (oneDNN's
+        # slow reference path, measured 8-14x slower than aten's weight backward)
+        symmetric = all(a == b for a, b in pads)
+        padding = [a for a, _ in pads] if symmetric else [0] * len(kernel)
         return torch.ops.aten.convolution_backward(
-            g, _pad(v, pads), w, None, stride, [0] * len(kernel), dilation, False,
+            g, v if symmetric else _pad(v, pads), w, None, stride, padding, dilation, False,
             [0] * len(kernel), rank, [False, True, False],
         )[1]  # fmt: skip
     rest = pads[1:]
