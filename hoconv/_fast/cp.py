@@ -245,7 +245,10 @@ def cp_conv(
     pads = resolve_padding(padding, kernel, stride, dilation)
     for axis in range(dim):
         output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
-    blocks = make_blocks(kernel, stride, pads, dilation)
+    # strided layers: smaller blocks (aten's strided depthwise backward scales with the taps of
+    # a block; measured 1.6-1.8x faster as (axis 0) + (axes 1, 2) than one 3-D block)
+    strided = any(s != 1 for s in stride)
+    blocks = make_blocks(kernel, stride, pads, dilation, max_axes=2 if strided else 3)
     out_matrix = out_factor * weights  # (T, R)
     extra = padded_rank(rank) - rank
     if extra:  # zero rank-1 terms: exact, and GEMM / oneDNN rows become aligned

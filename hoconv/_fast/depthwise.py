@@ -44,6 +44,8 @@ def make_blocks(
     The last block holds up to ``max_axes`` axes; earlier ones up to ``max_axes - 1`` because
     the axes after them are merged into one extra (kernel 1) axis.
     """
+    if max_axes < 2:
+        raise ValueError(f"max_axes must be >= 2, got {max_axes}")
     dim = len(kernel)
     bounds = []
     stop = dim
