@@ -178,7 +178,7 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     out = [None] * (7 + len(kernels))
     last = hidden.pop()
     if needs[2]:
-        out[2] = torch.bmm(g, last.reshape(n, -1, rank)).sum(0)  # (T, R)
+        out[2] = _batch_sum_mm(g, last.reshape(n, -1, rank))  # (T, R)
     del last
     if not (any(needs[:2]) or any(needs[7:])):
         return out
@@ -195,11 +195,26 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
         return out
     ghm = gh.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
     if needs[1]:
-        out[1] = torch.bmm(ghm, _transposed(x)).sum(0)  # (R, C)
+        out[1] = _batch_sum_mm(ghm, _transposed(x))  # (R, C)
     if grad_x is not None:
         a_t = in_factor.t().expand(n, *in_factor.t().shape)  # (N, C, R)
         torch.bmm(a_t, ghm, out=grad_x.view(n, x.shape[1], -1))  # (N, C, P)
     return out
+
+
+def _batch_sum_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_n a[n] @ b[n]`` for a (N, M, P) and b (N, P, K).
+
+    One GEMM over the concatenated ``N * P`` axis when that is cheaper than N GEMMs plus
+    the sum of their (N, M, K) results, i.e. when ``P < max(M, K)`` (small spatial extents,
+    large ranks: measured 1.2 vs 5.8 ms for (2, 512, 4) x (2, 4, 2304)); the operands are
+    then copied into (M, N*P) / (N*P, K) (both smaller than the (N, M, K) intermediate).
+    """
+    n, m, p = a.shape
+    if n == 1 or p >= max(m, b.shape[2]):
+        return torch.bmm(a, b).sum(0)
+    left = a.transpose(0, 1).reshape(m, n * p)  # (M, N*P)
+    return torch.mm(left, b.reshape(n * p, b.shape[2]))  # (N*P, K) -> (M, K)
 
 
 def cp_conv(
