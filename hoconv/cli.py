@@ -1,5 +1,7 @@
 """The `hoconv` command line: a thin dispatcher over `hoconv.commands.<name>` modules.
 
+User errors are printed as one line with exit code 2; set ``HOCONV_DEBUG=1`` for the traceback.
+
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed namespace, returns an exit code).
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from hoconv import __version__
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError) as err:
+        if os.environ.get("HOCONV_DEBUG"):  # developers: keep the traceback
+            raise
         print(f"hoconv {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -24,13 +24,10 @@ from hoconv import functional as HF
 from hoconv import rank as R
 from hoconv._checks import (
     PaddingArg,
-    as_tuple,
-    check_channels,
-    check_dim,
-    check_input,
     prod,
     resolve_padding,
 )
+from hoconv._conv_base import FactorizedConv, dense_source
 
 _ACTIVATIONS = ("relu", "prelu")
 
@@ -45,61 +42,7 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
             )
 
 
-class _FactorizedConv(nn.Module):
-    """Shared argument handling of the factorized convolutions."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        dim: int,
-        stride: int | Sequence[int],
-        padding: PaddingArg,
-        dilation: int | Sequence[int],
-    ) -> None:
-        super().__init__()
-        self.dim = check_dim(dim)
-        self.in_channels = check_channels(in_channels, "in_channels")
-        self.out_channels = check_channels(out_channels, "out_channels")
-        self.kernel_size = as_tuple(kernel_size, dim, "kernel_size")
-        self.stride = as_tuple(stride, dim, "stride")
-        self.dilation = as_tuple(dilation, dim, "dilation")
-        resolve_padding(padding, self.kernel_size, self.stride, self.dilation)  # validates
-        self.padding = (
-            padding if isinstance(padding, str) else as_tuple(padding, dim, "padding", minimum=0)
-        )
-
-    @property
-    def fan_in(self) -> int:
-        return self.in_channels * prod(self.kernel_size)
-
-    def _bias_init(self, bias: torch.Tensor | None) -> None:
-        if bias is not None:
-            bound = 1.0 / math.sqrt(self.fan_in)
-            nn.init.uniform_(bias, -bound, bound)
-
-    def _check(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_channels, self.dim)
-
-    def _output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        pads = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation)
-        return tuple(
-            (size + sum(p) - d * (k - 1) - 1) // s + 1
-            for size, k, s, p, d in zip(
-                input_shape[2:], self.kernel_size, self.stride, pads, self.dilation
-            )
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dim={self.dim}, "
-            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-            f"bias={self.bias is not None}"
-        )
-
-
-class CPConv(_FactorizedConv):
+class CPConv(FactorizedConv):
     """Higher-order CP convolution: 1x1 to rank R, a depthwise 1-D conv per axis, 1x1 back.
 
     Args:
@@ -265,28 +208,22 @@ class CPConv(_FactorizedConv):
         """
         from hoconv.decompose import cp_decompose_kernel
 
-        kernel, geometry = _dense_source(conv_or_kernel, stride, padding, dilation, bias)
+        kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         r = R.cp_rank(rank, c, t, ksize)
         weights, in_f, kernel_fs, out_f, error = cp_decompose_kernel(
             kernel, r, seed=seed, n_iter_max=n_iter_max, tol=tol, restarts=restarts
         )
-        layer = cls(c, t, tuple(ksize), dim=len(ksize), rank=r, bias=geometry["bias"] is not None,
-                    stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"],
-                    device=kernel.device, dtype=kernel.dtype)  # fmt: skip
-        with torch.no_grad():
-            layer.weights.copy_(weights)
-            layer.in_factor.copy_(in_f)
-            for dst, src in zip(layer.kernel_factors, kernel_fs):
-                dst.copy_(src)
-            layer.out_factor.copy_(out_f)
-            if layer.bias is not None:
-                layer.bias.copy_(geometry["bias"])
-        layer.decomposition_error = error
-        return layer
+        tensors = {
+            "weights": weights,
+            "in_factor": in_f,
+            "kernel_factors": kernel_fs,
+            "out_factor": out_f,
+        }
+        return cls._from_decomposition(kernel, geometry, r, tensors, error)
 
 
-class TuckerConv(_FactorizedConv):
+class TuckerConv(FactorizedConv):
     """Tucker (bottleneck) convolution: 1x1 to R_in, a dense ``R_in -> R_out`` conv with the core, 1x1 to T.
 
     Args:
@@ -387,23 +324,14 @@ class TuckerConv(_FactorizedConv):
         """
         from hoconv.decompose import tucker_decompose_kernel
 
-        kernel, geometry = _dense_source(conv_or_kernel, stride, padding, dilation, bias)
+        kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         ranks = R.tucker_ranks(rank, c, t, ksize)
         core, in_f, out_f, error = tucker_decompose_kernel(
             kernel, ranks, seed=seed, n_iter_max=n_iter_max, tol=tol
         )
-        layer = cls(c, t, tuple(ksize), dim=len(ksize), rank=ranks, bias=geometry["bias"] is not None,
-                    stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"],
-                    device=kernel.device, dtype=kernel.dtype)  # fmt: skip
-        with torch.no_grad():
-            layer.core.copy_(core)
-            layer.in_factor.copy_(in_f)
-            layer.out_factor.copy_(out_f)
-            if layer.bias is not None:
-                layer.bias.copy_(geometry["bias"])
-        layer.decomposition_error = error
-        return layer
+        tensors = {"core": core, "in_factor": in_f, "out_factor": out_f}
+        return cls._from_decomposition(kernel, geometry, ranks, tensors, error)
 
 
 def _psi(rank: int, norm: bool, activation: str | None, kw: dict) -> nn.Sequential:
@@ -414,46 +342,3 @@ def _psi(rank: int, norm: bool, activation: str | None, kw: dict) -> nn.Sequenti
     elif activation == "prelu":
         parts.append(nn.PReLU(rank, **kw))
     return nn.Sequential(*parts)
-
-
-def _dense_source(
-    conv_or_kernel: nn.Module | torch.Tensor,
-    stride: int | Sequence[int] | None,
-    padding: PaddingArg | None,
-    dilation: int | Sequence[int] | None,
-    bias: torch.Tensor | None,
-) -> tuple[torch.Tensor, dict]:
-    """The kernel of a dense conv (or a kernel tensor) and its geometry, explicit arguments first."""
-    if isinstance(conv_or_kernel, nn.modules.conv._ConvNd):
-        conv = conv_or_kernel
-        if conv.groups != 1:
-            raise ValueError(f"from_dense needs a conv with groups=1, got groups={conv.groups}")
-        if conv.transposed:
-            raise ValueError("from_dense does not support transposed convolutions")
-        if conv.padding_mode != "zeros":
-            raise ValueError(
-                f"from_dense supports padding_mode='zeros' only, got {conv.padding_mode!r}"
-            )
-        kernel = conv.weight.detach()
-        geometry = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
-                    "bias": None if conv.bias is None else conv.bias.detach()}  # fmt: skip
-    elif isinstance(conv_or_kernel, torch.Tensor):
-        kernel = conv_or_kernel.detach()
-        if kernel.dim() < 3:
-            raise ValueError(
-                f"a kernel must have shape (T, C, *kernel_size), got {tuple(kernel.shape)}"
-            )
-        geometry = {"stride": 1, "padding": 0, "dilation": 1, "bias": None}
-    else:
-        raise TypeError(
-            f"from_dense needs an nn.Conv1d/2d/3d or a kernel tensor, got {type(conv_or_kernel).__name__}"
-        )
-    for name, value in (
-        ("stride", stride),
-        ("padding", padding),
-        ("dilation", dilation),
-        ("bias", bias),
-    ):
-        if value is not None:
-            geometry[name] = value
-    return kernel, geometry
