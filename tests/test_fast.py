@@ -259,3 +259,19 @@ def test_bench_cli_quick_smoke(tmp_path):
     args.repeats = 0
     with pytest.raises(ValueError, match="--repeats"):
         bench.run(args)
+
+
+@pytest.mark.parametrize(
+    "spatial,stride,padding",
+    [((1, 2, 2), 1, 1), ((2, 3, 3), (1, 2, 2), 1), ((3, 3, 2), 2, (1, 0, 1))],
+)
+def test_fast_small_extents_large_rank(spatial, stride, padding):
+    # positions per sample < rank: the one-GEMM-over-the-batch branches of the fast path
+    x = torch.randn(3, 6, *spatial, dtype=DTYPE, requires_grad=True)
+    params = make_params(6, 7, 40, (3, 3, 3))
+    assert_same(
+        lambda x, *p: HF.cp_conv(x, *p, stride, padding),
+        lambda x, *p: _fast.cp_conv(x, *p, stride, padding),
+        x,
+        params,
+    )

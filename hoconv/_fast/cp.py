@@ -64,6 +64,9 @@ def channels_in(
     """
     n, c = x.shape[:2]
     xt = _transposed(x)  # (N, P, C)
+    if buffer is None and 1 < n and xt.shape[1] < matrix.shape[0]:  # small extents: one GEMM
+        out = torch.mm(xt.reshape(n * xt.shape[1], c), matrix.t())  # (N*P, O)
+        return out.view(n, *x.shape[2:], matrix.shape[0])
     operand = matrix.t().expand(n, c, -1)  # (N, C, O); bmm never copies its operands
     if buffer is None:
         out = torch.bmm(xt, operand)  # (N, P, O)
@@ -76,6 +79,12 @@ def channels_in(
 def channels_out(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """1x1 conv from channels-last ``h`` (N, *S, R) to channels-first ``(N, O, *S)``; matrix (O, R)."""
     n, rank = h.shape[0], h.shape[-1]
+    if 1 < n and h[0].numel() < rank * rank:  # small extents (P < R): one GEMM, then transpose
+        out = torch.mm(h.reshape(-1, rank), matrix.t())  # (N*P, O)
+        if bias is not None:
+            out += bias
+        out = out.view(n, -1, matrix.shape[0]).transpose(1, 2).contiguous()  # (N, O, P)
+        return out.view(n, matrix.shape[0], *h.shape[1:-1])
     hv = h.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
     if bias is None:
         out = torch.bmm(matrix.expand(n, *matrix.shape), hv)  # (N, O, P)
@@ -182,7 +191,10 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     del last
     if not (any(needs[:2]) or any(needs[7:])):
         return out
-    gh = torch.bmm(g.transpose(1, 2), out_matrix.expand(n, *out_matrix.shape))  # (N, P, R)
+    if 1 < n and g.shape[2] < rank:  # small extents: one GEMM over N*P rows
+        gh = torch.mm(g.transpose(1, 2).reshape(-1, g.shape[1]), out_matrix)  # (N*P, R)
+    else:
+        gh = torch.bmm(g.transpose(1, 2), out_matrix.expand(n, *out_matrix.shape))  # (N, P, R)
     gh = gh.view(n, *shapes[-1], rank)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only
@@ -199,7 +211,10 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
         # transposed product when C is small, e.g. the RGB stem)
         xm = _transposed(x).transpose(1, 2)  # (N, C, P) view
         out[1] = _batch_sum_mm(xm, gh.reshape(n, -1, rank)).t()  # (R, C)
-    if grad_x is not None:
+    if grad_x is not None and 1 < n and ghm.shape[2] < rank:  # small extents: one GEMM
+        gx = torch.mm(gh.reshape(-1, rank), in_factor)  # (N*P, C)
+        grad_x.view(n, x.shape[1], -1).copy_(gx.view(n, -1, x.shape[1]).transpose(1, 2))
+    elif grad_x is not None:
         a_t = in_factor.t().expand(n, *in_factor.t().shape)  # (N, C, R)
         torch.bmm(a_t, ghm, out=grad_x.view(n, x.shape[1], -1))  # (N, C, P)
     return out
