@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "transduce",
+    "prune",
     "search",
     "demo",
     "predict",

@@ -88,6 +88,7 @@ def make_checkpoint(
             "name": str(model_spec["name"]),
             "kwargs": dict(model_spec.get("kwargs", {})),
             "transductions": [dict(t) for t in model_spec.get("transductions", [])],
+            "pruned_ranks": dict(model_spec.get("pruned_ranks", {})),
         },
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "optimizer": optimizer,
@@ -179,7 +180,51 @@ def build_model(spec: dict) -> torch.nn.Module:
 
         for args in spec["transductions"]:
             model = transduce(model, **args)
+    if spec.get("pruned_ranks"):
+        _apply_pruned_ranks(model, spec["pruned_ranks"])
     return model
+
+
+def _apply_pruned_ranks(model: torch.nn.Module, ranks: dict[str, int]) -> None:
+    """Shrink the CP layers named in ``ranks`` to their pruned rank (weights come from the state dict)."""
+    from hoconv.layers import CPConv
+    from hoconv.pruning import prune_layer
+
+    for name, rank in ranks.items():
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            raise CheckpointError(
+                f"checkpoint names a pruned layer {name!r} the model does not have"
+            ) from None
+        if not isinstance(layer, CPConv) or not 1 <= int(rank) <= layer.rank:
+            raise CheckpointError(
+                f"checkpoint prunes layer {name!r} to rank {rank}, which does not fit it"
+            )
+        if int(rank) < layer.rank:
+            prune_layer(layer, torch.arange(int(rank)))
+
+
+def prune_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, threshold: float = 0.0):
+    """Prune a checkpoint's CP layers (``|weights| <= threshold``) and write a smaller checkpoint.
+
+    The pruned ranks are recorded in the model spec, so :func:`load_model`, ``train --init``,
+    ``evaluate``, ``predict`` and ``export`` rebuild the smaller model.
+
+    Returns:
+        The :class:`hoconv.pruning.PruneReport`.
+    """
+    from hoconv.pruning import cp_layers, prune
+
+    model, meta = load_model(src)
+    report = prune(model, threshold)
+    spec = dict(meta["model"])
+    spec["pruned_ranks"] = {name: layer.rank for name, layer in cp_layers(model)}
+    ckpt = make_checkpoint(model_spec=spec, state_dict=model.state_dict(), epoch=int(meta.get("epoch", 0)),
+                           config=dict(meta.get("config") or {}), history=meta.get("history"),
+                           best=meta.get("best"))  # fmt: skip
+    write_checkpoint(dst, ckpt)
+    return report
 
 
 def load_model(
