@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -229,6 +230,34 @@ def test_lasso_shrinks_the_cp_weights(tmp_path):
         )
         norms.append(float(_state(tmp_path / gamma / "last.pt")["conv.weights"].abs().sum()))
     assert norms[1] < norms[0] - 1e-3, norms
+
+
+def test_proximal_lasso_reaches_exact_zeros_and_prune_removes_them(tmp_path, capsys):
+    cp = [a if a != "test_tiny2d" else "test_tiny_cp" for a in TINY]
+    run = tmp_path / "prox"
+    args = [
+        "train",
+        *cp,
+        "--lasso",
+        "60",
+        "--lr",
+        "0.01",
+        "--proximal",
+        "--seed",
+        "1",
+        "--out",
+        str(run),
+    ]
+    assert main(args) == 0
+    weights = _state(run / "last.pt")["conv.weights"]
+    zeros = int((weights == 0).sum())
+    assert 0 < zeros, weights  # soft-thresholding gives exact zeros, not small values
+    pruned = tmp_path / "pruned.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a layer whose every weight is zero keeps one (and warns)
+        assert main(["prune", "--checkpoint", str(run / "last.pt"), "--out", str(pruned)]) == 0
+    assert len(_state(pruned)["conv.weights"]) == max(1, len(weights) - zeros)
+    capsys.readouterr()
 
 
 def test_wrong_data_layout_is_a_one_line_error(tmp_path, capsys):

@@ -36,6 +36,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-step", type=int, help="epochs between learning-rate decays")
     p.add_argument("--lr-gamma", type=float, help="learning-rate decay factor")
     p.add_argument("--lasso", type=float, metavar="GAMMA", help="L1 penalty on the CP weights")
+    p.add_argument(
+        "--proximal",
+        action="store_true",
+        default=None,
+        help="apply the lasso as a soft-threshold after each step (weights reach exact zero)",
+    )
     p.add_argument("--num-outputs", type=int)
     p.add_argument("--width", type=int, help="model width (base channels) for small CPU runs")
     p.add_argument("--image-size", type=int, help="input image size (data set option)")
@@ -82,6 +88,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             "lr_step",
             "lr_gamma",
             "lasso",
+            "proximal",
             "num_outputs",
             "seed",
             "workers",

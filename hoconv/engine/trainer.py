@@ -222,8 +222,11 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
     """One pass over the training split; returns the mean loss of its steps."""
     net.train()
     lasso = float(cfg.get("lasso") or 0.0)
+    proximal = (
+        bool(cfg.get("proximal")) and lasso > 0
+    )  # proximal gradient: soft-threshold after the step
     if lasso:
-        from hoconv.rank import lasso_penalty
+        from hoconv.rank import lasso_penalty, proximal_step
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps = 0.0, 0
     metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
@@ -241,7 +244,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
             if rows["pred"].shape[0] == 0:
                 continue
             loss = tasks.loss(cfg["task"], rows, loss_fn)
-            if lasso:
+            if lasso and not proximal:
                 loss = loss + lasso * lasso_penalty(core)
             value = float(loss.detach())
             if not ddp.all_true(math.isfinite(value), info):
@@ -257,6 +260,8 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if proximal:
+                proximal_step(core, optimizer.param_groups[0]["lr"] * lasso)
             total, steps = total + value, steps + 1
             bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
