@@ -1,5 +1,7 @@
 """The embedded synthetic data set."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,19 @@ def test_bad_options():
         create_dataset("synthetic", mode="clip")
     with pytest.raises(ValueError, match="num_subjects"):
         create_dataset("synthetic", num_subjects=2)
+
+
+def test_random_clips_depend_on_seed_epoch_and_index_only():
+    """DataLoader workers each hold a copy of the data set: clips must not depend on access order."""
+    kw = {"split": "train", "mode": "video", "num_subjects": 4, "videos_per_subject": 1,
+          "frames_per_video": 24, "clip_length": 4, "image_size": 16}  # fmt: skip
+    data = create_dataset("synthetic", **kw)
+    data.rng = np.random.default_rng([3, 1])  # what the trainer sets at an epoch start
+    worker = copy.deepcopy(data)  # a DataLoader worker's copy
+    forward = [data[i]["frames"] for i in range(len(data))]
+    backward = [worker[i]["frames"] for i in reversed(range(len(worker)))][::-1]
+    for a, b in zip(forward, backward):
+        assert torch.equal(a, b)
+    assert len({tuple(f.tolist()) for f in forward}) > 1  # still random across items
+    data.rng = np.random.default_rng([3, 2])  # next epoch: new clips
+    assert any(not torch.equal(data[i]["frames"], f) for i, f in enumerate(forward))

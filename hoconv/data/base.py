@@ -242,11 +242,22 @@ class AffectDataset(Dataset):
             "frame": torch.tensor(rec.frames[pos], dtype=torch.int64),
         }
 
+    def _item_rng(self, i: int) -> np.random.Generator:
+        """A generator for item ``i`` keyed by the seed of ``self.rng`` (set per epoch by the trainer).
+
+        Never drawing from the shared ``self.rng`` makes each item's random clip depend on
+        (seed, epoch, index) only: the same with any number of DataLoader workers (each holds a
+        copy of ``self.rng``) and in any access order.
+        """
+        entropy = self.rng.bit_generator.seed_seq.entropy
+        key = list(entropy) if isinstance(entropy, (list, tuple)) else [int(entropy or 0)]
+        return np.random.default_rng([*key, i])
+
     def _video_item(self, i: int) -> dict:
         v, pos, new = self.index[i]
         rec = self.records[v]
         if pos is None:
-            pos, new = random_clip(len(rec), self.clip_length, self.clip_stride, self.rng)
+            pos, new = random_clip(len(rec), self.clip_length, self.clip_stride, self._item_rng(i))
         size = self.image_size
         frames = np.zeros((len(pos), size, size, 3), dtype=np.uint8)  # missing -> black
         ok = np.zeros(len(pos), dtype=bool)
