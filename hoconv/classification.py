@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hoconv.affect.metrics import gather_padded
+
 
 def clip_logits(logits: torch.Tensor) -> torch.Tensor:
     """``(N, K)`` logits as they are; per-frame ``(N, T, K)`` logits averaged over time."""
@@ -120,7 +122,7 @@ class ClassificationAccumulator:
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return rows
-        return gather_rows(rows)
+        return gather_padded(rows)
 
     def compute(self, gather: bool = True) -> dict[str, Any]:
         """``{"top1", "top5" (each k of topk), "n", "confusion"}`` on the gathered set.
@@ -149,24 +151,6 @@ class ClassificationAccumulator:
         out["n"] = n
         out["confusion"] = confusion_matrix(labels, top[:, 0], self.num_classes)
         return out
-
-
-def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """``all_gather`` of int64 rows whose count differs across ranks (padded, then cut)."""
-    dist = torch.distributed
-    device = (
-        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    )
-    world = dist.get_world_size()
-    size = torch.tensor([rows.shape[0]], device=device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=device)
-    padded[: rows.shape[0]] = rows.to(device)
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())].cpu() for p, s in zip(parts, sizes)])
 
 
 def plot_confusion_matrix(

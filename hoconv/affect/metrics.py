@@ -291,7 +291,7 @@ class AffectAccumulator:
         width = max(w for _, w in objects)
         if logits.shape[1] != width and logits.shape[0] == 0:  # a rank that saw no batch
             logits = torch.zeros(0, width, dtype=torch.float64)
-        rows, logits = _gather_padded(rows), _gather_padded(logits)
+        rows, logits = gather_padded(rows), gather_padded(logits)
         return rows, logits, [v for part, _ in objects for v in part]
 
     def compute(self, per_sequence: bool = False) -> dict[str, Any]:
@@ -322,7 +322,7 @@ class AffectAccumulator:
         return out
 
 
-def _gather_padded(t: torch.Tensor) -> torch.Tensor:
+def gather_padded(t: torch.Tensor) -> torch.Tensor:
     """``all_gather`` of tensors whose first dimension differs across ranks."""
     dist = torch.distributed
     device = (
