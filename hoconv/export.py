@@ -27,7 +27,8 @@ FORMATS = ("onnx", "torchscript")
 def input_shape(model: nn.Module, meta: dict, image_size: int | None = None,
                 clip_length: int | None = None) -> tuple[int, ...]:  # fmt: skip
     """Example input shape ``(1, 3, [T,] S, S)`` from the checkpoint's training settings."""
-    from hoconv.predict.model import spatial_dims, training_setting
+    from hoconv.engine.build import spatial_dims
+    from hoconv.predict.model import training_setting
 
     dims = spatial_dims(model)
     if dims not in (2, 3):

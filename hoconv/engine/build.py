@@ -66,7 +66,14 @@ def infer_num_outputs(cfg: dict, dataset: Dataset) -> int:
 
 
 def spatial_dims(model: nn.Module) -> int | None:
-    """Number of spatial axes the model's first convolution works on (None if no conv)."""
+    """Axes of the model's input after (N, C): 2 for images, 3 for clips (None: unknown).
+
+    A model that declares ``data_dim`` (the zoo's models) is taken at its word; otherwise the
+    first convolution's number of spatial axes.
+    """
+    data_dim = getattr(model, "data_dim", None)
+    if isinstance(data_dim, int):
+        return data_dim
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return module.weight.dim() - 2

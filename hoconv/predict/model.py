@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from hoconv.data.transforms import frames_to_tensor
+from hoconv.engine.build import spatial_dims
 
 # AffectNet's eight classes, in AffectNet order (the synthetic data set uses the same).
 EXPRESSIONS = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
@@ -28,20 +29,6 @@ def load_checkpoint(path: str, device: str = "cpu") -> tuple[nn.Module, dict]:
     except ImportError as err:  # pragma: no cover - only before the engine is installed
         raise ValueError(f"--checkpoint: hoconv.engine is not available ({err})") from err
     return load_model(path, device=device)
-
-
-def spatial_dims(model: nn.Module) -> int | None:
-    """Axes of the model's input after (N, C): 2 for images, 3 for clips (None: unknown)."""
-    data_dim = getattr(model, "data_dim", None)
-    if isinstance(data_dim, int):
-        return data_dim
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return module.weight.dim() - 2
-        dim = getattr(module, "dim", None)
-        if isinstance(dim, int) and hasattr(module, "kernel_size"):
-            return dim
-    return None
 
 
 def _data_default(name: str | None, key: str):
