@@ -131,3 +131,30 @@ def check_input(x: torch.Tensor, in_channels: int, dim: int) -> None:
 def prod(values: Sequence[int]) -> int:
     """Product of a sequence of ints (1 for an empty one)."""
     return math.prod(values)
+
+
+def conv_geometry(
+    x: torch.Tensor,
+    in_channels: int,
+    kernel_size: Sequence[int],
+    stride: int | Sequence[int],
+    padding: PaddingArg,
+    dilation: int | Sequence[int],
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """Check ``x`` against a convolution and resolve its geometry, one value per spatial axis.
+
+    Raises a clear error when ``x`` has the wrong shape or the kernel does not fit the padded input.
+
+    Returns:
+        ``(stride, pads, dilation)``, ``pads`` as (before, after) pairs.
+    """
+    dim = len(kernel_size)
+    check_input(x, in_channels, dim)
+    stride = as_tuple(stride, dim, "stride")
+    dilation = as_tuple(dilation, dim, "dilation")
+    pads = resolve_padding(padding, kernel_size, stride, dilation)
+    for axis in range(dim):
+        output_size(
+            x.shape[2 + axis], kernel_size[axis], stride[axis], pads[axis], dilation[axis], axis
+        )
+    return stride, pads, dilation

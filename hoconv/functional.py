@@ -21,7 +21,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
+from hoconv._checks import (
+    PaddingArg,
+    check_input,
+    conv_geometry,
+)
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AXIS_LETTERS = "".join(
@@ -65,15 +69,9 @@ def conv_nd(
         raise ValueError(
             f"weight must have shape (T, C/groups, *kernel), got {tuple(weight.shape)}"
         )
-    check_input(x, weight.shape[1] * groups, dim)
-    kernel_size = tuple(weight.shape[2:])
-    stride = as_tuple(stride, dim, "stride")
-    dilation = as_tuple(dilation, dim, "dilation")
-    pads = resolve_padding(padding, kernel_size, stride, dilation)
-    for axis in range(dim):
-        output_size(
-            x.shape[2 + axis], kernel_size[axis], stride[axis], pads[axis], dilation[axis], axis
-        )
+    stride, pads, dilation = conv_geometry(
+        x, weight.shape[1] * groups, tuple(weight.shape[2:]), stride, padding, dilation
+    )
     out = _conv_valid(pad_input(x, pads), weight, stride, dilation, groups)
     if bias is not None:
         out = out + bias.view(1, -1, *([1] * dim))
@@ -217,16 +215,10 @@ def cp_conv(
         ``(N, T, *spatial_out)``.
     """
     check_cp_factors(weights, in_factor, kernel_factors, out_factor)
-    dim = len(kernel_factors)
-    check_input(x, in_factor.shape[1], dim)
     kernel_size = tuple(f.shape[1] for f in kernel_factors)
-    stride = as_tuple(stride, dim, "stride")
-    dilation = as_tuple(dilation, dim, "dilation")
-    pads = resolve_padding(padding, kernel_size, stride, dilation)
-    for axis in range(dim):
-        output_size(
-            x.shape[2 + axis], kernel_size[axis], stride[axis], pads[axis], dilation[axis], axis
-        )
+    stride, pads, dilation = conv_geometry(
+        x, in_factor.shape[1], kernel_size, stride, padding, dilation
+    )
     h = contract_channels(x, in_factor)  # (N, R, *spatial)
     for axis, factor in enumerate(kernel_factors):
         h = depthwise_axis_conv(h, factor, axis, stride[axis], pads[axis], dilation[axis])

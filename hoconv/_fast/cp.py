@@ -21,7 +21,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
+from hoconv._checks import (
+    PaddingArg,
+    conv_geometry,
+)
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -270,14 +273,8 @@ def cp_conv(
         ``(N, T, *spatial_out)``.
     """
     rank = check_cp_factors(weights, in_factor, kernel_factors, out_factor)
-    dim = len(kernel_factors)
-    check_input(x, in_factor.shape[1], dim)
     kernel = tuple(f.shape[1] for f in kernel_factors)
-    stride = as_tuple(stride, dim, "stride")
-    dilation = as_tuple(dilation, dim, "dilation")
-    pads = resolve_padding(padding, kernel, stride, dilation)
-    for axis in range(dim):
-        output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
+    stride, pads, dilation = conv_geometry(x, in_factor.shape[1], kernel, stride, padding, dilation)
     # strided layers: smaller blocks (aten's strided depthwise backward scales with the taps of
     # a block; measured 1.6-1.8x faster as (axis 0) + (axes 1, 2) than one 3-D block)
     strided = any(s != 1 for s in stride)

@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hoconv._checks import PaddingArg, as_tuple, check_input, output_size, resolve_padding
+from hoconv._checks import (
+    PaddingArg,
+    conv_geometry,
+)
 from hoconv._fast.cp import channels_in, channels_out
 from hoconv._fast.depthwise import (
     Block,
@@ -78,13 +81,8 @@ def cp_conv_stages(
         raise ValueError(
             f"stages must hold one callable per spatial axis ({dim}), got {len(stages)}"
         )
-    check_input(x, in_factor.shape[1], dim)
     kernel = tuple(f.shape[1] for f in kernel_factors)
-    stride = as_tuple(stride, dim, "stride")
-    dilation = as_tuple(dilation, dim, "dilation")
-    pads = resolve_padding(padding, kernel, stride, dilation)
-    for axis in range(dim):
-        output_size(x.shape[2 + axis], kernel[axis], stride[axis], pads[axis], dilation[axis], axis)
+    stride, pads, dilation = conv_geometry(x, in_factor.shape[1], kernel, stride, padding, dilation)
     h = channels_in(x, in_factor)  # (N, *S, R)
     for axis, (factor, stage) in enumerate(zip(kernel_factors, stages)):
         block = Block(
