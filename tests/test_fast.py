@@ -8,6 +8,9 @@ import torch.nn.functional as F
 
 from hoconv import _fast
 from hoconv import functional as HF
+from hoconv._fast import cp as _fast_cp  # noqa: F401 - submodules used as _fast.<name>
+from hoconv._fast import rows as _fast_rows  # noqa: F401
+from hoconv._fast import stream as _fast_stream  # noqa: F401
 from hoconv._fast.depthwise import make_blocks
 from hoconv.layers import CPConv
 
@@ -72,18 +75,42 @@ CASES = [
 ]
 
 
+SCHEDULES = [  # schedule, chunk, keep, stream window bytes
+    ("batch", None, None, None),
+    ("batch", 1, False, None),
+    ("stream", None, None, 1),  # one output frame per slab: every window shares frames
+    ("stream", None, None, 2000),  # a few frames per slab
+]
+
+
+def as_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """``x`` stored channels-first ("cf") or channels-last ("cl"), same values."""
+    return x if layout == "cf" else x.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
 @pytest.mark.parametrize("dim,kernel,stride,padding,dilation,spatial", CASES)
-@pytest.mark.parametrize("chunk,keep", [(None, None), (1, False)])
-def test_fast_equals_plain(dim, kernel, stride, padding, dilation, spatial, chunk, keep):
-    x = torch.randn(2, 3, *spatial, dtype=DTYPE, requires_grad=True)
+@pytest.mark.parametrize("schedule,chunk,keep,window", SCHEDULES)
+@pytest.mark.parametrize("layout", ["cf", "cl"])
+def test_fast_equals_plain(
+    dim, kernel, stride, padding, dilation, spatial, schedule, chunk, keep, window, layout,
+    monkeypatch,
+):  # fmt: skip
+    if window is not None:
+        monkeypatch.setattr(_fast.stream, "WINDOW_BYTES", window)
+    x = as_layout(torch.randn(2, 3, *spatial, dtype=DTYPE), layout).requires_grad_(True)
     params = make_params(3, 4, 5, kernel)
     geometry = (stride, padding, dilation)
+    options = dict(chunk=chunk, keep=keep, schedule=schedule)
     assert_same(
         lambda x, *p: HF.cp_conv(x, *p, *geometry),
-        lambda x, *p: _fast.cp_conv(x, *p, *geometry, chunk=chunk, keep=keep),
+        lambda x, *p: _fast.cp_conv(x, *p, *geometry, **options),
         x,
         params,
     )
+    out = _fast.cp_conv(x, *params, *geometry, **options)
+    assert _fast.rows.channels_last(out) == (layout == "cl")  # the output follows the input
+    (grad_x,) = torch.autograd.grad(out.sum(), x)
+    assert grad_x.stride() == x.stride()
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] <= 3])
@@ -166,6 +193,37 @@ def test_gradcheck_custom_functions():
     assert torch.autograd.gradcheck(
         lambda h, k: _fast.stages.DepthwiseFunction.apply(h, k, block), (h, k)
     )
+
+
+@pytest.mark.parametrize("layout", ["cf", "cl"])
+def test_gradcheck_stream(layout, monkeypatch):
+    monkeypatch.setattr(_fast.stream, "WINDOW_BYTES", 1)  # one frame per slab
+    x = as_layout(torch.randn(2, 2, 4, 3, dtype=DTYPE), layout).requires_grad_(True)
+    inputs = leaves(x, make_params(2, 3, 2, (3, 2)))
+
+    def fn(x, w, a, k0, k1, b, bias):
+        return _fast.cp_conv(x, w, a, [k0, k1], b, bias, 1, (1, 0), schedule="stream")
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_auto_schedule_streams_large_samples(monkeypatch):
+    calls = []
+    torch.manual_seed(0)
+    original = _fast.cp.StreamFunction.apply
+    monkeypatch.setattr(
+        _fast.cp.StreamFunction, "apply", lambda *a: calls.append(1) or original(*a)
+    )
+    x = torch.randn(2, 3, 6, 5, 4)
+    params = make_params(3, 4, 8, (3,) * 3, dtype=torch.float32, bias=False)
+    _fast.cp_conv(x, *params, 1, 1)
+    assert not calls  # 6 * 5 * 4 * 8 floats per sample: the batch schedule
+    monkeypatch.setattr(_fast.cp, "CHUNK_BYTES", 6 * 5 * 4 * 8 * 4 - 1)
+    out = _fast.cp_conv(x, *params, 1, 1)
+    assert calls == [1]
+    torch.testing.assert_close(out, HF.cp_conv(x, *params, 1, 1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        _fast.cp_conv(x, *params, 1, 1, schedule="tiles")
 
 
 def test_make_blocks_cover_every_axis_once():

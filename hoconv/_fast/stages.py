@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from hoconv._checks import (
     PaddingArg,
     conv_geometry,
 )
-from hoconv._fast.cp import channels_in, channels_out
+from hoconv._fast.cp import channels_in
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -25,6 +26,7 @@ from hoconv._fast.depthwise import (
     block_out_spatial,
     block_weight_grad,
 )
+from hoconv._fast.rows import channels_last
 from hoconv.functional import check_cp_factors
 
 
@@ -49,6 +51,19 @@ class DepthwiseFunction(torch.autograd.Function):
         )
         grad_h = block_input_grad(grad, kernel, ctx.spatial, ctx.block) if need_h else None
         return grad_h, grad_k, None
+
+
+def _project_out(
+    h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
+    """Differentiable 1x1 conv of channels-last ``h`` (N, *S, R) into ``like``'s layout."""
+    if channels_last(like):
+        return F.linear(h, matrix, bias).movedim(-1, 1)  # (N, *S, T) -> (N, T, *S) view
+    n, rank = h.shape[0], h.shape[-1]
+    hv = h.reshape(n, -1, rank).transpose(1, 2)  # (N, R, P)
+    weight = matrix.expand(n, *matrix.shape)  # (N, T, R)
+    out = torch.bmm(weight, hv) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weight, hv)
+    return out.view(n, matrix.shape[0], *h.shape[1:-1])  # (N, T, *S)
 
 
 def cp_conv_stages(
@@ -92,7 +107,7 @@ def cp_conv_stages(
         h = DepthwiseFunction.apply(h, factor, block)  # (N, *S', R)
         rows = h.reshape(-1, h.shape[-1])  # (N * prod(S'), R): channels as columns
         h = stage(rows).view(h.shape)  # per-channel Psi on a plain 2-D input, no layout change
-    return channels_out(h.contiguous(), out_factor * weights, bias)
+    return _project_out(h.contiguous(), out_factor * weights, bias, x)
 
 
 __all__ = ["DepthwiseFunction", "block_out_spatial", "cp_conv_stages"]

@@ -1,0 +1,91 @@
+"""Activations as matrices of rows, in either memory layout, and the GEMMs of the fast path.
+
+A 1x1 convolution is a GEMM on the ``(positions, channels)`` matrix of each sample. An
+``(N, C, *S)`` tensor gives that matrix without a copy in both PyTorch layouts:
+
+- channels-last (``x.movedim(1, -1)`` contiguous, e.g. ``torch.channels_last_3d``): the rows
+  are contiguous, and the whole batch is one ``(N * P, C)`` matrix: one GEMM, the fastest
+  case (measured ~180 GFLOP/s on 2 cores, the machine's peak);
+- channels-first (contiguous): each sample's matrix is the transpose of a contiguous
+  ``(C, P)`` one; BLAS reads and writes it in place, one GEMM per sample (``bmm``).
+
+Outputs follow the input's layout, as ``torch.nn.Conv*d``'s do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` (N, C, *S) is stored channels-last (and is not also channels-first)."""
+    return x.dim() > 2 and x.shape[1] > 1 and x.movedim(1, -1).is_contiguous()
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, *S) as an (N, P, C) matrix batch view (a copy only for other strides)."""
+    n, c = x.shape[:2]
+    if channels_last(x):
+        return x.movedim(1, -1).view(n, -1, c)  # (N, P, C), contiguous
+    return x.reshape(n, c, -1).transpose(1, 2)  # (N, P, C), transposed rows
+
+
+def empty_like_layout(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    """An uninitialised ``(N, C', *S')`` tensor in ``x``'s layout."""
+    if channels_last(x):
+        moved = x.new_empty(shape[0], *shape[2:], shape[1])  # (N, *S', C')
+        return moved.movedim(-1, 1)
+    return x.new_empty(shape)
+
+
+def _flat(a: torch.Tensor) -> bool:
+    """Whether the (N, M, K) batch ``a`` is one (N * M, K) row-major matrix."""
+    return a.stride(2) == 1 and a.stride(1) == a.shape[2] and a.stride(0) == a.shape[1] * a.shape[2]
+
+
+def mm_rows(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``a[n] @ b (+ bias)`` for every sample: a (N, M, K), b (K, L) -> (N, M, L).
+
+    Args:
+        a: a matrix batch (rows contiguous or transposed).
+        b: the shared right operand.
+        out: where to write (any strides BLAS can write, e.g. a :func:`rows` view).
+        bias: ``(L,)`` added to every row.
+    """
+    n, m, k = a.shape
+    small = n > 1 and m < k  # small extents: one GEMM (and a copy) beats N tiny ones
+    if small and not _flat(a):
+        a = a.contiguous()
+    if not _flat(a) or (out is not None and not _flat(out) and not small):
+        bb = b.expand(n, *b.shape)  # (N, K, L) view
+        if bias is None:
+            return torch.bmm(a, bb, out=out)
+        return torch.baddbmm(bias.view(1, 1, -1), a, bb, out=out)
+    a2 = a.view(n * m, k)
+    target = None if out is None or not _flat(out) else out.view(n * m, -1)
+    result = torch.mm(a2, b, out=target) if bias is None else torch.addmm(bias, a2, b, out=target)
+    result = result.view(n, m, -1)
+    if out is not None and target is None:
+        out.copy_(result)
+        return out
+    return result
+
+
+def tmm_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_n a[n]^T @ b[n]``: a (N, M, K), b (N, M, L) -> (K, L).
+
+    One GEMM over the ``N * M`` rows when both batches are flat or when ``M`` is small
+    (then the operands are copied: cheaper than N GEMMs plus the sum of their (N, K, L)
+    results, measured 1.2 vs 5.8 ms for (2, 4, 512) x (2, 4, 2304)); else a bmm and a sum.
+    """
+    n, m, k = a.shape
+    if n == 1:
+        return torch.mm(a[0].t(), b[0])
+    if (_flat(a) and _flat(b)) or m < max(k, b.shape[2]):
+        return torch.mm(a.reshape(n * m, k).t(), b.reshape(n * m, b.shape[2]))
+    return torch.bmm(a.transpose(1, 2), b).sum(0)
