@@ -312,7 +312,8 @@ def test_bench_cli_quick_smoke(tmp_path):
     assert args.func(args) == 0
     table = (tmp_path / "results.md").read_text()
     for name in ("dense", "(2+1)D", "cp-plain", "cp-fast", "tucker"):
-        assert f"| {name}" in table
+        assert table.count(f"| {name}") == 2  # one table per layout
+    assert "channels-first" in table and "channels-last" in table
     assert (tmp_path / "speed.png").stat().st_size > 0
     args.repeats = 0
     with pytest.raises(ValueError, match="--repeats"):

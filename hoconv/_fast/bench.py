@@ -3,7 +3,9 @@
 Every candidate runs in one process on the same input, interleaved round-robin (so a burst of
 load on a shared machine hits all of them alike); the median of ``repeats`` timed runs after
 one warm-up run is reported, forward (under ``no_grad``) and forward+backward (with a fixed
-random output gradient). Peak memory is measured separately, one fresh subprocess per
+random output gradient). Each job runs with the input channels-first ("cf", contiguous) and/or
+channels-last ("cl": ``torch.channels_last_3d`` and its 2-D / N-D analogue); every candidate,
+the dense convolution included, gets the same input. Peak memory is measured separately, one fresh subprocess per
 candidate: the peak resident set (``VmHWM``, reset just before) during its first
 forward+backward, minus the resident set once the module, input and output gradient exist.
 """
@@ -16,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,9 @@ CONFIGS = {  # name: (input shape, kernel)
 }
 
 
+LAYOUT_NAMES = {"cf": "channels-first", "cl": "channels-last"}
+
+
 @dataclass
 class Result:
     config: str
@@ -47,6 +52,7 @@ class Result:
     fwd_noise: float = math.nan  # (max - min) / median of the timed runs
     fwdbwd_noise: float = math.nan
     peak_mb: float | None = None
+    layout: str = "cf"
     extra: dict = field(default_factory=dict)
 
 
@@ -115,11 +121,25 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def make_input(shape: tuple[int, ...], layout: str, device: torch.device | str = "cpu"):
+    """A random ``(N, C, *S)`` input stored channels-first ("cf") or channels-last ("cl")."""
+    if layout not in ("cf", "cl"):
+        raise ValueError(f"layout must be 'cf' or 'cl', got {layout!r}")
+    x = torch.randn(shape, device=device)
+    if layout == "cl":
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)  # (N, C, *S) view, channels-last
+    return x.requires_grad_(True)
+
+
 def time_candidates(
-    mods: dict[str, nn.Module], shape: tuple[int, ...], repeats: int, device: torch.device
+    mods: dict[str, nn.Module],
+    shape: tuple[int, ...],
+    repeats: int,
+    device: torch.device,
+    layout: str = "cf",
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Round-robin timings (seconds) of forward and forward+backward for every module."""
-    x = torch.randn(shape, device=device, requires_grad=True)
+    x = make_input(shape, layout, device)
     mods = {k: m.to(device) for k, m in mods.items()}
     with torch.no_grad():
         grads = {k: torch.randn_like(m(x)) for k, m in mods.items()}
@@ -151,11 +171,13 @@ def _noise(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def peak_memory_mb(config: str, name: str, rank: int, channels: int | None) -> float | None:
+def peak_memory_mb(
+    config: str, name: str, rank: int, channels: int | None, layout: str = "cf"
+) -> float | None:
     """Peak RSS growth (MB) of one forward+backward of candidate ``name`` in a fresh process."""
     code = (
         "import sys, torch; from hoconv._fast.bench import _memory_child; "
-        f"print(_memory_child({config!r}, {name!r}, {rank}, {channels!r}))"
+        f"print(_memory_child({config!r}, {name!r}, {rank}, {channels!r}, {layout!r}))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
@@ -175,7 +197,9 @@ def _status_kb(field: str) -> int:
     raise ValueError(f"no {field} in /proc/self/status")
 
 
-def _memory_child(config: str, name: str, rank: int, channels: int | None) -> float:
+def _memory_child(
+    config: str, name: str, rank: int, channels: int | None, layout: str = "cf"
+) -> float:
     """Child side of :func:`peak_memory_mb`: peak RSS during one fwd+bwd minus the RSS before.
 
     The peak is ``VmHWM`` of this process's own address space, reset just before the pass
@@ -188,8 +212,8 @@ def _memory_child(config: str, name: str, rank: int, channels: int | None) -> fl
     if channels:
         shape = (shape[0], channels, *shape[2:])
     module = make_candidates(config, rank, channels)[name]
-    x = torch.randn(shape, requires_grad=True)
-    grad = torch.randn(shape)
+    x = make_input(shape, layout)
+    grad = make_input(shape, layout).detach()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     before = _status_kb("VmRSS")
@@ -205,17 +229,22 @@ def run(
     device: str = "cpu",
     memory: bool = True,
     log: Callable[[str], None] = print,
+    layouts: Sequence[str] = ("cf",),
 ) -> list[Result]:
-    """Time every candidate for each config and rank (rank sweep), then C = T sweeps (rank = C)."""
+    """Time every candidate for each config and rank (rank sweep), then C = T sweeps (rank = C).
+
+    Every job runs once per input layout in ``layouts`` ("cf" and / or "cl").
+    """
     dev = torch.device(device)
     results = []
     jobs = [(cfg, r, None) for cfg in configs for r in ranks.get(cfg, [])]
     jobs += [(cfg, ch, ch) for cfg in configs for ch in channels.get(cfg, [])]
-    for job, (cfg, rank, ch) in enumerate(jobs):
+    jobs = [(*job, layout) for job in jobs for layout in layouts]
+    for job, (cfg, rank, ch, layout) in enumerate(jobs):
         shape, _ = CONFIGS[cfg]
         shape = (shape[0], ch or shape[1], *shape[2:])
         mods = make_candidates(cfg, rank, ch)
-        times = time_candidates(mods, shape, repeats, dev)
+        times = time_candidates(mods, shape, repeats, dev, layout)
         for name, mod in mods.items():
             tf, tb = times[name]
             res = Result(
@@ -224,12 +253,13 @@ def run(
                 statistics.median(tf) * 1e3, statistics.median(tb) * 1e3, _noise(tf), _noise(tb),
             )  # fmt: skip
             res.extra["job"] = job
+            res.layout = layout
             if name == "tucker":
                 res.extra["tucker_rank"] = mod.rank
             if memory and dev.type == "cpu" and ch is None:
-                res.peak_mb = peak_memory_mb(cfg, name, rank, ch)
+                res.peak_mb = peak_memory_mb(cfg, name, rank, ch, layout)
             results.append(res)
-            log(f"{cfg} C={shape[1]} rank={rank} {name}: fwd {res.fwd_ms:.1f} ms, "
+            log(f"{cfg} {layout} C={shape[1]} rank={rank} {name}: fwd {res.fwd_ms:.1f} ms, "
                 f"fwd+bwd {res.fwdbwd_ms:.1f} ms")  # fmt: skip
     return results
 
@@ -246,7 +276,8 @@ def to_markdown(results: list[Result]) -> str:
         shape = CONFIGS[dense.config][0]
         lines += [
             f"### {dense.config}: input ({shape[0]}, {dense.channels}, "
-            f"{', '.join(map(str, shape[2:]))}), C = T = {dense.channels}, CP rank {rank}",
+            f"{', '.join(map(str, shape[2:]))}) {LAYOUT_NAMES[dense.layout]}, "
+            f"C = T = {dense.channels}, CP rank {rank}",
             "",
             "| layer | params | GFLOP fwd | fwd ms | fwd+bwd ms | x faster than dense fwd / "
             "fwd+bwd | GFLOP/s fwd / fwd+bwd | FLOP ratio | realised | peak MB | noise |",
@@ -292,11 +323,14 @@ def plot(results: list[Result], path: Path) -> None:
         for ax, rows, key, label in (
             (row[0], by_rank, "rank", "CP rank"), (row[1], by_ch, "channels", "C = T (rank = C)")
         ):  # fmt: skip
-            names = sorted({r.name for r in rows})
-            for name in names:
+            layouts = {r.layout for r in rows}
+            label_of = (lambda r: r.name) if len(layouts) == 1 else (
+                lambda r: f"{r.name} [{r.layout}]"
+            )  # fmt: skip
+            for name in sorted({label_of(r) for r in rows}):
                 pts = sorted((getattr(r, key) if key == "channels" else r.rank, r.fwdbwd_ms)
-                             for r in rows if r.name == name)  # fmt: skip
-                if key == "rank" and name in ("dense", "(2+1)D"):
+                             for r in rows if label_of(r) == name)  # fmt: skip
+                if key == "rank" and name.split(" [")[0] in ("dense", "(2+1)D"):
                     xs = sorted({r.rank for r in rows if r.rank is not None})
                     y = statistics.median(t for _, t in pts)
                     ax.plot(xs, [y] * len(xs), "--", label=name)

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument(
+        "--layout", choices=["cf", "cl", "both"], default="both",
+        help="input memory layout: channels-first, channels-last (every candidate gets it), both",
+    )  # fmt: skip
 
 
 DEFAULT_RANKS = {"3d": [16, 64, 128, 273], "2d": [32, 64], "3d-quick": [4, 8], "2d-quick": [4]}
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     ranks = {c: args.ranks or DEFAULT_RANKS[c] for c in configs}
     channels = {c: DEFAULT_CHANNELS[c] if args.channels is None else args.channels for c in configs}
     memory = not (args.no_memory or args.quick)  # a subprocess per candidate: not for smoke runs
-    results = bench.run(configs, ranks, channels, args.repeats, device, memory)
+    layouts = ["cf", "cl"] if args.layout == "both" else [args.layout]
+    results = bench.run(configs, ranks, channels, args.repeats, device, memory, layouts=layouts)
     bench.write(results, args.out)
     print(
         f"wrote {args.out / 'results.md'}, results.json, speed.png ({device}, {args.threads} threads)"
