@@ -61,6 +61,16 @@ def mm_rows(
     small = n > 1 and m < k  # small extents: one GEMM (and a copy) beats N tiny ones
     if small and not _flat(a):
         a = a.contiguous()
+    if out is not None and not small and _flat(out.transpose(1, 2)):
+        # channels-first output: compute out^T = b^T a^T into its contiguous (N, L, M) storage
+        # (a bmm writing the transposed view directly ran 1.7x slower: 3.9 vs 2.3 ms)
+        bt = b.t().expand(n, *b.t().shape)  # (N, L, K) view
+        target = out.transpose(1, 2)  # (N, L, M), contiguous
+        if bias is None:
+            torch.bmm(bt, a.transpose(1, 2), out=target)
+        else:
+            torch.baddbmm(bias.view(1, -1, 1), bt, a.transpose(1, 2), out=target)
+        return out
     if not _flat(a) or (out is not None and not _flat(out) and not small):
         bb = b.expand(n, *b.shape)  # (N, K, L) view
         if bias is None:
