@@ -33,12 +33,22 @@ from hoconv._fast.depthwise import (
     block_weight_grad,
     make_blocks,
 )
-from hoconv._fast.rows import empty_like_layout, mm_rows, rows, tmm_rows
+from hoconv._fast.rows import (
+    channels_last,
+    empty_like_layout,
+    flat,
+    mm_rows,
+    project,
+    project_weight_grad,
+    rows,
+    tmm_rows,
+)
 from hoconv._fast.stream import StreamFunction, make_plan
 from hoconv.functional import check_cp_factors
 
 CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
 SCHEDULES = ("auto", "batch", "stream")
+CL3D = torch.channels_last_3d
 RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
 
 
@@ -72,8 +82,26 @@ def channels_in(
     out = None
     if buffer is not None:
         out = buffer[: n * p * matrix.shape[0]].view(n, p, matrix.shape[0])  # (N, P, O)
-    h = mm_rows(rows(x), matrix.t(), out)  # (N, P, O)
+    x_rows = rows(x)  # (N, P, C)
+    if out is None and flat(x_rows):  # channels-last: one oneDNN 1x1 conv
+        h = project(x_rows, matrix)  # (N, P, O)
+    else:
+        h = mm_rows(x_rows, matrix.t(), out)  # (N, P, O)
     return h.view(n, *x.shape[2:], matrix.shape[0])
+
+
+def _project_nd(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None):
+    """1x1 conv of channels-last ``h`` (N, *S, K) to a new channels-last ``(N, L, *S)`` tensor.
+
+    oneDNN's 1x1 conv, for 2 or 3 spatial axes (``torch.channels_last`` / ``_3d``); None for
+    other dims (the caller then writes GEMM rows into a tensor of its own).
+    """
+    dim = h.dim() - 2
+    if dim not in (2, 3):
+        return None
+    conv, layout = (F.conv2d, torch.channels_last) if dim == 2 else (F.conv3d, CL3D)
+    out = conv(h.movedim(-1, 1), matrix.view(*matrix.shape, *([1] * dim)), bias)
+    return out.contiguous(memory_format=layout)  # a no-op on oneDNN's output (float64: a copy)
 
 
 def channels_out(
@@ -105,6 +133,12 @@ class _CPConvFunction(torch.autograd.Function):
         ctx.blocks, ctx.shapes, ctx.chunk = blocks, shapes, chunk
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
+        if chunk >= n and channels_last(x):  # one pass of oneDNN 1x1 convs, no output copy
+            hidden = _hidden(x, in_factor, blocks, shapes, kernels)
+            out = _project_nd(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
+            if out is not None:
+                ctx.hidden = [hidden] if keep else None
+                return out
         out = empty_like_layout(x, n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
         out_rows, out_t = rows(out), out_matrix.t()  # (N, P_out, T), (R, T)
         buffer = None if keep or chunk >= n else _buffer(x, chunk, in_factor.shape[0])
@@ -128,7 +162,8 @@ class _CPConvFunction(torch.autograd.Function):
             grads[3] = g.sum((0, 1))
         kept, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
         buffer = None if kept is not None else _buffer(x, chunk, in_factor.shape[0])
-        if needs[0]:
+        single = chunk >= n and channels_last(x) and x.dim() in (4, 5)  # grad_x from oneDNN
+        if needs[0] and not single:
             grads[0] = empty_like_layout(x, *x.shape)
         for i, start in enumerate(range(0, n, chunk)):
             xc, gc = x[start : start + chunk], g[start : start + chunk]
@@ -136,9 +171,11 @@ class _CPConvFunction(torch.autograd.Function):
                 hidden, kept[i] = kept[i], None
             else:
                 hidden = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, buffer)
-            gx = grads[0][start : start + chunk] if needs[0] else None
+            gx = grads[0][start : start + chunk] if grads[0] is not None else None
             part = _backward_chunk(ctx, gc, xc, in_factor, out_matrix, kernels, hidden, gx)
             del hidden
+            if single and needs[0]:
+                grads[0] = part[0]
             for j in (1, 2, *range(7, 7 + len(kernels))):
                 if needs[j]:
                     grads[j] = part[j] if grads[j] is None else grads[j] + part[j]
@@ -170,12 +207,15 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     n, rank = x.shape[0], in_factor.shape[0]
     out = [None] * (7 + len(kernels))
     last = hidden.pop()
+    last_rows = last.view(n, -1, rank)  # (n, P_out, R)
     if needs[2]:
-        out[2] = tmm_rows(g, last.view(n, -1, rank))  # (T, R)
-    del last
+        cl = flat(g) and flat(last_rows)  # channels-last: oneDNN's 1x1 weight gradient
+        out[2] = project_weight_grad(g, last_rows) if cl else tmm_rows(g, last_rows)  # (T, R)
+    del last, last_rows
     if not (any(needs[:2]) or any(needs[7:])):
         return out
-    gh = mm_rows(g, out_matrix).view(n, *shapes[-1], rank)  # (n, *S_out, R)
+    gh = project(g, out_matrix.t()) if flat(g) else mm_rows(g, out_matrix)  # (n, P_out, R)
+    gh = gh.view(n, *shapes[-1], rank)  # (n, *S_out, R)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only
         if needs[7 + i]:
@@ -185,13 +225,17 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
         gh = block_input_grad(gh, kernels[i], shapes[i], blocks[i]) if need_in else None
     if gh is None:
         return out
-    gh_rows = gh.view(n, -1, rank)  # (n, P, R)
-    if needs[1]:
+    gh_rows, x_rows = gh.view(n, -1, rank), rows(x)  # (n, P, R), (n, P, C)
+    if needs[1] and flat(x_rows):
+        out[1] = project_weight_grad(gh_rows, x_rows)  # (R, C)
+    elif needs[1]:
         # (C, R) then transposed: the operands' natural layouts for a channels-first x
         # (3x faster than the transposed product when C is small, e.g. the RGB stem)
-        out[1] = tmm_rows(rows(x), gh_rows).t()  # (R, C)
+        out[1] = tmm_rows(x_rows, gh_rows).t()  # (R, C)
     if grad_x is not None:
         mm_rows(gh_rows, in_factor, rows(grad_x))  # (n, P, C)
+    elif needs[0]:  # channels-last x, one chunk: a new tensor from oneDNN's 1x1 conv
+        out[0] = _project_nd(gh, in_factor.t(), None)  # (n, C, *S)
     return out
 
 
@@ -264,10 +308,12 @@ def cp_conv(
     if schedule == "stream":
         plan = make_plan(blocks, tuple(x.shape[2:]), rank, x.element_size())
         return StreamFunction.apply(x, in_factor, out_matrix, bias, plan, *kernels)
-    if chunk is None:
-        chunk = max(1, CHUNK_BYTES // sample_bytes)
     if keep is None:
         keep = sample_bytes * x.shape[0] <= x.numel() * x.element_size()
+    if chunk is None and keep and channels_last(x):  # oneDNN 1x1 convs over the whole batch
+        chunk = x.shape[0]
+    elif chunk is None:
+        chunk = max(1, CHUNK_BYTES // sample_bytes)
     return _CPConvFunction.apply(
         x, in_factor, out_matrix, bias, blocks, chunk, bool(keep), *kernels
     )

@@ -10,11 +10,16 @@ A 1x1 convolution is a GEMM on the ``(positions, channels)`` matrix of each samp
   ``(C, P)`` one; BLAS reads and writes it in place, one GEMM per sample (``bmm``).
 
 Outputs follow the input's layout, as ``torch.nn.Conv*d``'s do.
+
+On flat (channels-last) rows the products run as oneDNN 1x1 convolutions (:func:`project`,
+:func:`project_weight_grad`) rather than BLAS GEMMs: measured on (65536, 64) rows, 2 threads,
+2.95-3.2 ms vs 3.9-4.0 ms for the three products and 3.0 vs 5.3 ms for the weight gradient.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def channels_last(x: torch.Tensor) -> bool:
@@ -99,3 +104,40 @@ def tmm_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if (_flat(a) and _flat(b)) or m < max(k, b.shape[2]):
         return torch.mm(a.reshape(n * m, k).t(), b.reshape(n * m, b.shape[2]))
     return torch.bmm(a.transpose(1, 2), b).sum(0)
+
+
+def _as_conv(a: torch.Tensor) -> torch.Tensor:
+    """Flat rows ``a`` (N, M, K) as a channels-last (N, K, M, 1) image (a view)."""
+    n, m, k = a.shape
+    return a.view(n, m, 1, k).permute(0, 3, 1, 2)
+
+
+def project(
+    a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``a[n] @ weight^T (+ bias)`` for flat rows a (N, M, K), weight (L, K) -> flat (N, M, L).
+
+    One oneDNN 1x1 convolution over the batch (its output is channels-last, i.e. flat rows).
+    """
+    n, m, _ = a.shape
+    out = F.conv2d(_as_conv(a), weight.view(*weight.shape, 1, 1), bias)  # (N, L, M, 1)
+    return out.permute(0, 2, 3, 1).reshape(n, m, weight.shape[0])  # (N, M, L), a view
+
+
+def project_weight_grad(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``sum_n g[n]^T a[n]`` for flat rows g (N, M, L), a (N, M, K) -> (L, K).
+
+    The weight gradient of :func:`project`, by oneDNN's 1x1 convolution backward.
+    """
+    shape = (g.shape[2], a.shape[2], 1, 1)
+    weight = a.new_empty(1).expand(shape)  # only its shape is read
+    grad = torch.ops.aten.convolution_backward(
+        _as_conv(g), _as_conv(a), weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+        [False, True, False],
+    )[1]  # fmt: skip
+    return grad.view(shape[:2])
+
+
+def flat(a: torch.Tensor) -> bool:
+    """Whether the (N, M, K) batch ``a`` is one (N * M, K) row-major matrix (channels-last)."""
+    return _flat(a)
