@@ -61,7 +61,8 @@ class CPConv(FactorizedConv):
         device: parameter device.
         dtype: parameter dtype.
         implementation: ``"auto"`` (per input, :func:`hoconv._fast.select`), ``"plain"``
-            (:mod:`hoconv.functional`) or ``"fast"`` (:mod:`hoconv._fast`); same results.
+            (:mod:`hoconv.functional`), ``"fast"`` (:mod:`hoconv._fast`) or ``"dense"``
+            (the reconstructed kernel through the dense convolution); same results.
     """
 
     def __init__(
@@ -85,6 +86,11 @@ class CPConv(FactorizedConv):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, dim, stride, padding, dilation)
         self.implementation = _fast.check_implementation(implementation)
+        if implementation == "dense" and (norm or activation is not None):
+            raise ValueError(
+                "implementation='dense' needs a linear layer: no norm / activation (Psi) between "
+                "the 1-D convolutions"
+            )
         if activation is not None and activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be None, 'relu' or 'prelu', got {activation!r}")
         if skip:
@@ -143,10 +149,17 @@ class CPConv(FactorizedConv):
         self._check(x)
         impl = self.implementation
         if impl == "auto":  # with Psi the plain path is faster today (docs/performance.md)
-            impl = _fast.select(x.shape, self.rank, x.device, x.dtype, stages=self.psi is not None)
+            impl = _fast.select(
+                x.shape, self.rank, x.device, x.dtype, stages=self.psi is not None,
+                dense_ratio=None if self.psi is not None else self.dense_ratio(x.shape),
+            )  # fmt: skip
         args = (x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor)
         geometry = (self.bias, self.stride, self.padding, self.dilation)
-        if self.psi is None:
+        if impl == "dense":  # the reconstructed kernel through the dense convolution
+            if self.psi is not None:
+                raise ValueError("implementation='dense' needs a layer without norm / activation")
+            out = HF.conv_nd(x, self.to_dense(), *geometry)
+        elif self.psi is None:
             out = (_fast.cp_conv if impl == "fast" else HF.cp_conv)(*args, *geometry)
         elif impl == "fast":
             out = _fast.cp_conv_stages(*args, *geometry, list(self.psi))
@@ -166,6 +179,12 @@ class CPConv(FactorizedConv):
             )
             h = psi(h)
         return HF.contract_channels(h, self.out_factor * self.weights, self.bias)
+
+    def dense_ratio(self, input_shape: Sequence[int]) -> float:
+        """MACs of the dense route (kernel reconstruction + dense conv) over this layer's MACs."""
+        kernel = prod(self.kernel_size) * self.in_channels * self.out_channels
+        dense = kernel * (input_shape[0] * prod(self._output_shape(input_shape)) + self.rank)
+        return dense / max(1, self.macs(input_shape))
 
     def to_dense(self) -> torch.Tensor:
         """The equivalent dense kernel ``(T, C, *K)``, weights folded in (exact when ``is_linear``)."""

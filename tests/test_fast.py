@@ -12,6 +12,7 @@ from hoconv._fast import cp as _fast_cp  # noqa: F401 - submodules used as _fast
 from hoconv._fast import rows as _fast_rows  # noqa: F401
 from hoconv._fast import stream as _fast_stream  # noqa: F401
 from hoconv._fast.depthwise import make_blocks
+from hoconv._fast.select import DENSE_RATIO
 from hoconv.layers import CPConv
 
 DTYPE = torch.float64
@@ -283,20 +284,59 @@ def test_layer_fast_equals_plain(norm, activation):
 
 
 def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
-    layer = CPConv(4, 4, 3, dim=2, rank=8, padding=1)
+    layer = CPConv(32, 32, 3, dim=2, rank=8, padding=1)  # 16x fewer MACs than dense
     calls = []
     real = _fast.cp_conv
     monkeypatch.setattr(_fast, "cp_conv", lambda *a, **k: calls.append(1) or real(*a, **k))
-    layer(torch.randn(2, 4, 40, 40))
+    layer(torch.randn(2, 32, 40, 40))
     assert calls == [1]
-    layer(torch.randn(1, 4, 3, 3))  # tiny: plain path
+    layer(torch.randn(1, 32, 3, 3))  # tiny: plain path
     assert calls == [1]
     with pytest.raises(ValueError, match="implementation"):
         CPConv(4, 4, 3, dim=2, implementation="triton")
-    traced = torch.jit.trace(layer, torch.randn(2, 4, 40, 40), check_trace=False)  # plain path
+    traced = torch.jit.trace(layer, torch.randn(2, 32, 40, 40), check_trace=False)  # plain path
     assert calls == [1]
-    x = torch.randn(2, 4, 40, 40)
+    x = torch.randn(2, 32, 40, 40)
     torch.testing.assert_close(traced(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "dim,kernel,stride,padding",
+    [(1, (3,), 2, 1), (2, (3, 2), (1, 2), "valid"), (3, (3, 1, 2), 1, "same")],
+)
+def test_layer_dense_route_equals_plain(dim, kernel, stride, padding):
+    kw = dict(dim=dim, rank=5, stride=stride, padding=padding, dtype=DTYPE)
+    plain = CPConv(3, 4, kernel, implementation="plain", **kw)
+    dense = CPConv(3, 4, kernel, implementation="dense", **kw)
+    dense.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, *[7] * dim, dtype=DTYPE, requires_grad=True)
+    out_p, out_d = plain(x), dense(x)
+    torch.testing.assert_close(out_d, out_p)
+    grad = torch.randn_like(out_p)
+    gp = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
+    gd = torch.autograd.grad(out_d, [x, *dense.parameters()], grad)
+    for a, b in zip(gd, gp):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="linear layer"):
+        CPConv(3, 4, kernel, implementation="dense", norm=True, **kw)
+
+
+def test_auto_takes_the_dense_route_when_cp_saves_little(monkeypatch):
+    stem = CPConv(3, 16, (3, 7, 7), dim=3, rank="same", stride=(1, 2, 2), padding=(1, 3, 3))
+    x = torch.randn(1, 3, 4, 24, 24)
+    assert stem.dense_ratio(x.shape) <= DENSE_RATIO  # RGB in: CP saves little
+    big = CPConv(64, 64, 3, dim=3, rank=8, padding=1)
+    y = torch.randn(1, 64, 4, 12, 12)
+    assert big.dense_ratio(y.shape) > 10
+    calls = []
+    real = HF.conv_nd
+    monkeypatch.setattr(HF, "conv_nd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = stem(x)
+    assert calls == [1]
+    stem.implementation = "plain"
+    torch.testing.assert_close(out, stem(x), rtol=1e-4, atol=1e-5)
+    big(y)
+    assert calls == [1]  # the fast path
 
 
 def test_bench_cli_quick_smoke(tmp_path):
