@@ -264,20 +264,28 @@ def test_select():
         _fast.check_implementation("fastest")
 
 
+def assert_layers_agree(args, kw, implementation, shape):
+    """A CPConv on ``implementation`` gives the plain layer's output and every gradient."""
+    plain = CPConv(*args, implementation="plain", **kw)
+    other = CPConv(*args, implementation=implementation, **kw)
+    other.load_state_dict(plain.state_dict())
+    x = torch.randn(shape, dtype=DTYPE, requires_grad=True)
+    out_p, out_o = plain(x), other(x)
+    torch.testing.assert_close(out_o, out_p)
+    grad = torch.randn_like(out_p)
+    gp = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
+    go = torch.autograd.grad(out_o, [x, *other.parameters()], grad)
+    for a, b in zip(go, gp):
+        torch.testing.assert_close(a, b)
+    return plain, other
+
+
 @pytest.mark.parametrize("norm,activation", [(False, None), (True, "prelu"), (False, "relu")])
 def test_layer_fast_equals_plain(norm, activation):
     kw = dict(dim=3, rank=6, padding=(1, 0, 2), stride=(1, 2, 1), norm=norm, activation=activation)
-    plain = CPConv(3, 4, (3, 2, 3), implementation="plain", dtype=DTYPE, **kw)
-    fast = CPConv(3, 4, (3, 2, 3), implementation="fast", dtype=DTYPE, **kw)
-    fast.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 5, 6, 7, dtype=DTYPE, requires_grad=True)
-    out_p, out_f = plain(x), fast(x)
-    torch.testing.assert_close(out_f, out_p)
-    grad = torch.randn_like(out_p)
-    gp = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
-    gf = torch.autograd.grad(out_f, [x, *fast.parameters()], grad)
-    for a, b in zip(gf, gp):
-        torch.testing.assert_close(a, b)
+    plain, fast = assert_layers_agree(
+        (3, 4, (3, 2, 3)), dict(dtype=DTYPE, **kw), "fast", (2, 3, 5, 6, 7)
+    )
     if norm:  # the running statistics moved the same way
         for a, b in zip(fast.buffers(), plain.buffers()):
             torch.testing.assert_close(a, b)
@@ -306,17 +314,7 @@ def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
 )
 def test_layer_dense_route_equals_plain(dim, kernel, stride, padding):
     kw = dict(dim=dim, rank=5, stride=stride, padding=padding, dtype=DTYPE)
-    plain = CPConv(3, 4, kernel, implementation="plain", **kw)
-    dense = CPConv(3, 4, kernel, implementation="dense", **kw)
-    dense.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, *[7] * dim, dtype=DTYPE, requires_grad=True)
-    out_p, out_d = plain(x), dense(x)
-    torch.testing.assert_close(out_d, out_p)
-    grad = torch.randn_like(out_p)
-    gp = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
-    gd = torch.autograd.grad(out_d, [x, *dense.parameters()], grad)
-    for a, b in zip(gd, gp):
-        torch.testing.assert_close(a, b)
+    assert_layers_agree((3, 4, kernel), kw, "dense", (2, 3, *[7] * dim))
     with pytest.raises(ValueError, match="linear layer"):
         CPConv(3, 4, kernel, implementation="dense", norm=True, **kw)
 

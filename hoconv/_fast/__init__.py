@@ -2,7 +2,13 @@
 
 - :func:`cp_conv`: drop-in for :func:`hoconv.functional.cp_conv` (same arguments and result).
 - :func:`cp_conv_stages`: the same with rank-space stages (Psi) after each 1-D convolution.
-- :func:`select`: which path ``implementation="auto"`` takes for a given input.
+- :func:`select`: which route ``implementation="auto"`` takes for a given input ("plain",
+  "fast" or "dense": the reconstructed kernel through the dense convolution).
+
+Submodules: ``cp`` (batch schedule and the public entry point), ``stream`` (slab schedule for
+large rank-space activations), ``rows`` (matrix views of either memory layout and their
+products), ``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi),
+``select`` and ``bench``.
 """
 
 from hoconv._fast.cp import cp_conv
