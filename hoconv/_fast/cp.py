@@ -90,28 +90,15 @@ def channels_in(
     return h.view(n, *x.shape[2:], matrix.shape[0])
 
 
-def _project_nd(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None):
+def _project_nd(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """1x1 conv of channels-last ``h`` (N, *S, K) to a new channels-last ``(N, L, *S)`` tensor.
 
-    oneDNN's 1x1 conv, for 2 or 3 spatial axes (``torch.channels_last`` / ``_3d``); None for
-    other dims (the caller then writes GEMM rows into a tensor of its own).
+    oneDNN's 1x1 conv, for 2 or 3 spatial axes (``torch.channels_last`` / ``_3d``).
     """
     dim = h.dim() - 2
-    if dim not in (2, 3):
-        return None
     conv, layout = (F.conv2d, torch.channels_last) if dim == 2 else (F.conv3d, CL3D)
     out = conv(h.movedim(-1, 1), matrix.view(*matrix.shape, *([1] * dim)), bias)
     return out.contiguous(memory_format=layout)  # a no-op on oneDNN's output (float64: a copy)
-
-
-def channels_out(
-    h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor
-) -> torch.Tensor:
-    """1x1 conv from channels-last ``h`` (N, *S, R) to ``(N, O, *S)`` in ``like``'s layout."""
-    n, rank = h.shape[0], h.shape[-1]
-    out = empty_like_layout(like, n, matrix.shape[0], *h.shape[1:-1])  # (N, O, *S)
-    mm_rows(h.reshape(n, -1, rank), matrix.t(), rows(out), bias)
-    return out
 
 
 class _CPConvFunction(torch.autograd.Function):
@@ -133,12 +120,11 @@ class _CPConvFunction(torch.autograd.Function):
         ctx.blocks, ctx.shapes, ctx.chunk = blocks, shapes, chunk
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
-        if chunk >= n and channels_last(x):  # one pass of oneDNN 1x1 convs, no output copy
+        ctx.single = chunk >= n and channels_last(x) and x.dim() in (4, 5)
+        if ctx.single:  # one pass of oneDNN 1x1 convs writing the output, no copy
             hidden = _hidden(x, in_factor, blocks, shapes, kernels)
-            out = _project_nd(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
-            if out is not None:
-                ctx.hidden = [hidden] if keep else None
-                return out
+            ctx.hidden = [hidden] if keep else None
+            return _project_nd(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
         out = empty_like_layout(x, n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
         out_rows, out_t = rows(out), out_matrix.t()  # (N, P_out, T), (R, T)
         buffer = None if keep or chunk >= n else _buffer(x, chunk, in_factor.shape[0])
@@ -162,7 +148,7 @@ class _CPConvFunction(torch.autograd.Function):
             grads[3] = g.sum((0, 1))
         kept, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
         buffer = None if kept is not None else _buffer(x, chunk, in_factor.shape[0])
-        single = chunk >= n and channels_last(x) and x.dim() in (4, 5)  # grad_x from oneDNN
+        single = ctx.single  # grad_x is then a new tensor from oneDNN's 1x1 conv
         if needs[0] and not single:
             grads[0] = empty_like_layout(x, *x.shape)
         for i, start in enumerate(range(0, n, chunk)):
@@ -319,4 +305,4 @@ def cp_conv(
     )
 
 
-__all__ = ["Block", "block_kernel", "channels_in", "channels_out", "cp_conv"]
+__all__ = ["Block", "block_kernel", "channels_in", "cp_conv"]

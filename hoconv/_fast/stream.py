@@ -2,8 +2,8 @@
 
 When one sample's rank-space activation ``A x`` (``prod(spatial) * R`` values) is larger than
 the last-level cache, every stage of the batch schedule of :mod:`hoconv._fast.cp` streams
-tens of MB through memory, and the depthwise passes fall to a few GFLOP/s (measured 39 ms for
-one 3x3x3 depthwise pass over (4, 16, 32, 32, 288) floats, against 8 ms in 1 MB pieces). This
+tens of MB through memory, and the depthwise passes slow down (measured 39 ms for one 3x3x3
+depthwise pass over (4, 16, 32, 32, 288) floats, against 8 ms in ~1 MB pieces). This
 schedule instead walks each sample along its first spatial axis in *slabs* of output frames.
 For each slab it:
 
@@ -11,9 +11,11 @@ For each slab it:
    previous window are kept, not recomputed; frames in the zero padding are zeros);
 2. runs the depthwise blocks over the window (no padding on the first axis: it is in the
    window), giving the slab's rank-space output;
-3. multiplies by ``B`` straight into the slab's columns of the channels-first output.
+3. multiplies by ``B`` straight into the slab's rows of the output (either layout).
 
-A window is a few MB, so the three stages hit cache. The backward walks the same windows
+``A x`` goes into one per-sample buffer, computed lazily window by window (a ring buffer of
+window frames cost 5 ms of frame copies per fwd+bwd at rank 288). A window is a few MB, so
+the three stages mostly hit cache. The backward walks the same windows
 (recomputing ``A x`` and the blocks, so no rank-space tensor is ever stored for the whole
 batch), and accumulates the rank-space input gradient of frames shared by two windows
 before the last two GEMMs (``grad_x`` and ``grad_A``) consume each frame once.
@@ -36,7 +38,7 @@ from hoconv._fast.depthwise import (
 )
 from hoconv._fast.rows import empty_like_layout, rows
 
-WINDOW_BYTES = 6 << 20  # rank-space bytes of one slab's window (measured best at 4-8 MB)
+WINDOW_BYTES = 6 << 20  # rank-space bytes of one slab's window (3-24 MB measured alike)
 
 
 @dataclass(frozen=True)
