@@ -58,3 +58,15 @@ def test_tune_allocator_applies_on_glibc():
     assert runtime.tune_allocator() is True
     x = torch.randn(1 << 20)  # allocation still works afterwards
     assert torch.isfinite(x.sum())
+
+
+def test_cli_tunes_the_allocator_unless_asked_not_to(monkeypatch, capsys):
+    from hoconv import cli
+
+    calls = []
+    monkeypatch.setattr(runtime, "tune_allocator", lambda: calls.append(1) or True)
+    assert cli.main(["layers"]) == 0
+    assert calls == [1]
+    assert cli.main(["--no-tune-allocator", "layers"]) == 0
+    assert calls == [1]
+    assert "CP" in capsys.readouterr().out
