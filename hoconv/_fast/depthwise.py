@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hoconv._fast import native
+
 _CONV = {2: F.conv2d, 3: F.conv3d}
 
 
@@ -147,8 +149,30 @@ def block_weight_grad(
     v = _conv_view(h, spatial, block)
     g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
     kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
+    native = _native_weight_grad(g, v, kernel, stride, pads, dilation)
+    if native is not None:
+        return native.reshape(weight.shape).to(weight.dtype)
     w = weight.reshape(weight.shape[0], 1, *kernel)
     return _weight_grad(g, v, w, kernel, stride, pads, dilation).reshape(weight.shape)
+
+
+def _native_weight_grad(g, v, kernel, stride, pads, dilation) -> torch.Tensor | None:
+    """The kernel gradient by :mod:`hoconv._fast.native` (stride 1, float32 on CPU), else None.
+
+    ``g`` and ``v`` are the channels-last conv views (N', R, *axes); a 2-axis view runs as a
+    3-axis one with a leading axis of length 1.
+    """
+    if any(s != 1 for s in stride) or v.dtype != torch.float32 or v.device.type != "cpu":
+        return None
+    pad = 3 - len(kernel)
+
+    def as5d(t: torch.Tensor) -> torch.Tensor:  # (N', R, *axes) -> (N', [1,] *axes, R), a view
+        return t.movedim(1, -1).reshape(t.shape[0], *([1] * pad), *t.shape[2:], t.shape[1])
+
+    return native.depthwise_weight_grad(
+        as5d(g), as5d(v), (1,) * pad + tuple(kernel),
+        (0,) * pad + tuple(a for a, _ in pads), (1,) * pad + tuple(dilation),
+    )  # fmt: skip
 
 
 def block_input_grad(
