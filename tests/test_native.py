@@ -49,8 +49,11 @@ def test_native_weight_grad_matches_aten(rank, kernel, pads, dilation, spatial):
 
 @needs_native
 @pytest.mark.parametrize("schedule", ["batch", "stream"])
-@pytest.mark.parametrize("spatial,kernel", [((6, 7, 5), (3, 3, 3)), ((9, 8), (3, 2))])
-def test_fast_path_with_native_gradient_matches_plain(schedule, spatial, kernel):
+@pytest.mark.parametrize(
+    "spatial,kernel,padding", [((6, 7, 5), (3, 3, 3), 1), ((9, 8), (3, 2), (2, 0)),
+                               ((5, 4, 6, 3), (2, 3, 1, 2), 1)],
+)  # fmt: skip
+def test_fast_path_with_native_gradient_matches_plain(schedule, spatial, kernel, padding):
     torch.manual_seed(1)
     rank = 24
     x = torch.randn(2, 6, *spatial, requires_grad=True)
@@ -59,11 +62,12 @@ def test_fast_path_with_native_gradient_matches_plain(schedule, spatial, kernel)
     leaves = [params[0], params[1], *params[2], params[3]]
     for p in leaves:
         p.requires_grad_(True)
-    ref = HF.cp_conv(x, *params, None, 1, 1)
-    out = fast_cp.cp_conv(x, *params, None, 1, 1, schedule=schedule)
+    ref = HF.cp_conv(x, *params, None, 1, padding)
+    out = fast_cp.cp_conv(x, *params, None, 1, padding, schedule=schedule)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     grad = torch.randn_like(ref)
-    expected = torch.autograd.grad(ref, leaves, grad)
-    got = torch.autograd.grad(out, leaves, grad)
+    expected = torch.autograd.grad(ref, [x, *leaves], grad)
+    got = torch.autograd.grad(out, [x, *leaves], grad)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 

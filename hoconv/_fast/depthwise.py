@@ -138,6 +138,19 @@ def block_forward(
     return _to_channels_last(out, h.shape[0], block_out_spatial(spatial, block))
 
 
+def _native_ok(v: torch.Tensor, stride) -> bool:
+    """Whether :mod:`hoconv._fast.native` takes this conv: stride 1, float32, CPU, <= 3 axes."""
+    return (
+        all(s == 1 for s in stride) and v.dtype == torch.float32 and v.device.type == "cpu"
+        and v.dim() <= 5
+    )  # fmt: skip
+
+
+def _as5d(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """A channels-last conv view (N', R, *axes) as (N', [1,] *axes, R), without a copy."""
+    return t.movedim(1, -1).reshape(t.shape[0], *([1] * pad), *t.shape[2:], t.shape[1])
+
+
 def block_weight_grad(
     grad: torch.Tensor,
     h: torch.Tensor,
@@ -149,9 +162,9 @@ def block_weight_grad(
     v = _conv_view(h, spatial, block)
     g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
     kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
-    native = _native_weight_grad(g, v, kernel, stride, pads, dilation)
-    if native is not None:
-        return native.reshape(weight.shape).to(weight.dtype)
+    grad_w = _native_weight_grad(g, v, kernel, stride, pads, dilation)
+    if grad_w is not None:
+        return grad_w.reshape(weight.shape).to(weight.dtype)
     w = weight.reshape(weight.shape[0], 1, *kernel)
     return _weight_grad(g, v, w, kernel, stride, pads, dilation).reshape(weight.shape)
 
@@ -159,18 +172,13 @@ def block_weight_grad(
 def _native_weight_grad(g, v, kernel, stride, pads, dilation) -> torch.Tensor | None:
     """The kernel gradient by :mod:`hoconv._fast.native` (stride 1, float32 on CPU), else None.
 
-    ``g`` and ``v`` are the channels-last conv views (N', R, *axes); a 2-axis view runs as a
-    3-axis one with a leading axis of length 1.
+    ``g`` and ``v`` are the channels-last conv views (N', R, *axes).
     """
-    if any(s != 1 for s in stride) or v.dtype != torch.float32 or v.device.type != "cpu":
+    if not _native_ok(v, stride):
         return None
     pad = 3 - len(kernel)
-
-    def as5d(t: torch.Tensor) -> torch.Tensor:  # (N', R, *axes) -> (N', [1,] *axes, R), a view
-        return t.movedim(1, -1).reshape(t.shape[0], *([1] * pad), *t.shape[2:], t.shape[1])
-
     return native.depthwise_weight_grad(
-        as5d(g), as5d(v), (1,) * pad + tuple(kernel),
+        _as5d(g, pad), _as5d(v, pad), (1,) * pad + tuple(kernel),
         (0,) * pad + tuple(a for a, _ in pads), (1,) * pad + tuple(dilation),
     )  # fmt: skip
 
