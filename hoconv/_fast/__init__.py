@@ -8,7 +8,7 @@
 Submodules: ``cp`` (batch schedule and the public entry point), ``stream`` (slab schedule for
 large rank-space activations), ``rows`` (matrix views of either memory layout and their
 products), ``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi),
-``select`` and ``bench``.
+``native`` (the C kernel of the depthwise kernel gradient), ``select`` and ``bench``.
 """
 
 from hoconv._fast.cp import cp_conv
