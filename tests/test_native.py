@@ -83,3 +83,21 @@ def test_disabled_or_missing_compiler_falls_back(monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler-hoconv")
     with pytest.warns(RuntimeWarning, match="no C compiler"):
         assert not native.available()
+
+
+@needs_native
+def test_native_kernel_works_in_a_forked_child():
+    import multiprocessing as mp
+
+    g = torch.randn(2, 3, 4, 5, 32)
+    x = torch.randn(2, 3, 4, 5, 32)
+    args = (g, x, (1, 3, 3), (0, 1, 1), (1, 1, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers: the parent's thread pool exists after this call
+    try:
+        expected = native.depthwise_weight_grad(*args)
+        with mp.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(native.depthwise_weight_grad, args).get(timeout=60)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, expected)

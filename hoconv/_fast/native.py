@@ -163,6 +163,14 @@ def available() -> bool:
     return _function() is not None
 
 
+def _forget_pool() -> None:
+    """After fork the child has the pool object but none of its threads: start a new one."""
+    _STATE.pop("pool", None)
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     pool = _STATE.get("pool")
     if pool is None or pool._max_workers != workers:  # noqa: SLF001 - resize on thread change
