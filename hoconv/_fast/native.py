@@ -126,9 +126,13 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, out = Path(tmp) / "dw_wgrad.c", Path(tmp) / "dw_wgrad.so"
         src.write_text(SOURCE)
-        proc = subprocess.run(
-            [compiler, *FLAGS, "-o", str(out), str(src)], capture_output=True, text=True
-        )
+        try:
+            proc = subprocess.run(
+                [compiler, *FLAGS, "-o", str(out), str(src)],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+        except subprocess.SubprocessError as err:  # e.g. a compiler that hangs
+            raise OSError(f"{compiler} did not finish: {err}") from err
         if proc.returncode != 0:
             raise OSError(f"{compiler} failed: {proc.stderr.strip()[:500]}")
         os.replace(out, path)
@@ -164,7 +168,7 @@ def available() -> bool:
 
 
 def _forget_pool() -> None:
-    """After fork the child has the pool object but none of its threads: start a new one."""
+    """Threads do not survive fork: a forked child starts its own pool on first use."""
     _STATE.pop("pool", None)
 
 
