@@ -139,11 +139,8 @@ def block_forward(
 
 
 def _native_ok(v: torch.Tensor, stride) -> bool:
-    """Whether :mod:`hoconv._fast.native` takes this conv: stride 1, float32, CPU, <= 3 axes."""
-    return (
-        all(s == 1 for s in stride) and v.dtype == torch.float32 and v.device.type == "cpu"
-        and v.dim() <= 5
-    )  # fmt: skip
+    """Whether :mod:`hoconv._fast.native` takes this conv view: stride 1, float32, CPU."""
+    return all(s == 1 for s in stride) and v.dtype == torch.float32 and v.device.type == "cpu"
 
 
 def _as5d(t: torch.Tensor, pad: int) -> torch.Tensor:
