@@ -47,16 +47,74 @@ def test_native_weight_grad_matches_aten(rank, kernel, pads, dilation, spatial):
                                rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
+def conv3d_separable(x, factors, out_spatial, before, dilation):
+    """Reference: F.conv3d (float64) with the outer-product kernel, on the padded / cropped x."""
+    rank = x.shape[-1]
+    fd, fh, fw = (f.double() for f in factors)
+    kernel = fd[:, :, None, None] * fh[:, None, :, None] * fw[:, None, None, :]
+    pads = [
+        (b, (lo - 1) + d * (f.shape[1] - 1) - b - (size - 1))
+        for size, lo, b, d, f in zip(x.shape[1:4], out_spatial, before, dilation, factors)
+    ]
+    xp = torch.nn.functional.pad(x.movedim(-1, 1).double(), [p for a in reversed(pads) for p in a])
+    out = torch.nn.functional.conv3d(xp, kernel.unsqueeze(1), dilation=dilation, groups=rank)
+    return out.movedim(1, -1).float()
+
+
 @needs_native
+@pytest.mark.parametrize(
+    "rank,kernel,before,dilation,spatial",
+    [
+        (32, (3, 3, 3), (1, 1, 1), (1, 1, 1), (4, 5, 6)),  # "same" padding
+        (48, (2, 3, 1), (0, 2, 0), (2, 1, 1), (5, 4, 7)),  # dilation, kernel 1, wide pads
+        (16, (1, 3, 2), (0, 1, 1), (1, 2, 3), (2, 6, 5)),
+        (288, (3, 3, 3), (0, 1, 1), (1, 1, 1), (5, 8, 8)),  # a stream window: axis 0 unpadded
+        (64, (3, 5, 7), (2, -1, 3), (1, 1, 1), (6, 7, 9)),  # a negative offset crops
+        (32, (1, 1, 3), (0, 0, 1), (1, 1, 1), (1, 1, 10)),  # a 1-D conv as the runs use it
+    ],
+)
+def test_native_separable_matches_conv3d(rank, kernel, before, dilation, spatial):
+    torch.manual_seed(0)
+    x = torch.randn(2, *spatial, rank)
+    factors = tuple(torch.randn(rank, k) for k in kernel)
+    out_spatial = tuple(
+        size + 2 * b - d * (k - 1) for size, b, d, k in zip(spatial, before, dilation, kernel)
+    )
+    got = native.depthwise_separable(x, factors, out_spatial, before, dilation)
+    assert got.shape == (2, *out_spatial, rank) and got.is_contiguous()
+    expected = conv3d_separable(x, factors, out_spatial, before, dilation)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_separable_supports_only_what_it_computes():
+    x = torch.zeros(1, 2, 2, 2, 32)
+    assert native.supports(x, (3, 3, 3)) == native.available()
+    assert not native.supports(x[..., :24], (3, 3, 3))  # channels not a multiple of 16
+    assert not native.supports(x.double(), (3, 3, 3))
+    assert not native.supports(x, (1, 1, native.MAX_TAPS + 1))
+
+
+@needs_native
+@pytest.mark.parametrize("rank", [24, 32])  # 32: the separable forward and input gradient too
+@pytest.mark.parametrize("layout", ["cf", "cl"])
 @pytest.mark.parametrize("schedule", ["batch", "stream"])
 @pytest.mark.parametrize(
     "spatial,kernel,padding", [((6, 7, 5), (3, 3, 3), 1), ((9, 8), (3, 2), (2, 0)),
                                ((5, 4, 6, 3), (2, 3, 1, 2), 1)],
 )  # fmt: skip
-def test_fast_path_with_native_gradient_matches_plain(schedule, spatial, kernel, padding):
+def test_fast_path_with_native_kernels_matches_plain(
+    rank, layout, schedule, spatial, kernel, padding, monkeypatch
+):
+    calls = []
+    separable = native.depthwise_separable
+    monkeypatch.setattr(native, "depthwise_separable", lambda *a: calls.append(1) or separable(*a))
     torch.manual_seed(1)
-    rank = 24
-    x = torch.randn(2, 6, *spatial, requires_grad=True)
+    x = torch.randn(2, 6, *spatial)
+    if layout == "cl" and x.dim() in (4, 5):
+        x = x.contiguous(
+            memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+        )
+    x.requires_grad_(True)
     params = [torch.randn(rank), torch.randn(rank, 6) / 3, [torch.randn(rank, k) for k in kernel],
               torch.randn(5, rank) / 5]  # fmt: skip
     leaves = [params[0], params[1], *params[2], params[3]]
@@ -70,6 +128,7 @@ def test_fast_path_with_native_gradient_matches_plain(schedule, spatial, kernel,
     got = torch.autograd.grad(out, [x, *leaves], grad)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    assert bool(calls) == (rank % 16 == 0)  # forward and input gradient, when R allows
 
 
 def test_disabled_or_missing_compiler_falls_back(monkeypatch):
@@ -85,19 +144,25 @@ def test_disabled_or_missing_compiler_falls_back(monkeypatch):
         assert not native.available()
 
 
+def _one_thread_weight_grad(args):
+    torch.set_num_threads(1)  # what DataLoader workers do: libgomp's pool does not survive fork
+    return native.depthwise_weight_grad(*args)
+
+
 @needs_native
 def test_native_kernel_works_in_a_forked_child():
+    """The kernels run on torch's OpenMP runtime, so a forked child uses them like torch ops."""
     import multiprocessing as mp
 
     g = torch.randn(2, 3, 4, 5, 32)
     x = torch.randn(2, 3, 4, 5, 32)
     args = (g, x, (1, 3, 3), (0, 1, 1), (1, 1, 1))
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # two workers: the parent's thread pool exists after this call
+    torch.set_num_threads(2)  # the parent has used a 2-thread parallel region before the fork
     try:
         expected = native.depthwise_weight_grad(*args)
         with mp.get_context("fork").Pool(1) as pool:
-            got = pool.apply_async(native.depthwise_weight_grad, args).get(timeout=60)
+            got = pool.apply_async(_one_thread_weight_grad, (args,)).get(timeout=60)
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(got, expected)

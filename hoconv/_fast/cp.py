@@ -49,6 +49,7 @@ from hoconv.functional import check_cp_factors
 CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
 SCHEDULES = ("auto", "batch", "stream")
 CL3D = torch.channels_last_3d
+KERNEL_ARG = 8  # index of the first depthwise kernel among _CPConvFunction's inputs
 RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
 
 
@@ -112,17 +113,17 @@ class _CPConvFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, in_factor, out_matrix, bias, blocks, chunk, keep, *kernels):
+    def forward(ctx, x, in_factor, out_matrix, bias, blocks, chunk, keep, seps, *kernels):
         n = x.shape[0]
         shapes = [tuple(x.shape[2:])]
         for block in blocks:
             shapes.append(block_out_spatial(shapes[-1], block))
-        ctx.blocks, ctx.shapes, ctx.chunk = blocks, shapes, chunk
+        ctx.blocks, ctx.shapes, ctx.chunk, ctx.seps = blocks, shapes, chunk, seps
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
         ctx.single = chunk >= n and channels_last(x) and x.dim() in (4, 5)
         if ctx.single:  # one pass of oneDNN 1x1 convs writing the output, no copy
-            hidden = _hidden(x, in_factor, blocks, shapes, kernels)
+            hidden = _hidden(x, in_factor, blocks, shapes, kernels, seps)
             ctx.hidden = [hidden] if keep else None
             return _project_nd(hidden[-1], out_matrix, bias)  # (N, T, *S_out)
         out = empty_like_layout(x, n, out_matrix.shape[0], *shapes[-1])  # (N, T, *S_out)
@@ -130,7 +131,8 @@ class _CPConvFunction(torch.autograd.Function):
         buffer = None if keep or chunk >= n else _buffer(x, chunk, in_factor.shape[0])
         ctx.hidden = [] if keep else None
         for start in range(0, n, chunk):
-            hidden = _hidden(x[start : start + chunk], in_factor, blocks, shapes, kernels, buffer)
+            xc = x[start : start + chunk]
+            hidden = _hidden(xc, in_factor, blocks, shapes, kernels, seps, buffer)
             last = hidden[-1].view(hidden[-1].shape[0], -1, in_factor.shape[0])  # (n, P_out, R)
             mm_rows(last, out_t, out_rows[start : start + chunk], bias)
             if keep:
@@ -143,7 +145,7 @@ class _CPConvFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         n, chunk = x.shape[0], ctx.chunk
         g = rows(grad_out)  # (N, P_out, T)
-        grads = [None] * (7 + len(kernels))
+        grads = [None] * (KERNEL_ARG + len(kernels))
         if ctx.has_bias and needs[3]:
             grads[3] = g.sum((0, 1))
         kept, ctx.hidden = ctx.hidden, None  # drop ctx's references: freed as used
@@ -156,13 +158,13 @@ class _CPConvFunction(torch.autograd.Function):
             if kept is not None:
                 hidden, kept[i] = kept[i], None
             else:
-                hidden = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, buffer)
+                hidden = _hidden(xc, in_factor, ctx.blocks, ctx.shapes, kernels, ctx.seps, buffer)
             gx = grads[0][start : start + chunk] if grads[0] is not None else None
             part = _backward_chunk(ctx, gc, xc, in_factor, out_matrix, kernels, hidden, gx)
             del hidden
             if single and needs[0]:
                 grads[0] = part[0]
-            for j in (1, 2, *range(7, 7 + len(kernels))):
+            for j in (1, 2, *range(KERNEL_ARG, KERNEL_ARG + len(kernels))):
                 if needs[j]:
                     grads[j] = part[j] if grads[j] is None else grads[j] + part[j]
         return tuple(grads)
@@ -173,11 +175,11 @@ def _buffer(x: torch.Tensor, chunk: int, rank: int) -> torch.Tensor:
     return x.new_empty(chunk * rank * math.prod(x.shape[2:]))
 
 
-def _hidden(x, in_factor, blocks, shapes, kernels, buffer=None) -> list[torch.Tensor]:
+def _hidden(x, in_factor, blocks, shapes, kernels, seps, buffer=None) -> list[torch.Tensor]:
     """Rank-space activations ``[A x, dw_0(A x), ...]``, channels-last ``(N, *S_i, R)``."""
     hidden = [channels_in(x, in_factor, buffer)]
-    for block, kernel, spatial in zip(blocks, kernels, shapes):
-        hidden.append(block_forward(hidden[-1], kernel, spatial, block))
+    for block, kernel, spatial, factors in zip(blocks, kernels, shapes, seps):
+        hidden.append(block_forward(hidden[-1], kernel, spatial, block, factors))
     return hidden
 
 
@@ -186,29 +188,33 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
 
     ``g`` is the chunk's output gradient as an (n, P_out, T) :func:`rows` view. Writes this
     chunk's input gradient into ``grad_x`` (when not None) and returns a list indexed like
-    the Function's inputs: 1 = grad of in_factor, 2 = of out_matrix, 7 + i = of kernels[i]
+    the Function's inputs: 1 = grad of in_factor, 2 = of out_matrix, KERNEL_ARG + i = of
+    kernels[i]
     (None where not needed).
     """
     needs, blocks, shapes = ctx.needs_input_grad, ctx.blocks, ctx.shapes
     n, rank = x.shape[0], in_factor.shape[0]
-    out = [None] * (7 + len(kernels))
+    out = [None] * (KERNEL_ARG + len(kernels))
     last = hidden.pop()
     last_rows = last.view(n, -1, rank)  # (n, P_out, R)
     if needs[2]:
         cl = flat(g) and flat(last_rows)  # channels-last: oneDNN's 1x1 weight gradient
         out[2] = project_weight_grad(g, last_rows) if cl else tmm_rows(g, last_rows)  # (T, R)
     del last, last_rows
-    if not (any(needs[:2]) or any(needs[7:])):
+    if not (any(needs[:2]) or any(needs[KERNEL_ARG:])):
         return out
     gh = project(g, out_matrix.t()) if flat(g) else mm_rows(g, out_matrix)  # (n, P_out, R)
     gh = gh.view(n, *shapes[-1], rank)  # (n, *S_out, R)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only
-        if needs[7 + i]:
-            out[7 + i] = block_weight_grad(gh, h, kernels[i], shapes[i], blocks[i])
+        if needs[KERNEL_ARG + i]:
+            out[KERNEL_ARG + i] = block_weight_grad(gh, h, kernels[i], shapes[i], blocks[i])
         del h
         need_in = i > 0 or any(needs[:2])
-        gh = block_input_grad(gh, kernels[i], shapes[i], blocks[i]) if need_in else None
+        if need_in:
+            gh = block_input_grad(gh, kernels[i], shapes[i], blocks[i], ctx.seps[i])
+        else:
+            gh = None
     if gh is None:
         return out
     gh_rows, x_rows = gh.view(n, -1, rank), rows(x)  # (n, P, R), (n, P, C)
@@ -291,9 +297,12 @@ def cp_conv(
     # work on the smaller output (stem 3x7x7, stride (1, 2, 2): the temporal conv on 28x28)
     blocks = tuple(sorted(blocks, key=lambda b: -math.prod(b.stride)))
     kernels = [block_kernel(kernel_factors[b.start : b.stop]) for b in blocks]
+    # the same kernels as per-axis factors, for the native separable conv (their gradient
+    # flows through `kernels`)
+    seps = tuple(tuple(f.detach() for f in kernel_factors[b.start : b.stop]) for b in blocks)
     if schedule == "stream":
         plan = make_plan(blocks, tuple(x.shape[2:]), rank, x.element_size())
-        return StreamFunction.apply(x, in_factor, out_matrix, bias, plan, *kernels)
+        return StreamFunction.apply(x, in_factor, out_matrix, bias, plan, seps, *kernels)
     if keep is None:
         keep = sample_bytes * x.shape[0] <= x.numel() * x.element_size()
     if chunk is None and keep and channels_last(x):  # oneDNN 1x1 convs over the whole batch
@@ -301,7 +310,7 @@ def cp_conv(
     elif chunk is None:
         chunk = max(1, CHUNK_BYTES // sample_bytes)
     return _CPConvFunction.apply(
-        x, in_factor, out_matrix, bias, blocks, chunk, bool(keep), *kernels
+        x, in_factor, out_matrix, bias, blocks, chunk, bool(keep), seps, *kernels
     )
 
 

@@ -12,6 +12,7 @@ PyTorch's grouped-convolution backward.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +120,11 @@ def _to_channels_last(out: torch.Tensor, n: int, spatial_out: tuple[int, ...]) -
 
 
 def block_forward(
-    h: torch.Tensor, weight: torch.Tensor, spatial: tuple[int, ...], block: Block
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    spatial: tuple[int, ...],
+    block: Block,
+    factors: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Depthwise convolution of channels-last ``h`` (N, *spatial, R) over ``block``'s axes.
 
@@ -128,14 +133,42 @@ def block_forward(
         weight: depthwise kernel ``(R, *block.kernel)``.
         spatial: spatial shape of ``h``.
         block: the axes and their geometry.
+        factors: optional per-axis factors ``(R, K_i)`` whose outer product is ``weight``:
+            stride-1 float32 convs then run as the native separable kernel (one 1-D pass per
+            axis instead of all ``prod(K)`` taps).
 
     Returns:
         Contiguous ``(N, *spatial_out, R)``.
     """
     v = _conv_view(h, spatial, block)
     kernel, stride, pads, dilation = _geometry(block, v.dim() - 2)
+    spatial_out = block_out_spatial(spatial, block)
+    if factors is not None and _separable_ok(v, kernel, stride):
+        out_axes = _view_axes(spatial_out, block)
+        out = _separable(v, factors, kernel, out_axes, [a for a, _ in pads], dilation)
+        return out.view(h.shape[0], *spatial_out, h.shape[-1])
     out = _conv(v, weight.reshape(weight.shape[0], 1, *kernel), stride, pads, dilation)
-    return _to_channels_last(out, h.shape[0], block_out_spatial(spatial, block))
+    return _to_channels_last(out, h.shape[0], spatial_out)
+
+
+def _separable_ok(v: torch.Tensor, kernel, stride) -> bool:
+    """Whether :func:`native.depthwise_separable` takes this conv view (N', R, *axes)."""
+    return all(s == 1 for s in stride) and native.supports(v.movedim(1, -1), kernel)
+
+
+def _separable(v, factors, kernel, out_axes, before, dilation) -> torch.Tensor:
+    """The native separable conv of a conv view (N', R, *axes), as (N', *out 5-D axes, R).
+
+    ``factors``: the block's per-axis ``(R, K_i)`` kernel factors; the view's extra axes
+    (kernel 1) get a factor of ones.
+    """
+    pad, rank = 3 - len(kernel), v.shape[1]
+    ones = v.new_ones(rank, 1)
+    full = [ones] * pad + list(factors) + [ones] * (len(kernel) - len(factors))
+    return native.depthwise_separable(
+        _as5d(v, pad), tuple(full), (1,) * pad + tuple(out_axes),
+        (0,) * pad + tuple(before), (1,) * pad + tuple(dilation),
+    )  # fmt: skip
 
 
 def _native_ok(v: torch.Tensor, stride) -> bool:
@@ -181,13 +214,25 @@ def _native_weight_grad(g, v, kernel, stride, pads, dilation) -> torch.Tensor | 
 
 
 def block_input_grad(
-    grad: torch.Tensor, weight: torch.Tensor, spatial: tuple[int, ...], block: Block
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    spatial: tuple[int, ...],
+    block: Block,
+    factors: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Gradient of :func:`block_forward` w.r.t. its input: contiguous ``(N, *spatial, R)``."""
+    """Gradient of :func:`block_forward` w.r.t. its input: contiguous ``(N, *spatial, R)``.
+
+    ``factors``: as for :func:`block_forward`.
+    """
     n, rank = grad.shape[0], weight.shape[0]
     g = _conv_view(grad.contiguous(), block_out_spatial(spatial, block), block)
     in_shape = (g.shape[0], rank, *_view_axes(spatial, block))  # conv view of the input
     kernel, stride, pads, dilation = _geometry(block, g.dim() - 2)
+    if factors is not None and _separable_ok(g, kernel, stride):  # the flipped-kernel conv
+        back = [d * (k - 1) - a for k, (a, _), d in zip(kernel, pads, dilation)]
+        flipped = [f.flip(1) for f in factors]
+        out = _separable(g, flipped, kernel, in_shape[2:], back, dilation)
+        return out.view(n, *spatial, rank)
     w = weight.reshape(rank, 1, *kernel)
     grad_in = _input_grad(g, in_shape, w, kernel, stride, pads, dilation)
     return _to_channels_last(grad_in, n, spatial)

@@ -29,74 +29,17 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-SOURCE = r"""
-#include <string.h>
-typedef float v16 __attribute__((vector_size(64)));
-static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void st(float* p, v16 v) { memcpy(p, &v, sizeof v); }
-
-/* acc (KD, KH, KW, R) += sum over rows t in [t0, t1) of the flattened (n, od) index of
-   gy (N, Do, Ho, Wo, R) times h (N, D, H, W, R) shifted by each tap (zero outside h). */
-void dw_wgrad_f32(const float* gy, const float* h, float* acc, long t0, long t1,
-                  long D, long H, long W, long Do, long Ho, long Wo, long R,
-                  long KD, long KH, long KW, long pd, long ph, long pw,
-                  long dd, long dh, long dw) {
-  long R64 = R - R % 64, R16 = R - R % 16;
-  for (long t = t0; t < t1; ++t) {
-    long n = t / Do, od = t % Do;
-    for (long a = 0; a < KD; ++a) {
-      long id = od + a * dd - pd;
-      if (id < 0 || id >= D) continue;
-      for (long oh = 0; oh < Ho; ++oh) {
-        const float* grow = gy + ((n * Do + od) * Ho + oh) * Wo * R;
-        for (long b = 0; b < KH; ++b) {
-          long ih = oh + b * dh - ph;
-          if (ih < 0 || ih >= H) continue;
-          const float* hrow = h + ((n * D + id) * H + ih) * W * R;
-          for (long c = 0; c < KW; ++c) {
-            float* ac = acc + ((a * KH + b) * KW + c) * R;
-            long shift = c * dw - pw;
-            long ow0 = shift < 0 ? -shift : 0;
-            long ow1 = W - shift < Wo ? W - shift : Wo;
-            for (long r0 = 0; r0 < R64; r0 += 64) {
-              v16 s0 = ld(ac + r0), s1 = ld(ac + r0 + 16);
-              v16 s2 = ld(ac + r0 + 32), s3 = ld(ac + r0 + 48);
-              for (long ow = ow0; ow < ow1; ++ow) {
-                const float* g = grow + ow * R + r0;
-                const float* x = hrow + (ow + shift) * R + r0;
-                s0 += ld(g) * ld(x);
-                s1 += ld(g + 16) * ld(x + 16);
-                s2 += ld(g + 32) * ld(x + 32);
-                s3 += ld(g + 48) * ld(x + 48);
-              }
-              st(ac + r0, s0); st(ac + r0 + 16, s1); st(ac + r0 + 32, s2); st(ac + r0 + 48, s3);
-            }
-            for (long r0 = R64; r0 < R16; r0 += 16) {
-              v16 s = ld(ac + r0);
-              for (long ow = ow0; ow < ow1; ++ow)
-                s += ld(grow + ow * R + r0) * ld(hrow + (ow + shift) * R + r0);
-              st(ac + r0, s);
-            }
-            for (long r = R16; r < R; ++r) {
-              float s = ac[r];
-              for (long ow = ow0; ow < ow1; ++ow) s += grow[ow * R + r] * hrow[(ow + shift) * R + r];
-              ac[r] = s;
-            }
-          }
-        }
-      }
-    }
-  }
-}
-"""
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+SOURCE_PATH = Path(__file__).with_name("native.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {}  # "lib": the loaded function or None once tried, "pool"
+_STATE: dict[str, object] = {}  # "lib": the loaded library, or None once tried
+# C functions: name, pointer arguments, long arguments
+_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18))
+MAX_TAPS = 16  # taps per axis of dw_sep_f32 (MAXK in native.c)
 
 
 def _cpu_flags() -> str:
@@ -118,14 +61,15 @@ def _build() -> Path:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (set CC)")
-    key = hashlib.sha256("\0".join([SOURCE, compiler, *FLAGS, _cpu_flags()]).encode())
-    path = _cache_dir() / f"dw_wgrad-{key.hexdigest()[:16]}.so"
+    source = SOURCE_PATH.read_text()
+    key = hashlib.sha256("\0".join([source, compiler, *FLAGS, _cpu_flags()]).encode())
+    path = _cache_dir() / f"hoconv-native-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        src, out = Path(tmp) / "dw_wgrad.c", Path(tmp) / "dw_wgrad.so"
-        src.write_text(SOURCE)
+        src, out = Path(tmp) / "native.c", Path(tmp) / "native.so"
+        src.write_text(source)
         try:
             proc = subprocess.run(
                 [compiler, *FLAGS, "-o", str(out), str(src)],
@@ -139,8 +83,8 @@ def _build() -> Path:
     return path
 
 
-def _function():
-    """The native function, built and loaded on first use; None when unavailable."""
+def _library():
+    """The native functions, built and loaded on first use; None when unavailable."""
     if "lib" in _STATE:
         return _STATE["lib"]
     with _LOCK:
@@ -148,9 +92,12 @@ def _function():
             fn = None
             if os.environ.get("HOCONV_NATIVE", "1") != "0":
                 try:
-                    fn = ctypes.CDLL(str(_build())).dw_wgrad_f32
-                    fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 18
-                    fn.restype = None
+                    fn = ctypes.CDLL(str(_build()))
+                    for name, pointers, longs in _SIGNATURES:
+                        getattr(fn, name).argtypes = [ctypes.c_void_p] * pointers + [
+                            ctypes.c_long
+                        ] * longs
+                        getattr(fn, name).restype = None
                 except OSError as err:
                     warnings.warn(
                         f"hoconv: native depthwise kernel unavailable ({err}); using the "
@@ -164,23 +111,61 @@ def _function():
 
 def available() -> bool:
     """Whether the native kernel is (or can be) built and loaded in this process."""
-    return _function() is not None
+    return _library() is not None
 
 
-def _forget_pool() -> None:
-    """Threads do not survive fork: a forked child starts its own pool on first use."""
-    _STATE.pop("pool", None)
+def _threads(rank: int) -> int:
+    """OpenMP threads for a call: torch's intra-op count, at most one per 16 channels."""
+    return max(1, min(torch.get_num_threads(), rank // 16))
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+def supports(x: torch.Tensor, kernel: tuple[int, ...]) -> bool:
+    """Whether :func:`depthwise_separable` takes ``x`` (N, D, H, W, R) with this kernel."""
+    return (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.shape[-1] % 16 == 0
+        and max(kernel) <= MAX_TAPS
+        and available()
+    )
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    pool = _STATE.get("pool")
-    if pool is None or pool._max_workers != workers:  # noqa: SLF001 - resize on thread change
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="hoconv-native")
-        _STATE["pool"] = pool
-    return pool
+def depthwise_separable(
+    x: torch.Tensor,
+    factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    out_spatial: tuple[int, int, int],
+    before: tuple[int, int, int],
+    dilation: tuple[int, int, int],
+) -> torch.Tensor:
+    """Stride-1 depthwise conv with the separable kernel ``fd[r, a] fh[r, b] fw[r, c]``.
+
+    ``out[n, o, r] = sum_k fd[r, a] fh[r, b] fw[r, c] x[n, o + (a, b, c) * dilation - before, r]``
+    (zero outside ``x``); ``before`` may be negative (cropping).
+
+    Args:
+        x: contiguous float32 ``(N, D, H, W, R)``, ``R`` a multiple of 16 (see :func:`supports`).
+        factors: ``(R, KD)``, ``(R, KH)``, ``(R, KW)``.
+        out_spatial: ``(Do, Ho, Wo)``.
+        before: the leading offset (padding) of each axis.
+        dilation: per axis.
+
+    Returns:
+        Contiguous ``(N, Do, Ho, Wo, R)``.
+    """
+    lib = _library()
+    n, d, h, w, rank = x.shape
+    do, ho, wo = out_spatial
+    kernel = tuple(f.shape[1] for f in factors)
+    taps = [f.t().contiguous().to(torch.float32) for f in factors]  # (K, R) each
+    out = x.new_empty(n, do, ho, wo, rank)
+    span = (kernel[0] - 1) * dilation[0] + 1
+    scratch_len = (h * wo + span * ho * wo) * 32  # floats per thread (native.c)
+    threads = _threads(rank)
+    scratch = x.new_empty(threads, scratch_len)
+    lib.dw_sep_f32(x.data_ptr(), out.data_ptr(), *(t.data_ptr() for t in taps),
+                   scratch.data_ptr(), scratch_len, threads, n, d, h, w, do, ho, wo, rank,
+                   *kernel, *before, *dilation)  # fmt: skip
+    return out
 
 
 def depthwise_weight_grad(
@@ -202,28 +187,15 @@ def depthwise_weight_grad(
     Returns:
         ``(R, KD, KH, KW)`` float32, or None when the native kernel is unavailable.
     """
-    fn = _function()
-    if fn is None:
+    lib = _library()
+    if lib is None:
         return None
     n, d, h, w, rank = x.shape
     _, do, ho, wo, _ = grad.shape
-    rows = n * do
-    workers = max(1, min(torch.get_num_threads(), rows))
-    accs = [x.new_zeros(*kernel, rank) for _ in range(workers)]
-    bounds = [rows * i // workers for i in range(workers + 1)]
-
-    def run(i: int) -> None:
-        fn(grad.data_ptr(), x.data_ptr(), accs[i].data_ptr(), bounds[i], bounds[i + 1],
-           d, h, w, do, ho, wo, rank, *kernel, *before, *dilation)  # fmt: skip
-
-    if workers == 1:
-        run(0)
-    else:
-        list(_pool(workers).map(run, range(workers)))
-    total = accs[0]
-    for acc in accs[1:]:
-        total += acc
-    return total.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
+    acc = x.new_zeros(*kernel, rank)
+    lib.dw_wgrad_f32(grad.data_ptr(), x.data_ptr(), acc.data_ptr(), _threads(rank), n, d, h, w,
+                     do, ho, wo, rank, *kernel, *before, *dilation)  # fmt: skip
+    return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
 
 
-__all__ = ["available", "depthwise_weight_grad"]
+__all__ = ["available", "depthwise_separable", "depthwise_weight_grad", "supports"]

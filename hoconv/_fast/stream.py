@@ -135,12 +135,12 @@ def new_buffer(x: torch.Tensor, plan: Plan, rank: int) -> torch.Tensor:
     return buffer
 
 
-def _chain(window: torch.Tensor, kernels, plan: Plan) -> list[torch.Tensor]:
+def _chain(window: torch.Tensor, kernels, seps, plan: Plan) -> list[torch.Tensor]:
     """``[window, block_0(window), ...]``: the window's rank-space activations."""
     hidden = [window]
     spatial = tuple(window.shape[1:-1])
-    for block, kernel in zip(plan.blocks, kernels):
-        hidden.append(block_forward(hidden[-1], kernel, spatial, block))
+    for block, kernel, factors in zip(plan.blocks, kernels, seps):
+        hidden.append(block_forward(hidden[-1], kernel, spatial, block, factors))
         spatial = block_out_spatial(spatial, block)
     return hidden
 
@@ -151,6 +151,7 @@ def stream_forward(
     out_matrix: torch.Tensor,
     bias: torch.Tensor | None,
     kernels,
+    seps,
     plan: Plan,
 ) -> torch.Tensor:
     """``B · blocks(A · x) + bias`` as ``(N, T, *out_spatial)`` in x's layout, slab by slab."""
@@ -162,7 +163,7 @@ def stream_forward(
     step = plan.out_frame
     for i in range(n):
         for o0, o1, _, window in _windows(xt[i], in_t, plan, buffer):
-            y = _chain(window, kernels, plan)[-1].view(-1, rank)  # (rows * P_out, R)
+            y = _chain(window, kernels, seps, plan)[-1].view(-1, rank)  # (rows * P_out, R)
             dst = out_rows[i, o0 * step : o1 * step]  # (rows * P_out, T): the slab's rows
             if bias is None:
                 torch.mm(y, out_t, out=dst)
@@ -177,6 +178,7 @@ def stream_backward(
     in_factor: torch.Tensor,
     out_matrix: torch.Tensor,
     kernels,
+    seps,
     plan: Plan,
     needs: tuple[bool, bool, bool, tuple[bool, ...]],
 ) -> tuple[torch.Tensor | None, ...]:
@@ -188,6 +190,7 @@ def stream_backward(
         in_factor: ``A``, ``(R, C)``.
         out_matrix: ``B``, ``(T, R)``.
         kernels: the blocks' depthwise kernels.
+        seps: the same kernels as per-axis factors (:func:`block_forward`).
         plan: the forward's slab plan.
         needs: whether x, in_factor, out_matrix and each kernel need a gradient.
     """
@@ -219,7 +222,7 @@ def stream_backward(
     for i in range(n):
         pending, pending_lo = None, 0  # input-grad frames [pending_lo, +len) not yet complete
         for o0, o1, lo, window in _windows(xt[i], in_t, plan, buffer):
-            hidden = _chain(window, kernels, plan)
+            hidden = _chain(window, kernels, seps, plan)
             y = hidden.pop().view(-1, rank)  # (rows * P_out, R)
             g = g_rows[i, o0 * step : o1 * step]  # (rows * P_out, T)
             if grad_b is not None:
@@ -237,7 +240,7 @@ def stream_backward(
                 if j == 0 and not need_input:
                     gh = None
                     break
-                gh = block_input_grad(gh, kernels[j], spatial, plan.blocks[j])
+                gh = block_input_grad(gh, kernels[j], spatial, plan.blocks[j], seps[j])
             if gh is None:
                 continue
             gh = gh.view(gh.shape[1], plan.frame, rank)  # (window frames, P, R)
@@ -256,10 +259,10 @@ class StreamFunction(torch.autograd.Function):
     """Autograd wrapper of :func:`stream_forward` / :func:`stream_backward`."""
 
     @staticmethod
-    def forward(ctx, x, in_factor, out_matrix, bias, plan, *kernels):
-        ctx.plan, ctx.has_bias = plan, bias is not None
+    def forward(ctx, x, in_factor, out_matrix, bias, plan, seps, *kernels):
+        ctx.plan, ctx.seps, ctx.has_bias = plan, seps, bias is not None
         ctx.save_for_backward(x, in_factor, out_matrix, *kernels)
-        return stream_forward(x, in_factor, out_matrix, bias, kernels, plan)
+        return stream_forward(x, in_factor, out_matrix, bias, kernels, seps, plan)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -269,7 +272,7 @@ class StreamFunction(torch.autograd.Function):
         if ctx.has_bias and needs[3]:
             grad_bias = grad_out.sum([0, *range(2, grad_out.dim())])
         grads = stream_backward(
-            grad_out, x, in_factor, out_matrix, kernels, ctx.plan,
-            (needs[0], needs[1], needs[2], tuple(needs[5:])),
+            grad_out, x, in_factor, out_matrix, kernels, ctx.seps, ctx.plan,
+            (needs[0], needs[1], needs[2], tuple(needs[6:])),
         )  # fmt: skip
-        return (*grads[:3], grad_bias, None, *grads[3:])
+        return (*grads[:3], grad_bias, None, None, *grads[3:])
