@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hoconv import functional as HF
+from hoconv.layers import CPConv
 from hoconv._fast import cp as fast_cp
 from hoconv._fast import native
 
@@ -166,3 +167,28 @@ def test_native_kernel_works_in_a_forked_child():
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(got, expected)
+
+
+@needs_native
+@pytest.mark.parametrize("norm,activation", [(True, "prelu"), (False, "relu")])
+def test_rank_space_stages_run_native_and_match_plain(norm, activation, monkeypatch):
+    """The layer's Psi option (1-D convs with BN / activation between) in float32, rank 32."""
+    calls = []
+    separable = native.depthwise_separable
+    monkeypatch.setattr(
+        native, "depthwise_separable", lambda *a: calls.append(1) or separable(*a)
+    )
+    torch.manual_seed(2)
+    kw = dict(dim=3, rank=32, padding=1, norm=norm, activation=activation)
+    plain = CPConv(5, 4, 3, implementation="plain", **kw)
+    fast = CPConv(5, 4, 3, implementation="fast", **kw)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 4, 6, 5, requires_grad=True)
+    out_p, out_f = plain(x), fast(x)
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out_p)
+    expected = torch.autograd.grad(out_p, [x, *plain.parameters()], grad)
+    got = torch.autograd.grad(out_f, [x, *fast.parameters()], grad)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    assert calls  # forward and input gradient of each 1-D conv

@@ -38,7 +38,7 @@ class DepthwiseFunction(torch.autograd.Function):
         spatial = tuple(h.shape[1:-1])
         ctx.block, ctx.spatial = block, spatial
         ctx.save_for_backward(h, kernel)
-        return block_forward(h.contiguous(), kernel, spatial, block)
+        return block_forward(h.contiguous(), kernel, spatial, block, _factors(kernel, block))
 
     @staticmethod
     def backward(ctx, grad):
@@ -49,8 +49,16 @@ class DepthwiseFunction(torch.autograd.Function):
             if need_k
             else None
         )
-        grad_h = block_input_grad(grad, kernel, ctx.spatial, ctx.block) if need_h else None
+        grad_h = None
+        if need_h:
+            factors = _factors(kernel, ctx.block)
+            grad_h = block_input_grad(grad, kernel, ctx.spatial, ctx.block, factors)
         return grad_h, grad_k, None
+
+
+def _factors(kernel: torch.Tensor, block: Block) -> tuple[torch.Tensor, ...] | None:
+    """A one-axis block's kernel ``(R, K)`` is its own (only) factor: the native kernel runs it."""
+    return (kernel.detach(),) if block.stop - block.start == 1 else None
 
 
 def _project_out(
