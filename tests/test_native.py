@@ -1,4 +1,4 @@
-"""The native depthwise kernel gradient (hoconv._fast.native) against aten, and its fallbacks."""
+"""The native depthwise kernels (hoconv._fast.native) against conv3d / aten, and their fallbacks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hoconv import functional as HF
-from hoconv.layers import CPConv
 from hoconv._fast import cp as fast_cp
 from hoconv._fast import native
+from hoconv.layers import CPConv
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
@@ -175,9 +175,7 @@ def test_rank_space_stages_run_native_and_match_plain(norm, activation, monkeypa
     """The layer's Psi option (1-D convs with BN / activation between) in float32, rank 32."""
     calls = []
     separable = native.depthwise_separable
-    monkeypatch.setattr(
-        native, "depthwise_separable", lambda *a: calls.append(1) or separable(*a)
-    )
+    monkeypatch.setattr(native, "depthwise_separable", lambda *a: calls.append(1) or separable(*a))
     torch.manual_seed(2)
     kw = dict(dim=3, rank=32, padding=1, norm=norm, activation=activation)
     plain = CPConv(5, 4, 3, implementation="plain", **kw)
