@@ -189,8 +189,7 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     ``g`` is the chunk's output gradient as an (n, P_out, T) :func:`rows` view. Writes this
     chunk's input gradient into ``grad_x`` (when not None) and returns a list indexed like
     the Function's inputs: 1 = grad of in_factor, 2 = of out_matrix, KERNEL_ARG + i = of
-    kernels[i]
-    (None where not needed).
+    kernels[i] (None where not needed).
     """
     needs, blocks, shapes = ctx.needs_input_grad, ctx.blocks, ctx.shapes
     n, rank = x.shape[0], in_factor.shape[0]
