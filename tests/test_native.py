@@ -72,6 +72,7 @@ def conv3d_separable(x, factors, out_spatial, before, dilation):
         (288, (3, 3, 3), (0, 1, 1), (1, 1, 1), (5, 8, 8)),  # a stream window: axis 0 unpadded
         (64, (3, 5, 7), (2, -1, 3), (1, 1, 1), (6, 7, 9)),  # a negative offset crops
         (32, (1, 1, 3), (0, 0, 1), (1, 1, 1), (1, 1, 10)),  # a 1-D conv as the runs use it
+        (16, (1, 3, 3), (1, 1, 1), (1, 1, 1), (3, 5, 4)),  # kernel 1, padded: zero frames
     ],
 )
 def test_native_separable_matches_conv3d(rank, kernel, before, dilation, spatial):

@@ -82,6 +82,13 @@ static void pass_axis(float* d, long ds, const float* s, long ss, long Lo, long 
   }
 }
 
+/* The W pass of one input frame's rows (src: the frame at this channel block) into tw. */
+static void w_pass(float* tw, long cs, const float* src, long H, long W, long Wo, long R,
+                   const float* fw, long KW, long dw, long pw, long nv) {
+  for (long h = 0; h < H; ++h)
+    pass_axis(tw + h * Wo * cs, cs, src + h * W * R, R, Wo, W, 1, fw, R, KW, dw, pw, nv);
+}
+
 /* out (N, Do, Ho, Wo, R) = the conv of x (N, D, H, W, R) with the kernel fd[a] fh[b] fw[c]
    (factors transposed: (KD, R), (KH, R), (KW, R)); out[o] reads x[o + k dil - pad] per axis.
    scratch: (H Wo + ((KD - 1) dd + 1) Ho Wo) 32 floats. */
@@ -94,17 +101,25 @@ static void sep_range(const float* x, float* out, const float* fd, const float* 
   float* ring = scratch + H * Wo * 32; /* span frames (Ho, Wo, cs) after the H pass */
   const float* sp[MAXK];
   const float* wp[MAXK];
+  float hw[MAXK * 32]; /* fh times fd, for a D axis of one tap */
   for (long c0 = r0; c0 < r1; c0 += 32) {
     long nv = lmin(2, (r1 - c0) / 16), cs = 16 * nv;
+    if (KD == 1 && pd == 0 && Do == D) { /* 2-D blocks: the H pass writes the output */
+      for (long b = 0; b < KH; ++b)
+        for (long c = 0; c < cs; ++c) hw[b * 32 + c] = fh[b * R + c0 + c] * fd[c0 + c];
+      for (long f = 0; f < N * D; ++f) {
+        w_pass(tw, cs, x + f * H * W * R + c0, H, W, Wo, R, fw + c0, KW, dw, pw, nv);
+        pass_axis(out + f * frame * R + c0, R, tw, cs, Ho, H, Wo, hw, 32, KH, dh, ph, nv);
+      }
+      continue;
+    }
     for (long n = 0; n < N; ++n) {
       long next = 0; /* input frames below `next` are in the ring or no longer needed */
       for (long od = 0; od < Do; ++od) {
         long lo = od - pd, hi = lmin(D, od - pd + span);
         for (next = lmax(next, lo); next < hi; ++next) {
           const float* src = x + (n * D + next) * H * W * R + c0;
-          for (long h = 0; h < H; ++h)
-            pass_axis(tw + h * Wo * cs, cs, src + h * W * R, R, Wo, W, 1, fw + c0, R, KW, dw, pw,
-                      nv);
+          w_pass(tw, cs, src, H, W, Wo, R, fw + c0, KW, dw, pw, nv);
           pass_axis(ring + (next % span) * frame * cs, cs, tw, cs, Ho, H, Wo, fh + c0, R, KH, dh,
                     ph, nv);
         }
