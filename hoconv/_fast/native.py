@@ -12,7 +12,7 @@ Why: on CPU these convs have no good library kernel for a CP layer's needs.
   into a plain-layout kernel first (a copy as long as the conv). Here each row of inputs is
   carried in registers across the three taps along W.
 
-What compiles, when: ``native.c`` (~240 lines), at the first use in a process, with the
+What compiles, when: ``native.c`` (~250 lines), at the first use in a process, with the
 system C compiler (``$CC`` or ``cc``, ``-O3 -march=native -fopenmp``), in ~0.3 s. The library
 is cached in ``$HOCONV_CACHE`` (default ``~/.cache/hoconv``) under a hash of the source, the
 flags and this CPU's feature flags, so another machine sharing the cache builds its own. Set
