@@ -37,7 +37,8 @@ def _standins():
     standins.install()
 
 
-def _error(capsys, argv, match):
+def assert_one_line_error(capsys, argv, match):
+    """``hoconv argv`` exits 2 with one stderr line naming the command and ``match``."""
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
@@ -56,24 +57,24 @@ def _error(capsys, argv, match):
     ],
 )
 def test_train_errors_are_one_line(tmp_path, capsys, extra, match):
-    _error(capsys, ["train", *TINY, *extra, "--out", str(tmp_path / "run")], match)
+    assert_one_line_error(capsys, ["train", *TINY, *extra, "--out", str(tmp_path / "run")], match)
 
 
 def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "typo.yaml").write_text("learning_rate: 0.1\n")
-    _error(
+    assert_one_line_error(
         capsys,
         ["train", *TINY, "--config", str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "r")],
         "unknown key 'learning_rate'",
     )
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    _error(
+    assert_one_line_error(
         capsys,
         ["train", *TINY, "--config", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "r")],
         "mapping",
     )
     (tmp_path / "notackpt.pt").write_text("hello")
-    _error(
+    assert_one_line_error(
         capsys,
         ["evaluate", "--checkpoint", str(tmp_path / "notackpt.pt"), "--out", str(tmp_path)],
         "refused",
@@ -264,7 +265,7 @@ def test_wrong_data_layout_is_a_one_line_error(tmp_path, capsys):
     pytest.importorskip("hoconv.data.afew_va")
     (tmp_path / "root" / "junk").mkdir(parents=True)
     (tmp_path / "root" / "junk" / "notes.txt").write_text("not a data set")
-    _error(
+    assert_one_line_error(
         capsys,
         [
             "train",
