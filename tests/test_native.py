@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -149,6 +151,32 @@ def test_disabled_or_missing_compiler_falls_back(monkeypatch):
 def _one_thread_weight_grad(args):
     torch.set_num_threads(1)  # what DataLoader workers do: libgomp's pool does not survive fork
     return native.depthwise_weight_grad(*args)
+
+
+@needs_native
+def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path):
+    import shutil
+    import stat
+
+    real = shutil.which(os.environ.get("CC", "cc"))
+    fake = tmp_path / "cc-without-openmp"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = -fopenmp ] && { echo "unsupported -fopenmp" >&2; exit 1; }; done\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("HOCONV_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="without OpenMP.*unsupported -fopenmp"):
+        assert native.available()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, 32)
+    factors = tuple(torch.randn(32, 3) for _ in range(3))
+    got = native.depthwise_separable(x, factors, (3, 4, 5), (1, 1, 1), (1, 1, 1))
+    expected = conv3d_separable(x, factors, (3, 4, 5), (1, 1, 1), (1, 1, 1))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_native

@@ -24,7 +24,8 @@ runtime PyTorch has already loaded (``libgomp.so.1`` resolves to torch's copy), 
 kernels share the GEMMs' thread pool. A pool of Python threads measured 1.8x slower in the
 layer: the GEMMs' OpenMP threads still spin after each GEMM and the cores were oversubscribed.
 Like every torch op on that runtime, a forked child must ``torch.set_num_threads(1)`` (as
-DataLoader workers do) before calling them.
+DataLoader workers do) before calling them. A compiler that rejects ``-fopenmp`` (e.g. Apple
+clang) builds them without it: they then run on one thread, and a warning says so.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import torch
 
 SOURCE_PATH = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+SERIAL_FLAGS = tuple(f for f in FLAGS if f != "-fopenmp")  # a compiler without OpenMP
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library, or None once tried
 # C functions: name, pointer arguments, long arguments
@@ -65,13 +67,13 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HOCONV_CACHE", Path.home() / ".cache" / "hoconv"))
 
 
-def _build() -> Path:
-    """Compile SOURCE into the cache (atomic rename) unless it is there; returns the path."""
+def _build(flags: tuple[str, ...] = FLAGS) -> Path:
+    """Compile ``native.c`` into the cache (atomic rename) unless it is there; returns the path."""
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (set CC)")
     source = SOURCE_PATH.read_text()
-    key = hashlib.sha256("\0".join([source, compiler, *FLAGS, _cpu_flags()]).encode())
+    key = hashlib.sha256("\0".join([source, compiler, *flags, _cpu_flags()]).encode())
     path = _cache_dir() / f"hoconv-native-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
@@ -81,7 +83,7 @@ def _build() -> Path:
         src.write_text(source)
         try:
             proc = subprocess.run(
-                [compiler, *FLAGS, "-o", str(out), str(src)],
+                [compiler, *flags, "-o", str(out), str(src)],
                 capture_output=True, text=True, timeout=300,
             )  # fmt: skip
         except subprocess.SubprocessError as err:  # e.g. a compiler that hangs
@@ -90,6 +92,23 @@ def _build() -> Path:
             raise OSError(f"{compiler} failed: {proc.stderr.strip()[:500]}")
         os.replace(out, path)
     return path
+
+
+def _build_with_fallback() -> Path:
+    """:func:`_build` with OpenMP, else without it (the kernels then run on one thread)."""
+    try:
+        return _build(FLAGS)
+    except OSError as err:
+        try:
+            path = _build(SERIAL_FLAGS)
+        except OSError:
+            raise err from None
+        warnings.warn(
+            f"hoconv: native kernels built without OpenMP ({err}); they run on one thread",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return path
 
 
 def _library():
@@ -101,7 +120,7 @@ def _library():
             fn = None
             if os.environ.get("HOCONV_NATIVE", "1") != "0":
                 try:
-                    fn = ctypes.CDLL(str(_build()))
+                    fn = ctypes.CDLL(str(_build_with_fallback()))
                     for name, pointers, longs in _SIGNATURES:
                         getattr(fn, name).argtypes = [ctypes.c_void_p] * pointers + [
                             ctypes.c_long
