@@ -2,12 +2,18 @@
 
 A CP kernel's spatial part is separable, so the chain of 1-D depthwise convolutions over the
 axes equals one depthwise convolution with the outer-product kernel. Here the axes are cut
-into *blocks* of at most three axes and each block runs as a single oneDNN depthwise
-``conv2d``/``conv3d`` in channels-last layout (one pass over memory per block, no layout
-change). The backward is hand-written (:func:`block_backward`): the input gradient is the
-forward convolution with the flipped kernel, and the kernel gradient is a convolution of the
-input with the output gradient used as a (large) kernel; both are far faster on CPU than
-PyTorch's grouped-convolution backward.
+into *blocks* of at most three axes, and each block runs in one call on the channels-last
+data (no layout change):
+
+- stride 1, float32, ranks that are multiples of 16, given the block's per-axis factors: the
+  native separable conv of :mod:`hoconv._fast.native` (three 1-D passes through a scratch in
+  L2);
+- otherwise one oneDNN depthwise ``conv2d``/``conv3d`` with the outer-product kernel.
+
+The backward is hand-written: the input gradient (:func:`block_input_grad`) is the forward
+convolution with the flipped kernel; the kernel gradient (:func:`block_weight_grad`) is the
+native kernel, or a convolution of the input with the output gradient used as a (large)
+kernel. All are far faster on CPU than PyTorch's grouped-convolution backward.
 """
 
 from __future__ import annotations
