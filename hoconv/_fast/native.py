@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -43,13 +44,15 @@ from pathlib import Path
 
 import torch
 
-SOURCE_PATH = Path(__file__).with_name("native.c")
+# compiled as one unit, in this order (fused.c uses native.c's static helpers)
+SOURCE_PATHS = (Path(__file__).with_name("native.c"), Path(__file__).with_name("fused.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 SERIAL_FLAGS = tuple(f for f in FLAGS if f != "-fopenmp")  # a compiler without OpenMP
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library, or None once tried
 # C functions: name, pointer arguments, long arguments
-_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18))
+_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18), ("cp_fwd_f32", 9, 28))
+FUSED_RANKS = 64  # ranks per block of cp_fwd_f32 (RB in fused.c)
 MAX_TAPS = 16  # taps per axis of dw_sep_f32 (MAXK in native.c)
 
 
@@ -68,11 +71,11 @@ def _cache_dir() -> Path:
 
 
 def _build(flags: tuple[str, ...] = FLAGS) -> Path:
-    """Compile ``native.c`` into the cache (atomic rename) unless it is there; returns the path."""
+    """Compile the C sources into the cache (atomic rename) unless it is there; returns the path."""
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (set CC)")
-    source = SOURCE_PATH.read_text()
+    source = "\n".join(p.read_text() for p in SOURCE_PATHS)
     key = hashlib.sha256("\0".join([source, compiler, *flags, _cpu_flags()]).encode())
     path = _cache_dir() / f"hoconv-native-{key.hexdigest()[:16]}.so"
     if path.exists():
@@ -226,4 +229,74 @@ def depthwise_weight_grad(
     return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
 
 
-__all__ = ["available", "depthwise_separable", "depthwise_weight_grad", "supports"]
+def _layout_strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """Strides of sample, channel and flattened position of a contiguous (N, C, *S) tensor
+    stored channels-first or channels-last."""
+    n, c, positions = t.shape[0], t.shape[1], math.prod(t.shape[2:])
+    if t.is_contiguous():
+        return c * positions, positions, 1
+    return c * positions, 1, c  # channels-last (checked by the caller)
+
+
+def fused_forward(
+    x: torch.Tensor,
+    in_t: torch.Tensor,
+    factors: tuple[torch.Tensor, ...],
+    out_matrix: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    before: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> torch.Tensor:
+    """The whole stride-1 CP conv of a 2-D or 3-D ``x`` in one native pass (``fused.c``), no grad.
+
+    Args:
+        x: float32 ``(N, C, *S)``, contiguous channels-first or channels-last.
+        in_t: ``A^T``, ``(C, R)``, R a multiple of 16.
+        factors: one ``(R, K_i)`` per spatial axis.
+        out_matrix: ``B``, ``(T, R)`` (the weights folded in).
+        bias: ``(T,)`` or None.
+        out: the output ``(N, T, *S_out)`` to write, contiguous in x's layout.
+        before: the leading padding of each axis.
+        dilation: per axis.
+
+    Returns:
+        ``out``.
+    """
+    lib = _library()
+    if x.dim() == 4:  # a 2-D conv: one frame per sample
+        factors = (torch.ones_like(factors[0][:, :1]), *factors)  # a 1-tap first axis
+        before, dilation = (0, *before), (1, *dilation)
+    (n, c, d, h, w), (_, t, do, ho, wo) = _as3d(x.shape), _as3d(out.shape)
+    rank, t_pad = in_t.shape[1], -(-t // 16) * 16
+    taps = [f.t().contiguous() for f in factors]  # (K, R) each
+    ut = out_matrix.new_zeros(rank, t_pad)
+    ut[:, :t] = out_matrix.t()  # (R, Tp): padded to whole vectors
+    span = (factors[0].shape[1] - 1) * dilation[0] + 1
+    frame, rb = ho * wo, FUSED_RANKS
+    ws_len = h * w * rb + h * wo * rb + span * frame * rank + frame * rb
+    ws_len += frame * t_pad  # floats per thread (fwd_range in fused.c)
+    threads = max(1, torch.get_num_threads())
+    ws = x.new_empty(threads, ws_len)
+    bias = None if bias is None else bias.contiguous()
+    in_t = in_t.contiguous()
+    lib.cp_fwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps),
+                   ut.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), ws.data_ptr(), ws_len, threads,
+                   n, c, d, h, w, do, ho, wo, rank, t, t_pad,
+                   *(f.shape[1] for f in factors), *before, *dilation,
+                   *_layout_strides(x), *_layout_strides(out))  # fmt: skip
+    return out
+
+
+def _as3d(shape: torch.Size) -> tuple[int, ...]:
+    """``(N, C, D, H, W)`` of a 4-D (one frame) or 5-D shape."""
+    return tuple(shape) if len(shape) == 5 else (shape[0], shape[1], 1, *shape[2:])
+
+
+__all__ = [
+    "available",
+    "depthwise_separable",
+    "depthwise_weight_grad",
+    "fused_forward",
+    "supports",
+]
