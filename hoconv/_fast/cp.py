@@ -25,6 +25,7 @@ from hoconv._checks import (
     PaddingArg,
     conv_geometry,
 )
+from hoconv._fast import native
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -32,6 +33,7 @@ from hoconv._fast.depthwise import (
     block_out_spatial,
     block_weight_grad,
     make_blocks,
+    out_len,
 )
 from hoconv._fast.rows import (
     channels_last,
@@ -230,6 +232,23 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     return out
 
 
+def _grad_needed(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records an op on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _fused(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation) -> torch.Tensor:
+    """The whole stride-1 layer through :func:`hoconv._fast.native.fused_forward` (no grad)."""
+    spatial = tuple(
+        out_len(size, f.shape[1], 1, pad, d)
+        for size, f, pad, d in zip(x.shape[2:], kernel_factors, pads, dilation)
+    )
+    out = empty_like_layout(x, x.shape[0], out_matrix.shape[0], *spatial)  # (N, T, *S_out)
+    before = tuple(pad[0] for pad in pads)
+    return native.fused_forward(x, in_factor.t(), tuple(kernel_factors), out_matrix, bias, out,
+                                before, dilation)  # fmt: skip
+
+
 def cp_conv(
     x: torch.Tensor,
     weights: torch.Tensor,
@@ -283,6 +302,9 @@ def cp_conv(
         kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
         out_matrix = F.pad(out_matrix, (0, extra))
         rank += extra
+    if not _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors):
+        if native.fused_supports(x, rank, kernel, stride):  # one native pass, no rank-space tensor
+            return _fused(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation)
     sample_bytes = rank * math.prod(x.shape[2:]) * x.element_size()  # one sample's A x
     # strided layers: smaller blocks (aten's strided depthwise backward scales with the taps of
     # a block; measured 1.6-1.8x faster as (axis 0) + (axes 1, 2) than one 3-D block)

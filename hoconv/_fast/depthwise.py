@@ -68,7 +68,8 @@ def make_blocks(
     )
 
 
-def _out_len(size: int, k: int, s: int, pad: tuple[int, int], d: int) -> int:
+def out_len(size: int, k: int, s: int, pad: tuple[int, int], d: int) -> int:
+    """Output length of one axis: size, kernel, stride, (before, after) padding, dilation."""
     return (size + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
 
 
@@ -76,7 +77,7 @@ def block_out_spatial(spatial: tuple[int, ...], block: Block) -> tuple[int, ...]
     """Spatial shape after convolving ``block``'s axes."""
     out = list(spatial)
     for i, axis in enumerate(range(block.start, block.stop)):
-        out[axis] = _out_len(
+        out[axis] = out_len(
             spatial[axis], block.kernel[i], block.stride[i], block.pads[i], block.dilation[i]
         )
     return tuple(out)
@@ -317,14 +318,14 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
         v, padding = _pad(v, ((0, 0), *rest)), 0
     conv = _CONV[v.dim() - 2]
     k0, s0, d0, (before, _) = kernel[0], stride[0], dilation[0], pads[0]
-    length, out_len = v.shape[2], g.shape[2]
+    length, n_out = v.shape[2], g.shape[2]
     rows = max(1, SLAB_BYTES // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
     index = (0, slice(None), *(slice(0, k) for k in kernel))
     acc = torch.float32 if w.element_size() < 4 else w.dtype  # sum half-precision parts in fp32
     total = w.new_zeros(rank, *kernel, dtype=acc)
     for n in range(g.shape[0]):
-        for o0 in range(0, out_len, rows):
-            o1 = min(out_len, o0 + rows)
+        for o0 in range(0, n_out, rows):
+            o1 = min(n_out, o0 + rows)
             lo = o0 * s0 - before  # input rows [lo, hi) of this slab, in unpadded coordinates
             hi = (o1 - 1) * s0 + d0 * (k0 - 1) + 1 - before
             src = v[n : n + 1, :, max(lo, 0) : min(hi, length)]

@@ -229,13 +229,31 @@ def depthwise_weight_grad(
     return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
 
 
+def fused_supports(
+    x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...]
+) -> bool:
+    """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry."""
+    return (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.dim() in (4, 5)
+        and all(s == 1 for s in stride)
+        and rank % 16 == 0
+        and max(kernel) <= MAX_TAPS
+        and (x.is_contiguous() or x.movedim(1, -1).is_contiguous())
+        and available()
+    )
+
+
 def _layout_strides(t: torch.Tensor) -> tuple[int, int, int]:
-    """Strides of sample, channel and flattened position of a contiguous (N, C, *S) tensor
-    stored channels-first or channels-last."""
-    n, c, positions = t.shape[0], t.shape[1], math.prod(t.shape[2:])
+    """Strides of sample, channel and flattened position of an (N, C, *S) tensor.
+
+    The tensor is contiguous channels-first or channels-last (checked by the caller).
+    """
+    c, positions = t.shape[1], math.prod(t.shape[2:])
     if t.is_contiguous():
         return c * positions, positions, 1
-    return c * positions, 1, c  # channels-last (checked by the caller)
+    return c * positions, 1, c  # channels-last
 
 
 def fused_forward(
@@ -298,5 +316,6 @@ __all__ = [
     "depthwise_separable",
     "depthwise_weight_grad",
     "fused_forward",
+    "fused_supports",
     "supports",
 ]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from hoconv._fast import native
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -154,9 +155,19 @@ def stream_forward(
     seps,
     plan: Plan,
 ) -> torch.Tensor:
-    """``B · blocks(A · x) + bias`` as ``(N, T, *out_spatial)`` in x's layout, slab by slab."""
+    """``B · blocks(A · x) + bias`` as ``(N, T, *out_spatial)`` in x's layout, slab by slab.
+
+    One block over all axes, on float32 CPU data, runs as one native pass
+    (:func:`hoconv._fast.native.fused_forward`: the same walk, fused) when it is available.
+    """
     n, rank = x.shape[0], in_factor.shape[0]
     out = empty_like_layout(x, n, out_matrix.shape[0], *plan.out_spatial)  # (N, T, *S_out)
+    block = plan.blocks[0]
+    whole = len(plan.blocks) == 1 and block.stop - block.start == len(plan.spatial)
+    if whole and native.fused_supports(x, rank, block.kernel, block.stride):
+        before = (plan.before, *(pad[0] for pad in block.pads[1:]))
+        return native.fused_forward(x, in_factor.t(), seps[0], out_matrix, bias, out, before,
+                                    block.dilation)  # fmt: skip
     out_rows, out_t = rows(out), out_matrix.t()  # (N, P_out, T), (R, T)
     xt, in_t = rows(x), in_factor.t()  # (N, P, C), (C, R)
     buffer = new_buffer(x, plan, rank)

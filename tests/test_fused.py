@@ -1,0 +1,127 @@
+"""The fused native CP forward (hoconv._fast.native.fused_forward, fused.c) against F.convNd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hoconv import functional as HF
+from hoconv._fast import cp as fast_cp
+from hoconv._fast import native
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
+LAYOUT = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def dense_reference(x, in_factor, factors, out_matrix, bias, pads, dilation):
+    """Oracle: F.conv2d / conv3d in float64 with the reconstructed dense kernel."""
+    kernel = factors[0].double()
+    for f in factors[1:]:  # (R, *K): outer product of the per-axis factors
+        kernel = kernel.unsqueeze(-1) * f.double().view(f.shape[0], *[1] * (kernel.dim() - 1), -1)
+    weight = torch.einsum("tr,rc,r...->tc...", out_matrix.double(), in_factor.double(), kernel)
+    xp = F.pad(x.double(), [p for pair in reversed(pads) for p in pair])
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    return conv(xp, weight, None if bias is None else bias.double(), dilation=dilation)
+
+
+def layout(x: torch.Tensor, name: str) -> torch.Tensor:
+    return x.contiguous(memory_format=LAYOUT[x.dim()]) if name == "cl" else x.contiguous()
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["cf", "cl"])
+@pytest.mark.parametrize(
+    "n,channels,spatial,rank,out_channels,kernel,pads,dilation",
+    [
+        (2, 8, (5, 6, 7), 32, 12, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),
+        (3, 5, (6, 7, 9), 80, 17, (3, 2, 5), ((0, 2), (1, 0), (2, 2)), (2, 1, 1)),  # odd pads
+        (3, 5, (6, 7, 9), 144, 33, (1, 3, 3), ((0, 0), (1, 1), (1, 1)), (1, 2, 1)),  # 3 blocks
+        (1, 16, (9, 8, 8), 16, 16, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # one sample: D split
+        (2, 8, (3, 8, 8), 32, 40, (3, 3, 3), ((2, 0),) * 3, (1, 1, 1)),  # 16 x 16 blocks
+        (2, 6, (10, 11), 48, 20, (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D
+        (2, 8, (9, 16), 64, 32, (5, 1), ((3, 1), (0, 0)), (1, 1)),
+    ],
+)
+def test_fused_forward_matches_dense_conv(
+    name, n, channels, spatial, rank, out_channels, kernel, pads, dilation
+):
+    torch.manual_seed(0)
+    x = layout(torch.randn(n, channels, *spatial), name)
+    in_factor, out_matrix = torch.randn(rank, channels), torch.randn(out_channels, rank)
+    factors = tuple(torch.randn(rank, k) for k in kernel)
+    for bias in (torch.randn(out_channels), None):
+        ref = dense_reference(x, in_factor, factors, out_matrix, bias, pads, dilation)
+        out = layout(torch.full(ref.shape, float("nan")), name)
+        before = tuple(a for a, _ in pads)
+        got = native.fused_forward(x, in_factor.t(), factors, out_matrix, bias, out, before,
+                                   dilation)  # fmt: skip
+        assert got is out and got.is_contiguous(memory_format=LAYOUT[x.dim()]) == (name == "cl")
+        scale = ref.abs().max()
+        torch.testing.assert_close(got.double() / scale, ref / scale, rtol=0, atol=2e-6)
+
+
+def test_fused_supports_only_what_it_computes():
+    x = torch.randn(2, 4, 5, 6, 7)
+    ok = native.available()
+    assert native.fused_supports(x, 32, (3, 3, 3), (1, 1, 1)) == ok
+    assert native.fused_supports(layout(x, "cl"), 32, (3, 3, 3), (1, 1, 1)) == ok
+    assert not native.fused_supports(x.double(), 32, (3, 3, 3), (1, 1, 1))
+    assert not native.fused_supports(x, 24, (3, 3, 3), (1, 1, 1))  # rank not whole vectors
+    assert not native.fused_supports(x, 32, (3, 3, 3), (1, 2, 2))  # strided
+    assert not native.fused_supports(x, 32, (3, 3, 17), (1, 1, 1))  # taps past MAX_TAPS
+    assert not native.fused_supports(x.transpose(2, 4), 32, (3, 3, 3), (1, 1, 1))  # strides
+    assert not native.fused_supports(torch.randn(2, 4, 9), 32, (3,), (1,))  # 1-D
+    assert not native.fused_supports(torch.randn(2, 4, 3, 4, 5, 6), 32, (3,) * 4, (1,) * 4)
+
+
+def _count_fused(monkeypatch) -> list:
+    calls = []
+    fused = native.fused_forward
+    monkeypatch.setattr(native, "fused_forward", lambda *a: calls.append(1) or fused(*a))
+    return calls
+
+
+def _cp_params(rank, channels, out_channels, kernel, grad):
+    params = [torch.randn(rank), torch.randn(rank, channels) / 3,
+              [torch.randn(rank, k) for k in kernel], torch.randn(out_channels, rank) / 5]  # fmt: skip
+    leaves = [params[0], params[1], *params[2], params[3]]
+    for p in leaves:
+        p.requires_grad_(grad)
+    return params, leaves
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["cf", "cl"])
+@pytest.mark.parametrize("spatial", [(6, 7, 5), (9, 8)])
+def test_inference_takes_the_fused_pass(name, spatial, monkeypatch):
+    calls = _count_fused(monkeypatch)
+    torch.manual_seed(1)
+    x = layout(torch.randn(2, 6, *spatial), name)
+    params, _ = _cp_params(30, 6, 5, (3,) * len(spatial), grad=True)  # rank padded to 32
+    bias = torch.randn(5)
+    with torch.no_grad():
+        out = fast_cp.cp_conv(x, *params, bias, 1, 1)
+        ref = HF.cp_conv(x, *params, bias, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert calls == [1]
+    x.requires_grad_(True)
+    fast_cp.cp_conv(x, *params, bias, 1, 1, schedule="batch")  # recorded for a backward
+    assert calls == [1]
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["cf", "cl"])
+def test_streamed_training_forward_is_fused_and_gradients_exact(name, monkeypatch):
+    calls = _count_fused(monkeypatch)
+    torch.manual_seed(2)
+    x = layout(torch.randn(2, 6, 7, 6, 5), name).requires_grad_(True)
+    params, leaves = _cp_params(32, 6, 5, (3, 3, 3), grad=True)
+    out = fast_cp.cp_conv(x, *params, None, 1, 1, schedule="stream")
+    ref = HF.cp_conv(x, *params, None, 1, 1)
+    assert calls == [1]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, [x, *leaves], grad),
+                    torch.autograd.grad(ref, [x, *leaves], grad)):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
