@@ -1,4 +1,4 @@
-"""The fused native CP forward (hoconv._fast.native.fused_forward, fused.c) against F.convNd."""
+"""The fused native CP conv (hoconv._fast.fused: fused.c, fused_grad.c) against F.convNd."""
 
 from __future__ import annotations
 
@@ -43,22 +43,39 @@ def layout(x: torch.Tensor, name: str) -> torch.Tensor:
         (2, 8, (9, 16), 64, 32, (5, 1), ((3, 1), (0, 0)), (1, 1)),
     ],
 )
-def test_fused_forward_matches_dense_conv(
+def test_fused_forward_and_backward_match_dense_conv(
     name, n, channels, spatial, rank, out_channels, kernel, pads, dilation
 ):
     torch.manual_seed(0)
     x = layout(torch.randn(n, channels, *spatial), name)
     in_factor, out_matrix = torch.randn(rank, channels), torch.randn(out_channels, rank)
     factors = tuple(torch.randn(rank, k) for k in kernel)
+    before = tuple(a for a, _ in pads)
     for bias in (torch.randn(out_channels), None):
         ref = dense_reference(x, in_factor, factors, out_matrix, bias, pads, dilation)
         out = layout(torch.full(ref.shape, float("nan")), name)
-        before = tuple(a for a, _ in pads)
         got = native.fused_forward(x, in_factor.t(), factors, out_matrix, bias, out, before,
                                    dilation)  # fmt: skip
         assert got is out and got.is_contiguous(memory_format=LAYOUT[x.dim()]) == (name == "cl")
-        scale = ref.abs().max()
-        torch.testing.assert_close(got.double() / scale, ref / scale, rtol=0, atol=2e-6)
+        assert_close_scaled(got, ref)
+    leaves = [t.double().requires_grad_(True) for t in (x, in_factor, out_matrix, *factors)]
+    ref = dense_reference(leaves[0], leaves[1], leaves[3:], leaves[2], None, pads, dilation)
+    for grad_layout in ("cf", "cl"):  # the output gradient may come in either layout
+        grad = layout(torch.randn(ref.shape), grad_layout)
+        expected = torch.autograd.grad(ref, leaves, grad.double(), retain_graph=True)
+        grad_x, grad_in, grad_out, grad_factors = native.fused_backward(
+            grad, x, in_factor, factors, out_matrix, before, dilation
+        )
+        assert grad_x.stride() == x.stride()
+        for a, b in zip((grad_x, grad_in, grad_out, *grad_factors), expected):
+            assert a.shape == b.shape
+            assert_close_scaled(a, b)
+
+
+def assert_close_scaled(a: torch.Tensor, b: torch.Tensor) -> None:
+    """float32 ``a`` against float64 ``b``, relative to ``b``'s largest value."""
+    scale = b.abs().max()
+    torch.testing.assert_close(a.double() / scale, b / scale, rtol=0, atol=2e-6)
 
 
 def test_fused_supports_only_what_it_computes():
@@ -108,6 +125,38 @@ def test_inference_takes_the_fused_pass(name, spatial, monkeypatch):
     x.requires_grad_(True)
     fast_cp.cp_conv(x, *params, bias, 1, 1, schedule="batch")  # recorded for a backward
     assert calls == [1]
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["cf", "cl"])
+@pytest.mark.parametrize("spatial,padding", [((6, 7, 5), 1), ((9, 8), (2, 0)), ((4, 6, 6), 0)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_schedule_gradients_match_plain(name, spatial, padding, bias, monkeypatch):
+    calls = []
+    backward = native.fused_backward
+    monkeypatch.setattr(native, "fused_backward", lambda *a: calls.append(1) or backward(*a))
+    torch.manual_seed(3)
+    x = layout(torch.randn(2, 6, *spatial), name).requires_grad_(True)
+    params, leaves = _cp_params(30, 6, 5, (3,) * len(spatial), grad=True)  # rank padded to 32
+    b = torch.randn(5, requires_grad=True) if bias else None
+    out = fast_cp.cp_conv(x, *params, b, 1, padding)  # "auto": fused
+    ref = HF.cp_conv(x, *params, b, 1, padding)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    inputs = [x, *leaves, *([b] if bias else [])]
+    grad = torch.randn_like(ref)
+    for a, e in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
+    assert calls == [1]
+
+
+def test_fused_schedule_refuses_what_it_cannot_run():
+    x = torch.randn(2, 4, 5, 6, 7)
+    params, _ = _cp_params(32, 4, 5, (3, 3, 3), grad=False)
+    with pytest.raises(ValueError, match="schedule='fused' needs a stride-1"):
+        fast_cp.cp_conv(x, *params, None, 2, 1, schedule="fused")
+    with pytest.raises(ValueError, match="schedule='fused' needs"):
+        fast_cp.cp_conv(x.double(), *[p.double() if torch.is_tensor(p) else [f.double() for f in p]
+                                      for p in params], None, 1, 1, schedule="fused")  # fmt: skip
 
 
 @needs_native

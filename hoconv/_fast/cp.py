@@ -33,8 +33,8 @@ from hoconv._fast.depthwise import (
     block_out_spatial,
     block_weight_grad,
     make_blocks,
-    out_len,
 )
+from hoconv._fast.fused import fused_conv, fused_supports, workspace_bytes
 from hoconv._fast.rows import (
     channels_last,
     empty_like_layout,
@@ -49,7 +49,8 @@ from hoconv._fast.stream import StreamFunction, make_plan
 from hoconv.functional import check_cp_factors
 
 CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
-SCHEDULES = ("auto", "batch", "stream")
+SCHEDULES = ("auto", "batch", "stream", "fused")
+FUSED_BYTES = 48 << 20  # per-thread ring workspace up to which "auto" takes the fused schedule
 CL3D = torch.channels_last_3d
 KERNEL_ARG = 8  # index of the first depthwise kernel among _CPConvFunction's inputs
 RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
@@ -237,18 +238,6 @@ def _grad_needed(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _fused(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation) -> torch.Tensor:
-    """The whole stride-1 layer through :func:`hoconv._fast.native.fused_forward` (no grad)."""
-    spatial = tuple(
-        out_len(size, f.shape[1], 1, pad, d)
-        for size, f, pad, d in zip(x.shape[2:], kernel_factors, pads, dilation)
-    )
-    out = empty_like_layout(x, x.shape[0], out_matrix.shape[0], *spatial)  # (N, T, *S_out)
-    before = tuple(pad[0] for pad in pads)
-    return native.fused_forward(x, in_factor.t(), tuple(kernel_factors), out_matrix, bias, out,
-                                before, dilation)  # fmt: skip
-
-
 def cp_conv(
     x: torch.Tensor,
     weights: torch.Tensor,
@@ -280,10 +269,14 @@ def cp_conv(
         keep: keep the rank-space activations for the backward (faster) or recompute them
             there chunk by chunk (less memory); default: keep them when they are no larger
             than ``x``.
-        schedule: ``"batch"`` (whole samples per stage, in batch chunks), ``"stream"``
-            (slabs of frames along the first spatial axis, :mod:`hoconv._fast.stream`) or
-            ``"auto"``: stream stride-1 layers whose rank-space activation of one sample
-            exceeds ``CHUNK_BYTES`` (it would not stay in cache between the stages).
+        schedule: ``"fused"`` (one native pass each way, :mod:`hoconv._fast.fused`; stride-1
+            2-D / 3-D float32 CPU layers), ``"batch"`` (whole samples per stage, in batch
+            chunks), ``"stream"`` (slabs of frames along the first spatial axis,
+            :mod:`hoconv._fast.stream`) or ``"auto"``: fused where it applies (without
+            ``chunk`` / ``keep``, and with at least as many samples as threads when a
+            backward follows), else stream stride-1 layers whose rank-space activation of
+            one sample exceeds ``CHUNK_BYTES`` (it would not stay in cache between the
+            stages), else batch.
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -302,9 +295,21 @@ def cp_conv(
         kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
         out_matrix = F.pad(out_matrix, (0, extra))
         rank += extra
-    if not _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors):
-        if native.fused_supports(x, rank, kernel, stride):  # one native pass, no rank-space tensor
-            return _fused(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation)
+    fusable = fused_supports(x, rank, kernel, stride)
+    if schedule == "fused" and not fusable:
+        raise ValueError(
+            "schedule='fused' needs a stride-1 2-D or 3-D float32 CPU conv, a rank that is a "
+            f"multiple of 16 (or padded to one), <= {native.MAX_TAPS} taps per axis, x "
+            "contiguous in either layout, and the native kernels (a C compiler)"
+        )
+    if schedule == "auto" and fusable and chunk is None and keep is None:
+        grad = _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors)
+        # the backward's threads take whole samples: fewer samples than threads leave cores idle
+        fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES
+        if fits and (not grad or x.shape[0] >= torch.get_num_threads()):
+            schedule = "fused"
+    if schedule == "fused":
+        return fused_conv(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation)
     sample_bytes = rank * math.prod(x.shape[2:]) * x.element_size()  # one sample's A x
     # strided layers: smaller blocks (aten's strided depthwise backward scales with the taps of
     # a block; measured 1.6-1.8x faster as (axis 0) + (axes 1, 2) than one 3-D block)

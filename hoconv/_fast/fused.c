@@ -141,21 +141,27 @@ static float* start_frame(const Fwd* p, long n, long od, float* buffer) {
   return acc;
 }
 
+/* dst[c oc + q op] = acc[q ldc + c] for q < count, c < C: rows of an accumulator stored in a
+   tensor of either layout (channels-first in 16 x 16 transposed blocks). */
+static void store_rows(float* dst, long oc, long op, const float* acc, long ldc, long count,
+                       long C) {
+  if (oc == 1) {
+    for (long q = 0; q < count; ++q) memcpy(dst + q * op, acc + q * ldc, C * sizeof(float));
+    return;
+  }
+  long q16 = op == 1 ? count / 16 * 16 : 0;
+  for (long q0 = 0; q0 < q16; q0 += 16)
+    for (long c0 = 0; c0 < C; c0 += 16)
+      transpose16(dst + c0 * oc + q0, oc, acc + q0 * ldc + c0, ldc, lmin(16, C - c0));
+  for (long q = q16; q < count; ++q) /* the rest, and other layouts */
+    for (long c = 0; c < C; ++c) dst[c * oc + q * op] = acc[q * ldc + c];
+}
+
 /* The accumulator into output frame od of sample n when it is not the output itself. */
 static void store_frame(const Fwd* p, long n, long od, const float* acc) {
   long frame = p->Ho * p->Wo;
-  float* dst = p->out + n * p->on + od * frame * p->op;
-  if (direct_out(p)) return;
-  if (p->oc == 1) { /* channels-last rows of T (not a multiple of 16) */
-    for (long q = 0; q < frame; ++q) memcpy(dst + q * p->op, acc + q * p->Tp, p->T * sizeof(float));
-    return;
-  }
-  long q16 = p->op == 1 ? frame / 16 * 16 : 0; /* channels-first: 16 x 16 blocks */
-  for (long q0 = 0; q0 < q16; q0 += 16)
-    for (long t0 = 0; t0 < p->T; t0 += 16)
-      transpose16(dst + t0 * p->oc + q0, p->oc, acc + q0 * p->Tp + t0, p->Tp, lmin(16, p->T - t0));
-  for (long q = q16; q < frame; ++q) /* the rest, and other layouts */
-    for (long t = 0; t < p->T; ++t) dst[t * p->oc + q * p->op] = acc[q * p->Tp + t];
+  if (!direct_out(p))
+    store_rows(p->out + n * p->on + od * frame * p->op, p->oc, p->op, acc, p->Tp, frame, p->T);
 }
 
 /* Output frames [o0, o1) of sample n; `ws`: the workspace of one thread (its layout below,

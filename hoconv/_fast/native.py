@@ -45,13 +45,14 @@ from pathlib import Path
 import torch
 
 # compiled as one unit, in this order (fused.c uses native.c's static helpers)
-SOURCE_PATHS = (Path(__file__).with_name("native.c"), Path(__file__).with_name("fused.c"))
+SOURCE_PATHS = tuple(Path(__file__).with_name(f) for f in ("native.c", "fused.c", "fused_grad.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 SERIAL_FLAGS = tuple(f for f in FLAGS if f != "-fopenmp")  # a compiler without OpenMP
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library, or None once tried
 # C functions: name, pointer arguments, long arguments
-_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18), ("cp_fwd_f32", 9, 28))
+_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18), ("cp_fwd_f32", 9, 28),
+               ("cp_bwd_f32", 11, 29))  # fmt: skip
 FUSED_RANKS = 64  # ranks per block of cp_fwd_f32 (RB in fused.c)
 MAX_TAPS = 16  # taps per axis of dw_sep_f32 (MAXK in native.c)
 
@@ -306,6 +307,60 @@ def fused_forward(
     return out
 
 
+def fused_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    in_factor: torch.Tensor,
+    factors: tuple[torch.Tensor, ...],
+    out_matrix: torch.Tensor,
+    before: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Gradients of :func:`fused_forward` in one native pass (``fused_grad.c``).
+
+    Args:
+        grad_out: ``(N, T, *S_out)``, contiguous in either layout.
+        x: the forward's input (as :func:`fused_forward` takes it).
+        in_factor: ``A``, ``(R, C)``, R a multiple of 16.
+        factors: one ``(R, K_i)`` per spatial axis.
+        out_matrix: ``B``, ``(T, R)``.
+        before: the leading padding of each axis.
+        dilation: per axis.
+
+    Returns:
+        ``(grad_x, grad_in_factor, grad_out_matrix, grad_factors)``; grad_x in x's layout.
+    """
+    lib = _library()
+    flat2d = x.dim() == 4
+    if flat2d:  # a 2-D conv: one frame per sample, a 1-tap first axis
+        factors = (torch.ones_like(factors[0][:, :1]), *factors)
+        before, dilation = (0, *before), (1, *dilation)
+    (n, c, d, h, w), (_, t, do, ho, wo) = _as3d(x.shape), _as3d(grad_out.shape)
+    rank, c_pad = in_factor.shape[0], -(-c // 16) * 16
+    kernel = tuple(f.shape[1] for f in factors)
+    taps = [f.t().contiguous() for f in factors]  # (K, R) each
+    in_t, out_matrix = in_factor.t().contiguous(), out_matrix.contiguous()  # (C, R), (T, R)
+    in_pad = in_factor.new_zeros(rank, c_pad)
+    in_pad[:, :c] = in_factor  # (R, Cp): padded to whole vectors
+    span, frame, rb = (kernel[0] - 1) * dilation[0] + 1, ho * wo, FUSED_RANKS
+    ws_len = span * (h * w + 2 * frame) * rank + 2 * (h * wo + frame) * rb + h * w * rb
+    ws_len += span * h * w * c_pad  # floats per thread (Work in fused_grad.c)
+    grads_len = (t + c + sum(kernel)) * rank
+    threads = max(1, min(torch.get_num_threads(), n))
+    ws = x.new_empty(threads, ws_len)
+    grads = x.new_zeros(threads, grads_len)
+    grad_x = torch.empty_like(x)  # x's layout
+    lib.cp_bwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps),
+                   grad_out.data_ptr(), out_matrix.data_ptr(), in_pad.data_ptr(),
+                   grad_x.data_ptr(), ws.data_ptr(), grads.data_ptr(), ws_len, grads_len,
+                   threads, n, c, c_pad, d, h, w, do, ho, wo, rank, t, *kernel, *before,
+                   *dilation, *_layout_strides(x), *_layout_strides(grad_out))  # fmt: skip
+    total = grads.sum(0).view(-1, rank)  # (T + C + sum K, R)
+    parts = total.split([t, c, *kernel])
+    grad_factors = tuple(p.t() for p in parts[2:])  # (R, K_i) each
+    return grad_x, parts[1].t(), parts[0], grad_factors[1:] if flat2d else grad_factors
+
+
 def _as3d(shape: torch.Size) -> tuple[int, ...]:
     """``(N, C, D, H, W)`` of a 4-D (one frame) or 5-D shape."""
     return tuple(shape) if len(shape) == 5 else (shape[0], shape[1], 1, *shape[2:])
@@ -315,6 +370,7 @@ __all__ = [
     "available",
     "depthwise_separable",
     "depthwise_weight_grad",
+    "fused_backward",
     "fused_forward",
     "fused_supports",
     "supports",

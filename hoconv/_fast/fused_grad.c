@@ -1,0 +1,198 @@
+/* Fused backward of a stride-1 CP convolution (built after fused.c, in the same unit).
+
+   Forward, per sample: h1[f] = x[f] V^T, u[f] = W(h1[f]), g[f] = H(u[f]) (the W and H passes
+   of the separable kernel), h2[o] = sum_a fd[a] g[o + a dd - pd], out[o] = h2[o] U^T + bias.
+   Given G = d out, one walk over the output frames recomputes h1 and g (rings of `span`
+   frames) and, per block of RB ranks:
+     dU    += G[o]^T h2[o]                       gh2[o] = G[o] U   (a ring too)
+     dfd[a] += <gh2[o], g[o + a dd - pd]>
+   and, once every output frame reading input frame f is done, the chain back to the input:
+     s = sum_a fd[a] gh2[f - a dd + pd]           (the D pass transposed)
+     t = H^T(s), gh1 = W^T(t)                       (the flipped passes)
+     dfh[b] += <s, u shifted by b>, dfw[c] += <t, h1 shifted by c>
+     dV += gh1^T x[f]                               dx[f] = gh1 V.
+   Every rank-space tensor stays in the thread's workspace: x and G are read once (x twice),
+   dx written once. The threads take whole samples; each accumulates its own parameter grads
+   (summed in native.py). */
+
+/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv. */
+static void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
+                    long nv) {
+  for (long v = 0; v < nv; ++v) {
+    long o = 16 * v, m = 0;
+    v16 s0 = bc(0.f), s1 = bc(0.f);
+    for (; m + 1 < count; m += 2) {
+      s0 += ld(a + m * as + o) * ld(b + m * bs + o);
+      s1 += ld(a + (m + 1) * as + o) * ld(b + (m + 1) * bs + o);
+    }
+    if (m < count) s0 += ld(a + m * as + o) * ld(b + m * bs + o);
+    st(ac + o, ld(ac + o) + s0 + s1);
+  }
+}
+
+/* ac[k ak] += sum_{o < Lo, j < inner} g[(o inner + j) gs] x[((o + k dil - pad) inner + j) xs]
+   for k < K (x zero outside [0, L)): the gradient of one axis' taps. */
+static void corr_axis(float* ac, long ak, const float* g, long gs, const float* x, long xs,
+                      long Lo, long L, long inner, long K, long dil, long pad, long nv) {
+  for (long k = 0; k < K; ++k) {
+    long shift = k * dil - pad, o0 = lmax(0, -shift), o1 = lmin(Lo, L - shift);
+    if (o0 < o1)
+      dot_acc(ac + k * ak, g + o0 * inner * gs, gs, x + (o0 + shift) * inner * xs, xs,
+              (o1 - o0) * inner, nv);
+  }
+}
+
+typedef struct {
+  Fwd f;            /* x, V^T (C, R) as vt, the factors and the geometry (out unused) */
+  const float* gy;  /* G: (N, T, Do, Ho, Wo) with strides on, oc, op of f */
+  const float* um;  /* U: (T, R) */
+  const float* vp;  /* V: (R, Cp), zero-padded to Cp columns */
+  float* dx;        /* (N, C, D, H, W) with the strides of x */
+  long Cp;
+} Bwd;
+
+/* Per-thread gradient accumulators, in this order in `grads`. */
+typedef struct {
+  float *du, *dv, *dfd, *dfh, *dfw; /* (T, R), (C, R), (KD, R), (KH, R), (KW, R) */
+} Grads;
+
+typedef struct {
+  float *h1, *g, *gh2;         /* rings: span frames (H W, R), (Ho Wo, R), (Ho Wo, R) */
+  float *tw, *h2, *s, *t, *gh1; /* blocks: (H, Wo, RB), (Ho Wo, RB) x 2, (H, Wo, RB), (H W, RB) */
+  float* dx;                    /* span frames (H W, Cp): input gradients being summed */
+} Work;
+
+/* Input frames [f0, f1) of sample n, ranks [r0, r0 + cs): h1 and g into their rings. */
+static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, long r0, long cs) {
+  const Fwd* p = &b->f;
+  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  long nv = cs / 16;
+  for (long f = f0; f < f1; ++f) {
+    const float* xf = p->x + n * p->xn + f * hw * p->xp;
+    float* h1 = w->h1 + (f % span) * hw * R + r0;
+    gemm(hw, cs, p->C, xf, p->xp, p->xc, p->vt + r0, R, h1, R, 0);
+    for (long h = 0; h < p->H; ++h)
+      pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->fw + r0, R,
+                p->KW, p->dw, p->pw, nv);
+    pass_axis(w->g + (f % span) * frame * R + r0, R, w->tw, cs, p->Ho, p->H, p->Wo, p->fh + r0,
+              R, p->KH, p->dh, p->ph, nv);
+  }
+}
+
+/* Output frame od, ranks [r0, r0 + cs): dU, gh2 (into its ring) and dfd. */
+static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long od, long r0,
+                       long cs) {
+  const Fwd* p = &b->f;
+  long span = (p->KD - 1) * p->dd + 1, frame = p->Ho * p->Wo, R = p->R, nv = cs / 16;
+  const float* sp[MAXK];
+  const float* wp[MAXK];
+  long nk = 0;
+  for (long a = 0; a < p->KD; ++a) {
+    long f = od + a * p->dd - p->pd;
+    if (f >= 0 && f < p->D) {
+      sp[nk] = w->g + (f % span) * frame * R + r0;
+      wp[nk++] = p->fd + a * R + r0;
+    }
+  }
+  taps(w->h2, cs, sp, R, frame, wp, nk, nv);
+  const float* gy = b->gy + n * p->on + od * frame * p->op;
+  gemm(p->T, cs, frame, gy, p->oc, p->op, w->h2, cs, d->du + r0, R, 1);
+  float* gh2 = w->gh2 + (od % span) * frame * R + r0;
+  gemm(frame, cs, p->T, gy, p->op, p->oc, b->um + r0, R, gh2, R, 0);
+  for (long a = 0; a < p->KD; ++a) {
+    long f = od + a * p->dd - p->pd;
+    if (f >= 0 && f < p->D)
+      dot_acc(d->dfd + a * R + r0, gh2, R, w->g + (f % span) * frame * R + r0, R, frame, nv);
+  }
+}
+
+/* Input frame f (all its output frames done), ranks [r0, r0 + cs): back to the input. */
+static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long r0,
+                      long cs) {
+  const Fwd* p = &b->f;
+  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  long nv = cs / 16, nk = 0;
+  const float* sp[MAXK];
+  const float* wp[MAXK];
+  for (long a = 0; a < p->KD; ++a) {
+    long od = f - a * p->dd + p->pd;
+    if (od >= 0 && od < p->Do) {
+      sp[nk] = w->gh2 + (od % span) * frame * R + r0;
+      wp[nk++] = p->fd + a * R + r0;
+    }
+  }
+  taps(w->s, cs, sp, R, frame, wp, nk, nv);
+  const float* h1 = w->h1 + (f % span) * hw * R + r0;
+  for (long h = 0; h < p->H; ++h) /* u = W(h1) again, for dfh */
+    pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->fw + r0, R,
+              p->KW, p->dw, p->pw, nv);
+  corr_axis(d->dfh + r0, R, w->s, cs, w->tw, cs, p->Ho, p->H, p->Wo, p->KH, p->dh, p->ph, nv);
+  /* t = H^T(s): the H pass with the flipped taps (weight stride -R) */
+  pass_axis(w->t, cs, w->s, cs, p->H, p->Ho, p->Wo, p->fh + (p->KH - 1) * R + r0, -R, p->KH,
+            p->dh, p->dh * (p->KH - 1) - p->ph, nv);
+  for (long h = 0; h < p->H; ++h) {
+    const float* th = w->t + h * p->Wo * cs;
+    corr_axis(d->dfw + r0, R, th, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->KW, p->dw, p->pw,
+              nv);
+    pass_axis(w->gh1 + h * p->W * cs, cs, th, cs, p->W, p->Wo, 1,
+              p->fw + (p->KW - 1) * R + r0, -R, p->KW, p->dw, p->dw * (p->KW - 1) - p->pw, nv);
+  }
+  const float* xf = p->x + n * p->xn + f * hw * p->xp;
+  gemm(p->C, cs, hw, xf, p->xc, p->xp, w->gh1, cs, d->dv + r0, R, 1);
+  gemm(hw, b->Cp, cs, w->gh1, cs, 1, b->vp + r0 * b->Cp, b->Cp, w->dx + (f % span) * hw * b->Cp,
+       b->Cp, r0 > 0);
+}
+
+/* All of sample n. */
+static void bwd_sample(const Bwd* b, const Work* w, const Grads* d, long n) {
+  const Fwd* p = &b->f;
+  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, R = p->R;
+  long next = 0, done = 0; /* input frames below `next` recomputed, below `done` finished */
+  for (long od = 0; od < p->Do; ++od) {
+    long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
+    long last = od + 1 == p->Do ? p->D : lmin(p->D, od - p->pd + 1); /* frames [done, last) */
+    for (long r0 = 0; r0 < R; r0 += RB) {
+      long cs = lmin(RB, R - r0);
+      bwd_forward(b, w, n, first, hi, r0, cs);
+      bwd_output(b, w, d, n, od, r0, cs);
+      for (long f = done; f < last; ++f) bwd_input(b, w, d, n, f, r0, cs);
+    }
+    for (long f = done; f < last; ++f)
+      store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp,
+                 w->dx + (f % span) * hw * b->Cp, b->Cp, hw, p->C);
+    next = lmax(next, hi);
+    done = lmax(done, last);
+  }
+}
+
+/* Entry point: `threads` OpenMP threads take whole samples. Each has `ws_len` floats of `ws`
+   (laid out as Work) and `grads_len` floats of `grads` (zeroed, laid out as Grads). Pointers
+   as cp_fwd_f32's, then G, U (T, R), V (R, Cp) and dx (the strides of x). */
+void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* fh,
+                const float* fw, const float* gy, const float* um, const float* vp, float* dx,
+                float* ws, float* grads, long ws_len, long grads_len, long threads, long N,
+                long C, long Cp, long D, long H, long W, long Do, long Ho, long Wo, long R,
+                long T, long KD, long KH, long KW, long pd, long ph, long pw, long dd, long dh,
+                long dw, long xn, long xc, long xp, long on, long oc, long op) {
+  Bwd b = {{x, vt, fd, fh, fw, NULL, NULL, NULL, N, C, D, H, W, Do, Ho, Wo, R, T, T, KD, KH, KW,
+            pd, ph, pw, dd, dh, dw, xn, xc, xp, on, oc, op},
+           gy, um, vp, dx, Cp};
+  long span = (KD - 1) * dd + 1, hw = H * W, frame = Ho * Wo;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (long i = 0; i < threads; ++i) {
+    float* q = ws + i * ws_len;
+    Work w;
+    w.h1 = q; q += span * hw * R;
+    w.g = q; q += span * frame * R;
+    w.gh2 = q; q += span * frame * R;
+    w.tw = q; q += H * Wo * RB;
+    w.h2 = q; q += frame * RB;
+    w.s = q; q += frame * RB;
+    w.t = q; q += H * Wo * RB;
+    w.gh1 = q; q += hw * RB;
+    w.dx = q;
+    float* a = grads + i * grads_len;
+    Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
+    for (long n = i; n < N; n += threads) bwd_sample(&b, &w, &d, n);
+  }
+}
