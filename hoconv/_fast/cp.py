@@ -51,6 +51,10 @@ from hoconv.functional import check_cp_factors
 CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
 SCHEDULES = ("auto", "batch", "stream", "fused")
 FUSED_BYTES = 48 << 20  # per-thread ring workspace up to which "auto" takes the fused schedule
+# Fewer positions per frame (H * W) than this leave the fused GEMMs too short: measured fwd+bwd
+# fused / batch, 2 threads: (2, 512, 1, 2, 2) R 2288 13.7 / 9.9 ms, (2, 256, 2, 4, 4) R 1136
+# 4.6 / 3.8 ms, (2, 128, 4, 7, 7) R 561 3.4 / 4.2 ms, (2, 64, 8, 14, 14) R 273 6.3 / 8.8 ms.
+FUSED_MIN_POSITIONS = 32
 CL3D = torch.channels_last_3d
 KERNEL_ARG = 8  # index of the first depthwise kernel among _CPConvFunction's inputs
 RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
@@ -306,6 +310,7 @@ def cp_conv(
         grad = _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors)
         # the backward's threads take whole samples: fewer samples than threads leave cores idle
         fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES
+        fits = fits and math.prod(x.shape[-2:]) >= FUSED_MIN_POSITIONS
         if fits and (not grad or x.shape[0] >= torch.get_num_threads()):
             schedule = "fused"
     if schedule == "fused":
