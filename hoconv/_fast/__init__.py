@@ -5,10 +5,12 @@
 - :func:`select`: which route ``implementation="auto"`` takes for a given input ("plain",
   "fast" or "dense": the reconstructed kernel through the dense convolution).
 
-Submodules: ``cp`` (batch schedule and the public entry point), ``stream`` (slab schedule for
-large rank-space activations), ``rows`` (matrix views of either memory layout and their
-products), ``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi),
-``native`` (the C kernel of the depthwise kernel gradient), ``select`` and ``bench``.
+Submodules: ``cp`` (batch schedule and the public entry point), ``fused`` (the whole layer in
+one native pass each way, the default where it applies), ``stream`` (slab schedule for large
+rank-space activations), ``rows`` (matrix views of either memory layout and their products),
+``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi), ``native`` (the
+C kernels: fused layer, separable depthwise conv, depthwise kernel gradient), ``select`` and
+``bench``.
 """
 
 from hoconv._fast.cp import cp_conv

@@ -4,10 +4,14 @@ For stride-1 2-D / 3-D float32 layers on CPU, :func:`hoconv._fast.native.fused_f
 :func:`~hoconv._fast.native.fused_backward` walk each sample frame by frame along its first
 spatial axis: the 1x1 convs are register-tiled GEMMs on one frame, the separable depthwise
 passes run on blocks of 64 ranks, and every rank-space intermediate stays in a per-thread
-workspace of a few frames (in L2 / L3). Only ``x``, ``out``, ``grad_out`` and ``grad_x`` pass
-through memory, once each; the backward recomputes the rank-space activations instead of
+workspace of a few frames (in L2 / L3). Only the layer's own tensors go through memory: ``x``
+(read by the forward, and by the backward for the recompute and for ``grad_A``), ``out``,
+``grad_out`` and ``grad_x``. The backward recomputes the rank-space activations instead of
 storing them (one extra ``A x`` GEMM), so a layer's training memory is its inputs, outputs
-and a few MB of workspace.
+and a few MB of workspace per thread (three rings of ``span`` rank-space frames).
+
+The backward's threads take whole samples (each sums its own parameter gradients); the
+forward splits the output frames of a sample when there are fewer samples than threads.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Small native (C) kernels for stride-1 depthwise convs on channels-last float32 data.
+"""Native (C) kernels of the fast CP path, float32 on CPU.
 
-Why: on CPU these convs have no good library kernel for a CP layer's needs.
+Why: on CPU a CP layer's depthwise convs have no good library kernel, and a whole layer run
+as separate library calls streams its rank-space tensors through memory between them.
 
+- ``fused_forward`` / ``fused_backward`` (``fused.c``, ``fused_grad.c``): a whole stride-1
+  2-D / 3-D CP conv per sample, frame by frame, every rank-space intermediate in a per-thread
+  workspace (see :mod:`hoconv._fast.fused`). The 1x1 convs are register-tiled GEMMs (6 rows x
+  64 columns of accumulators), ~105-114 GFLOP/s per Zen 4 core in cache.
 - ``depthwise_separable`` (forward, and the input gradient as the flipped-kernel conv): a CP
   kernel's spatial part is separable, so it runs three 1-D passes (9 taps for 3x3x3) instead
   of oneDNN's 27 taps, per 32-channel block, the W and H passes into a compact scratch that
@@ -12,16 +17,17 @@ Why: on CPU these convs have no good library kernel for a CP layer's needs.
   into a plain-layout kernel first (a copy as long as the conv). Here each row of inputs is
   carried in registers across the three taps along W.
 
-What compiles, when: ``native.c`` (~250 lines), at the first use in a process, with the
-system C compiler (``$CC`` or ``cc``, ``-O3 -march=native -fopenmp``), in ~0.3 s. The library
-is cached in ``$HOCONV_CACHE`` (default ``~/.cache/hoconv``) under a hash of the source, the
-flags and this CPU's feature flags, so another machine sharing the cache builds its own. Set
-``HOCONV_NATIVE=0`` to never build or use it. Without a compiler (or if the build fails) the
-fast path keeps its eager (oneDNN / aten) kernels, and a warning says why, once.
+What compiles, when: ``native.c``, ``fused.c`` and ``fused_grad.c`` (~680 lines, one unit),
+at the first use in a process, with the system C compiler (``$CC`` or ``cc``, ``-O3
+-march=native -fopenmp``), in ~0.9 s. The library is cached in ``$HOCONV_CACHE`` (default
+``~/.cache/hoconv``) under a hash of the source, the flags and this CPU's feature flags, so
+another machine sharing the cache builds its own. Set ``HOCONV_NATIVE=0`` to never build or
+use it. Without a compiler (or if the build fails) the fast path keeps its eager (oneDNN /
+aten) kernels, and a warning says why, once.
 
-Threads: the channels are split over ``torch.get_num_threads()`` OpenMP threads of the
-runtime PyTorch has already loaded (``libgomp.so.1`` resolves to torch's copy), so the
-kernels share the GEMMs' thread pool. A pool of Python threads measured 1.8x slower in the
+Threads: the channels (fused: the samples, or a sample's frames) are split over
+``torch.get_num_threads()`` OpenMP threads of the runtime PyTorch has already loaded
+(``libgomp.so.1`` resolves to torch's copy), so the kernels share the GEMMs' thread pool. A pool of Python threads measured 1.8x slower in the
 layer: the GEMMs' OpenMP threads still spin after each GEMM and the cores were oversubscribed.
 Like every torch op on that runtime, a forked child must ``torch.set_num_threads(1)`` (as
 DataLoader workers do) before calling them. A compiler that rejects ``-fopenmp`` (e.g. Apple
@@ -283,10 +289,8 @@ def fused_forward(
         ``out``.
     """
     lib = _library()
-    if x.dim() == 4:  # a 2-D conv: one frame per sample
-        factors = (torch.ones_like(factors[0][:, :1]), *factors)  # a 1-tap first axis
-        before, dilation = (0, *before), (1, *dilation)
-    (n, c, d, h, w), (_, t, do, ho, wo) = _as3d(x.shape), _as3d(out.shape)
+    factors, before, dilation = _as3d(x, factors, before, dilation)
+    (n, c, d, h, w), (_, t, do, ho, wo) = _shape3d(x.shape), _shape3d(out.shape)
     rank, t_pad = in_t.shape[1], -(-t // 16) * 16
     taps = [f.t().contiguous() for f in factors]  # (K, R) each
     ut = out_matrix.new_zeros(rank, t_pad)
@@ -331,11 +335,8 @@ def fused_backward(
         ``(grad_x, grad_in_factor, grad_out_matrix, grad_factors)``; grad_x in x's layout.
     """
     lib = _library()
-    flat2d = x.dim() == 4
-    if flat2d:  # a 2-D conv: one frame per sample, a 1-tap first axis
-        factors = (torch.ones_like(factors[0][:, :1]), *factors)
-        before, dilation = (0, *before), (1, *dilation)
-    (n, c, d, h, w), (_, t, do, ho, wo) = _as3d(x.shape), _as3d(grad_out.shape)
+    factors, before, dilation = _as3d(x, factors, before, dilation)
+    (n, c, d, h, w), (_, t, do, ho, wo) = _shape3d(x.shape), _shape3d(grad_out.shape)
     rank, c_pad = in_factor.shape[0], -(-c // 16) * 16
     kernel = tuple(f.shape[1] for f in factors)
     taps = [f.t().contiguous() for f in factors]  # (K, R) each
@@ -358,12 +359,26 @@ def fused_backward(
     total = grads.sum(0).view(-1, rank)  # (T + C + sum K, R)
     parts = total.split([t, c, *kernel])
     grad_factors = tuple(p.t() for p in parts[2:])  # (R, K_i) each
-    return grad_x, parts[1].t(), parts[0], grad_factors[1:] if flat2d else grad_factors
+    if x.dim() == 4:  # drop the inserted 1-tap axis
+        grad_factors = (grad_factors[0], grad_factors[2])
+    return grad_x, parts[1].t(), parts[0], grad_factors
 
 
-def _as3d(shape: torch.Size) -> tuple[int, ...]:
-    """``(N, C, D, H, W)`` of a 4-D (one frame) or 5-D shape."""
-    return tuple(shape) if len(shape) == 5 else (shape[0], shape[1], 1, *shape[2:])
+def _as3d(x: torch.Tensor, factors, before, dilation):
+    """A 2-D conv as the 3-D one the kernels run: rows are the frames, a 1-tap middle axis.
+
+    (Whole images as frames measured slower: a (64, 64) frame's rank-space rings do not fit
+    in L2; rows do.) 3-D convs pass through unchanged.
+    """
+    if x.dim() == 5:
+        return factors, before, dilation
+    one = torch.ones_like(factors[0][:, :1])  # (R, 1)
+    return (factors[0], one, factors[1]), (before[0], 0, before[1]), (dilation[0], 1, dilation[1])
+
+
+def _shape3d(shape: torch.Size) -> tuple[int, ...]:
+    """``(N, C, D, H, W)`` of a 5-D shape, or ``(N, C, H, 1, W)`` of a 4-D one (see _as3d)."""
+    return tuple(shape) if len(shape) == 5 else (*shape[:3], 1, shape[3])
 
 
 __all__ = [
