@@ -17,6 +17,12 @@
 #define MR 6  /* rows of a GEMM register tile */
 #define RB 64 /* ranks per block */
 
+/* Block r0 of ring slot i: rings are (span, R / RB, size, RB), each block of a frame
+   contiguous (size positions of cs = min(RB, R - r0) ranks). */
+static inline float* blk(float* ring, long i, long size, long R, long r0) {
+  return ring + (i * R + r0) * size;
+}
+
 static inline v16 bc(float s) {
   v16 v = {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
   return v;
@@ -170,7 +176,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   float* h1 = ws;                           /* (H W, RB): the 1x1 conv of a block */
   float* tw = h1 + hw * RB;                 /* (H, Wo, RB): after the W pass */
-  float* ring = tw + p->H * p->Wo * RB;     /* span frames (Ho Wo, R): after the H pass */
+  float* ring = tw + p->H * p->Wo * RB;     /* span frames after the H pass (blk) */
   float* h2 = ring + span * frame * R;      /* (Ho Wo, RB): after the D pass */
   float* acc = h2 + frame * RB;             /* (Ho Wo, Tp): the output frame */
   const float* xs[MAXK];
@@ -189,18 +195,18 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
         for (long h = 0; h < p->H; ++h)
           pass_axis(tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
                     p->KW, p->dw, p->pw, nv);
-        pass_axis(ring + ((first + i) % span) * frame * R + r0, R, tw, cs, p->Ho, p->H, p->Wo,
+        pass_axis(blk(ring, (first + i) % span, frame, R, r0), cs, tw, cs, p->Ho, p->H, p->Wo,
                   p->fh + r0, R, p->KH, p->dh, p->ph, nv);
       }
       long nk = 0;
       for (long a = 0; a < p->KD; ++a) {
         long f = od + a * p->dd - p->pd;
         if (f >= 0 && f < p->D) {
-          sp[nk] = ring + (f % span) * frame * R + r0;
+          sp[nk] = blk(ring, f % span, frame, R, r0);
           wp[nk++] = p->fd + a * R + r0;
         }
       }
-      taps(h2, cs, sp, R, frame, wp, nk, nv);
+      taps(h2, cs, sp, cs, frame, wp, nk, nv);
       gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, 1);
     }
     store_frame(p, n, od, out);

@@ -57,7 +57,7 @@ typedef struct {
 } Grads;
 
 typedef struct {
-  float *h1, *g, *gh2;         /* rings: span frames (H W, R), (Ho Wo, R), (Ho Wo, R) */
+  float *h1, *g, *gh2;         /* rings (blk): span frames of H W, Ho Wo, Ho Wo positions */
   float *tw, *h2, *s, *t, *gh1; /* blocks: (H, Wo, RB), (Ho Wo, RB) x 2, (H, Wo, RB), (H W, RB) */
   float* dx;                    /* span frames (H W, Cp): input gradients being summed */
 } Work;
@@ -69,12 +69,12 @@ static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, l
   long nv = cs / 16;
   for (long f = f0; f < f1; ++f) {
     const float* xf = p->x + n * p->xn + f * hw * p->xp;
-    float* h1 = w->h1 + (f % span) * hw * R + r0;
-    gemm(hw, cs, p->C, xf, p->xp, p->xc, p->vt + r0, R, h1, R, 0);
+    float* h1 = blk(w->h1, f % span, hw, R, r0);
+    gemm(hw, cs, p->C, xf, p->xp, p->xc, p->vt + r0, R, h1, cs, 0);
     for (long h = 0; h < p->H; ++h)
-      pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->fw + r0, R,
-                p->KW, p->dw, p->pw, nv);
-    pass_axis(w->g + (f % span) * frame * R + r0, R, w->tw, cs, p->Ho, p->H, p->Wo, p->fh + r0,
+      pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0,
+                R, p->KW, p->dw, p->pw, nv);
+    pass_axis(blk(w->g, f % span, frame, R, r0), cs, w->tw, cs, p->Ho, p->H, p->Wo, p->fh + r0,
               R, p->KH, p->dh, p->ph, nv);
   }
 }
@@ -90,19 +90,19 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
   for (long a = 0; a < p->KD; ++a) {
     long f = od + a * p->dd - p->pd;
     if (f >= 0 && f < p->D) {
-      sp[nk] = w->g + (f % span) * frame * R + r0;
+      sp[nk] = blk(w->g, f % span, frame, R, r0);
       wp[nk++] = p->fd + a * R + r0;
     }
   }
-  taps(w->h2, cs, sp, R, frame, wp, nk, nv);
+  taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
   const float* gy = b->gy + n * p->on + od * frame * p->op;
   gemm(p->T, cs, frame, gy, p->oc, p->op, w->h2, cs, d->du + r0, R, 1);
-  float* gh2 = w->gh2 + (od % span) * frame * R + r0;
-  gemm(frame, cs, p->T, gy, p->op, p->oc, b->um + r0, R, gh2, R, 0);
+  float* gh2 = blk(w->gh2, od % span, frame, R, r0);
+  gemm(frame, cs, p->T, gy, p->op, p->oc, b->um + r0, R, gh2, cs, 0);
   for (long a = 0; a < p->KD; ++a) {
     long f = od + a * p->dd - p->pd;
     if (f >= 0 && f < p->D)
-      dot_acc(d->dfd + a * R + r0, gh2, R, w->g + (f % span) * frame * R + r0, R, frame, nv);
+      dot_acc(d->dfd + a * R + r0, gh2, cs, blk(w->g, f % span, frame, R, r0), cs, frame, nv);
   }
 }
 
@@ -117,14 +117,14 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   for (long a = 0; a < p->KD; ++a) {
     long od = f - a * p->dd + p->pd;
     if (od >= 0 && od < p->Do) {
-      sp[nk] = w->gh2 + (od % span) * frame * R + r0;
+      sp[nk] = blk(w->gh2, od % span, frame, R, r0);
       wp[nk++] = p->fd + a * R + r0;
     }
   }
-  taps(w->s, cs, sp, R, frame, wp, nk, nv);
-  const float* h1 = w->h1 + (f % span) * hw * R + r0;
+  taps(w->s, cs, sp, cs, frame, wp, nk, nv);
+  const float* h1 = blk(w->h1, f % span, hw, R, r0);
   for (long h = 0; h < p->H; ++h) /* u = W(h1) again, for dfh */
-    pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->fw + r0, R,
+    pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
               p->KW, p->dw, p->pw, nv);
   corr_axis(d->dfh + r0, R, w->s, cs, w->tw, cs, p->Ho, p->H, p->Wo, p->KH, p->dh, p->ph, nv);
   /* t = H^T(s): the H pass with the flipped taps (weight stride -R) */
@@ -132,8 +132,8 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
             p->dh, p->dh * (p->KH - 1) - p->ph, nv);
   for (long h = 0; h < p->H; ++h) {
     const float* th = w->t + h * p->Wo * cs;
-    corr_axis(d->dfw + r0, R, th, cs, h1 + h * p->W * R, R, p->Wo, p->W, 1, p->KW, p->dw, p->pw,
-              nv);
+    corr_axis(d->dfw + r0, R, th, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->KW, p->dw,
+              p->pw, nv);
     pass_axis(w->gh1 + h * p->W * cs, cs, th, cs, p->W, p->Wo, 1,
               p->fw + (p->KW - 1) * R + r0, -R, p->KW, p->dw, p->dw * (p->KW - 1) - p->pw, nv);
   }
