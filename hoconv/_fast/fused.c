@@ -163,6 +163,37 @@ static void store_rows(float* dst, long oc, long op, const float* acc, long ldc,
     for (long c = 0; c < C; ++c) dst[c * oc + q * op] = acc[q * ldc + c];
 }
 
+/* A frame's matrix: element (position q, channel c) at a[q as + c ak]. */
+typedef struct {
+  const float* a;
+  long as, ak;
+} Mat;
+
+/* Row stride of a packed channels-first frame of `count` positions: whole vectors plus one,
+   so that rows do not alias in the caches (rows 2^k floats apart share their cache sets: the
+   GEMMs then reread every row from L3). */
+static inline long packed_ld(long count) { return (count + 15) / 16 * 16 + 16; }
+
+/* Copies the C rows of a channels-first frame at `base` (channel stride xc) to `pack` (rows
+   of packed_ld(count)); a channels-last frame (position stride xp != 1) is left as it is, and
+   so is every frame when pack is NULL. Packing pays when the frame is read once per rank
+   block and there are several (rank 288 channels-first, 2 threads, interleaved A/B runs:
+   fwd+bwd 125-133 -> 122-128 ms); with one block the copy costs more than it saves (rank 64:
+   29.0 -> 30.1-30.6 ms). */
+static void pack_frame(const float* base, long xc, long xp, long C, long count, float* pack) {
+  if (xp != 1 || !pack) return;
+  long ld = packed_ld(count);
+  for (long c = 0; c < C; ++c) memcpy(pack + c * ld, base + c * xc, count * sizeof(float));
+}
+
+/* The frame at `base` as a GEMM operand: its pack_frame copy, if any, else itself. */
+static inline Mat frame_view(const float* base, long xc, long xp, long count, const float* pack) {
+  return xp != 1 || !pack ? (Mat){base, xp, xc} : (Mat){pack, 1, packed_ld(count)};
+}
+
+/* The packing buffer to use (NULL: do not pack) for a layer of R ranks. */
+static inline float* packing(long R, float* buffer) { return R > RB ? buffer : NULL; }
+
 /* The accumulator into output frame od of sample n when it is not the output itself. */
 static void store_frame(const Fwd* p, long n, long od, const float* acc) {
   long frame = p->Ho * p->Wo;
@@ -179,19 +210,25 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   float* ring = tw + p->H * p->Wo * RB;     /* span frames after the H pass (blk) */
   float* h2 = ring + span * frame * R;      /* (Ho Wo, RB): after the D pass */
   float* acc = h2 + frame * RB;             /* (Ho Wo, Tp): the output frame */
-  const float* xs[MAXK];
+  float* pack = packing(R, acc + frame * p->Tp); /* span frames (C, packed_ld(H W)), or NULL */
+  Mat xs[MAXK];
   const float* sp[MAXK];
   const float* wp[MAXK];
   long next = 0; /* input frames below `next` are done */
   for (long od = o0; od < o1; ++od) {
     float* out = start_frame(p, n, od, acc);
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0)), nf = 0;
-    for (long f = first; f < hi; ++f, ++nf) xs[nf] = p->x + n * p->xn + f * hw * p->xp;
+    for (long f = first; f < hi; ++f, ++nf) {
+      const float* xf = p->x + n * p->xn + f * hw * p->xp;
+      float* slot = pack ? pack + (f % span) * p->C * packed_ld(hw) : NULL;
+      pack_frame(xf, p->xc, p->xp, p->C, hw, slot);
+      xs[nf] = frame_view(xf, p->xc, p->xp, hw, slot);
+    }
     next = lmax(next, hi);
     for (long r0 = 0; r0 < R; r0 += RB) {
       long cs = lmin(RB, R - r0), nv = cs / 16;
       for (long i = 0; i < nf; ++i) { /* the new input frames' g, ranks [r0, r0 + cs) */
-        gemm(hw, cs, p->C, xs[i], p->xp, p->xc, p->vt + r0, R, h1, cs, 0);
+        gemm(hw, cs, p->C, xs[i].a, xs[i].as, xs[i].ak, p->vt + r0, R, h1, cs, 0);
         for (long h = 0; h < p->H; ++h)
           pass_axis(tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
                     p->KW, p->dw, p->pw, nv);

@@ -60,7 +60,16 @@ typedef struct {
   float *h1, *g, *gh2;         /* rings (blk): span frames of H W, Ho Wo, Ho Wo positions */
   float *tw, *h2, *s, *t, *gh1; /* blocks: (H, Wo, RB), (Ho Wo, RB) x 2, (H, Wo, RB), (H W, RB) */
   float* dx;                    /* span frames (H W, Cp): input gradients being summed */
+  float *xpack, *gpack;         /* packed frames (pack_frame; NULL: none): span of x, one of G */
 } Work;
+
+/* Input frame f of sample n as a GEMM operand (packed by bwd_sample when channels-first). */
+static inline Mat x_view(const Bwd* b, const Work* w, long n, long f) {
+  const Fwd* p = &b->f;
+  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W;
+  float* pack = w->xpack ? w->xpack + (f % span) * p->C * packed_ld(hw) : NULL;
+  return frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw, pack);
+}
 
 /* Input frames [f0, f1) of sample n, ranks [r0, r0 + cs): h1 and g into their rings. */
 static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, long r0, long cs) {
@@ -68,9 +77,9 @@ static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, l
   long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   long nv = cs / 16;
   for (long f = f0; f < f1; ++f) {
-    const float* xf = p->x + n * p->xn + f * hw * p->xp;
+    Mat xm = x_view(b, w, n, f);
     float* h1 = blk(w->h1, f % span, hw, R, r0);
-    gemm(hw, cs, p->C, xf, p->xp, p->xc, p->vt + r0, R, h1, cs, 0);
+    gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0);
     for (long h = 0; h < p->H; ++h)
       pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0,
                 R, p->KW, p->dw, p->pw, nv);
@@ -95,10 +104,10 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
     }
   }
   taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
-  const float* gy = b->gy + n * p->on + od * frame * p->op;
-  gemm(p->T, cs, frame, gy, p->oc, p->op, w->h2, cs, d->du + r0, R, 1);
+  Mat g = frame_view(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, frame, w->gpack);
+  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1);
   float* gh2 = blk(w->gh2, od % span, frame, R, r0);
-  gemm(frame, cs, p->T, gy, p->op, p->oc, b->um + r0, R, gh2, cs, 0);
+  gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, gh2, cs, 0);
   for (long a = 0; a < p->KD; ++a) {
     long f = od + a * p->dd - p->pd;
     if (f >= 0 && f < p->D)
@@ -137,8 +146,8 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
     pass_axis(w->gh1 + h * p->W * cs, cs, th, cs, p->W, p->Wo, 1,
               p->fw + (p->KW - 1) * R + r0, -R, p->KW, p->dw, p->dw * (p->KW - 1) - p->pw, nv);
   }
-  const float* xf = p->x + n * p->xn + f * hw * p->xp;
-  gemm(p->C, cs, hw, xf, p->xc, p->xp, w->gh1, cs, d->dv + r0, R, 1);
+  Mat xm = x_view(b, w, n, f);
+  gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1);
   gemm(hw, b->Cp, cs, w->gh1, cs, 1, b->vp + r0 * b->Cp, b->Cp, w->dx + (f % span) * hw * b->Cp,
        b->Cp, r0 > 0);
 }
@@ -151,6 +160,11 @@ static void bwd_sample(const Bwd* b, const Work* w, const Grads* d, long n) {
   for (long od = 0; od < p->Do; ++od) {
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
     long last = od + 1 == p->Do ? p->D : lmin(p->D, od - p->pd + 1); /* frames [done, last) */
+    for (long f = first; f < hi && w->xpack; ++f) /* channels-first frames copied (pack_frame) */
+      pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw,
+                 w->xpack + (f % span) * p->C * packed_ld(hw));
+    pack_frame(b->gy + n * p->on + od * p->Ho * p->Wo * p->op, p->oc, p->op, p->T, p->Ho * p->Wo,
+               w->gpack);
     for (long r0 = 0; r0 < R; r0 += RB) {
       long cs = lmin(RB, R - r0);
       bwd_forward(b, w, n, first, hi, r0, cs);
@@ -190,7 +204,9 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
     w.s = q; q += frame * RB;
     w.t = q; q += H * Wo * RB;
     w.gh1 = q; q += hw * RB;
-    w.dx = q;
+    w.dx = q; q += span * hw * Cp;
+    w.xpack = packing(R, q); q += span * C * packed_ld(hw);
+    w.gpack = packing(R, q);
     float* a = grads + i * grads_len;
     Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
     for (long n = i; n < N; n += threads) bwd_sample(&b, &w, &d, n);

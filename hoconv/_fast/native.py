@@ -297,8 +297,8 @@ def fused_forward(
     ut[:, :t] = out_matrix.t()  # (R, Tp): padded to whole vectors
     span = (factors[0].shape[1] - 1) * dilation[0] + 1
     frame, rb = ho * wo, FUSED_RANKS
-    ws_len = h * w * rb + h * wo * rb + span * frame * rank + frame * rb
-    ws_len += frame * t_pad  # floats per thread (fwd_range in fused.c)
+    ws_len = h * w * rb + h * wo * rb + span * frame * rank + frame * rb + frame * t_pad
+    ws_len += span * c * _packed_ld(h * w)  # floats per thread (fwd_range in fused.c)
     threads = max(1, torch.get_num_threads())
     ws = x.new_empty(threads, ws_len)
     bias = None if bias is None else bias.contiguous()
@@ -345,7 +345,8 @@ def fused_backward(
     in_pad[:, :c] = in_factor  # (R, Cp): padded to whole vectors
     span, frame, rb = (kernel[0] - 1) * dilation[0] + 1, ho * wo, FUSED_RANKS
     ws_len = span * (h * w + 2 * frame) * rank + 2 * (h * wo + frame) * rb + h * w * rb
-    ws_len += span * h * w * c_pad  # floats per thread (Work in fused_grad.c)
+    ws_len += span * h * w * c_pad + span * c * _packed_ld(h * w) + t * _packed_ld(frame)
+    # floats per thread (Work in fused_grad.c)
     grads_len = (t + c + sum(kernel)) * rank
     threads = max(1, min(torch.get_num_threads(), n))
     ws = x.new_empty(threads, ws_len)
@@ -374,6 +375,11 @@ def _as3d(x: torch.Tensor, factors, before, dilation):
         return factors, before, dilation
     one = torch.ones_like(factors[0][:, :1])  # (R, 1)
     return (factors[0], one, factors[1]), (before[0], 0, before[1]), (dilation[0], 1, dilation[1])
+
+
+def _packed_ld(count: int) -> int:
+    """Row stride of a packed channels-first frame (packed_ld in fused.c)."""
+    return -(-count // 16) * 16 + 16
 
 
 def _shape3d(shape: torch.Size) -> tuple[int, ...]:
