@@ -28,13 +28,15 @@ static inline v16 bc(float s) {
   return v;
 }
 
-/* C[i, 16 j] (ldc) = (acc ? C : 0) + sum_k A[i as + k ak] B[k ldb + 16 j], i < MR, j < NV. */
+/* C[i, 16 j] (ldc) = (acc ? C : init) + sum_k A[i as + k ak] B[k ldb + 16 j], i < MR, j < NV;
+   init: a row every row of C starts from (NULL: zeros). */
 #define TILE(NV)                                                                          \
   static void tile##NV(long K, const float* A, long as, long ak, const float* B, long ldb,  \
-                       float* C, long ldc, int acc) {                                      \
+                       float* C, long ldc, int acc, const float* init) {                   \
     v16 c[MR][NV], b[NV];                                                                  \
     for (int i = 0; i < MR; ++i)                                                           \
-      for (int j = 0; j < NV; ++j) c[i][j] = acc ? ld(C + i * ldc + 16 * j) : bc(0.f);     \
+      for (int j = 0; j < NV; ++j)                                                         \
+        c[i][j] = acc ? ld(C + i * ldc + 16 * j) : init ? ld(init + 16 * j) : bc(0.f);     \
     for (long k = 0; k < K; ++k) {                                                         \
       for (int j = 0; j < NV; ++j) b[j] = ld(B + k * ldb + 16 * j);                        \
       for (int i = 0; i < MR; ++i) {                                                       \
@@ -52,30 +54,32 @@ TILE(1)
 
 /* One row of C, nv vectors (the rows past the last full tile). */
 static void row_tile(long K, const float* A, long ak, const float* B, long ldb, float* C,
-                     long nv, int acc) {
+                     long nv, int acc, const float* init) {
   for (long j = 0; j < nv; ++j) {
-    v16 c = acc ? ld(C + 16 * j) : bc(0.f);
+    v16 c = acc ? ld(C + 16 * j) : init ? ld(init + 16 * j) : bc(0.f);
     for (long k = 0; k < K; ++k) c += bc(A[k * ak]) * ld(B + k * ldb + 16 * j);
     st(C + 16 * j, c);
   }
 }
 
-/* C (M x N, ldc) = (acc ? C : 0) + A (M x K, strides as, ak) B (K x N, ldb); N a multiple
+/* C (M x N, ldc) = (acc ? C : init rows) + A (M x K, strides as, ak) B (K x N, ldb); N a multiple
    of 16. A channels-first frame is A with as = 1: no transposed copy. */
 static void gemm(long M, long N, long K, const float* A, long as, long ak, const float* B,
-                 long ldb, float* C, long ldc, int acc) {
+                 long ldb, float* C, long ldc, int acc, const float* init) {
   for (long n0 = 0; n0 < N; n0 += 64) {
     long nv = lmin(4, (N - n0) / 16), m = 0;
     const float* b = B + n0;
     for (; m + MR <= M; m += MR) {
       const float* a = A + m * as;
       float* c = C + m * ldc + n0;
-      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, acc);
-      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, acc);
-      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, acc);
-      else tile1(K, a, as, ak, b, ldb, c, ldc, acc);
+      const float* i0 = init ? init + n0 : NULL;
+      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, acc, i0);
+      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, acc, i0);
+      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, acc, i0);
+      else tile1(K, a, as, ak, b, ldb, c, ldc, acc, i0);
     }
-    for (; m < M; ++m) row_tile(K, A + m * as, ak, b, ldb, C + m * ldc + n0, nv, acc);
+    for (; m < M; ++m)
+      row_tile(K, A + m * as, ak, b, ldb, C + m * ldc + n0, nv, acc, init ? init + n0 : NULL);
   }
 }
 
@@ -132,19 +136,10 @@ static void transpose16(float* dst, long ds, const float* src, long ss, long nt)
 /* Whether output frames are (Ho Wo, T) row-major with whole vectors (GEMMs write them). */
 static int direct_out(const Fwd* p) { return p->oc == 1 && p->op == p->T && p->T == p->Tp; }
 
-/* The frame's accumulator (Ho Wo, Tp) of output frame od of sample n: the output itself when
-   direct_out, else a buffer; starts as the bias (or zeros). */
-static float* start_frame(const Fwd* p, long n, long od, float* buffer) {
-  long frame = p->Ho * p->Wo;
-  float* acc = direct_out(p) ? p->out + n * p->on + od * frame * p->op : buffer;
-  v16 zero = bc(0.f);
-  for (long q = 0; q < frame; ++q)
-    for (long t = 0; t < p->Tp; t += 16)
-      st(acc + q * p->Tp + t, p->bias && t + 16 <= p->T ? ld(p->bias + t) : zero);
-  if (p->bias && p->T % 16) /* the bias of the last, partial vector */
-    for (long q = 0; q < frame; ++q)
-      for (long t = p->T / 16 * 16; t < p->T; ++t) acc[q * p->Tp + t] = p->bias[t];
-  return acc;
+/* Where output frame od of sample n is accumulated: the output itself when direct_out, else
+   `buffer` (stored by store_frame). */
+static float* frame_acc(const Fwd* p, long n, long od, float* buffer) {
+  return direct_out(p) ? p->out + n * p->on + od * p->Ho * p->Wo * p->op : buffer;
 }
 
 /* dst[c oc + q op] = acc[q ldc + c] for q < count, c < C: rows of an accumulator stored in a
@@ -216,7 +211,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   const float* wp[MAXK];
   long next = 0; /* input frames below `next` are done */
   for (long od = o0; od < o1; ++od) {
-    float* out = start_frame(p, n, od, acc);
+    float* out = frame_acc(p, n, od, acc);
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0)), nf = 0;
     for (long f = first; f < hi; ++f, ++nf) {
       const float* xf = p->x + n * p->xn + f * hw * p->xp;
@@ -228,7 +223,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
     for (long r0 = 0; r0 < R; r0 += RB) {
       long cs = lmin(RB, R - r0), nv = cs / 16;
       for (long i = 0; i < nf; ++i) { /* the new input frames' g, ranks [r0, r0 + cs) */
-        gemm(hw, cs, p->C, xs[i].a, xs[i].as, xs[i].ak, p->vt + r0, R, h1, cs, 0);
+        gemm(hw, cs, p->C, xs[i].a, xs[i].as, xs[i].ak, p->vt + r0, R, h1, cs, 0, NULL);
         for (long h = 0; h < p->H; ++h)
           pass_axis(tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
                     p->KW, p->dw, p->pw, nv);
@@ -244,7 +239,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
         }
       }
       taps(h2, cs, sp, cs, frame, wp, nk, nv);
-      gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, 1);
+      gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, r0 > 0, p->bias);
     }
     store_frame(p, n, od, out);
   }
@@ -253,7 +248,8 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
 /* Entry point: `threads` OpenMP threads, each with `ws_len` floats of `ws`. The work is
    N x chunks units (a range of output frames of one sample); chunks makes the units a
    multiple of the threads when N is not. Pointers: x, V^T (C, R), fd (KD, R), fh, fw,
-   U^T (R, Tp) zero-padded to Tp columns (a multiple of 16), bias (T) or NULL, out. */
+   U^T (R, Tp) zero-padded to Tp columns (a multiple of 16), bias (Tp, zero-padded) or NULL,
+   out. */
 void cp_fwd_f32(const float* x, const float* vt, const float* fd, const float* fh,
                 const float* fw, const float* ut, const float* bias, float* out, float* ws,
                 long ws_len, long threads, long N, long C, long D, long H, long W, long Do,

@@ -79,7 +79,7 @@ static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, l
   for (long f = f0; f < f1; ++f) {
     Mat xm = x_view(b, w, n, f);
     float* h1 = blk(w->h1, f % span, hw, R, r0);
-    gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0);
+    gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0, NULL);
     for (long h = 0; h < p->H; ++h)
       pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0,
                 R, p->KW, p->dw, p->pw, nv);
@@ -105,9 +105,9 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
   }
   taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
   Mat g = frame_view(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, frame, w->gpack);
-  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1);
+  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
   float* gh2 = blk(w->gh2, od % span, frame, R, r0);
-  gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, gh2, cs, 0);
+  gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, gh2, cs, 0, NULL);
   for (long a = 0; a < p->KD; ++a) {
     long f = od + a * p->dd - p->pd;
     if (f >= 0 && f < p->D)
@@ -147,9 +147,9 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
               p->fw + (p->KW - 1) * R + r0, -R, p->KW, p->dw, p->dw * (p->KW - 1) - p->pw, nv);
   }
   Mat xm = x_view(b, w, n, f);
-  gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1);
+  gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1, NULL);
   gemm(hw, b->Cp, cs, w->gh1, cs, 1, b->vp + r0 * b->Cp, b->Cp, w->dx + (f % span) * hw * b->Cp,
-       b->Cp, r0 > 0);
+       b->Cp, r0 > 0, NULL);
 }
 
 /* All of sample n. */

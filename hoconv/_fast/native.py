@@ -301,7 +301,8 @@ def fused_forward(
     ws_len += span * c * _packed_ld(h * w)  # floats per thread (fwd_range in fused.c)
     threads = max(1, torch.get_num_threads())
     ws = x.new_empty(threads, ws_len)
-    bias = None if bias is None else bias.contiguous()
+    if bias is not None:  # (Tp,): whole vectors, as U^T's columns
+        bias = torch.cat([bias.contiguous(), bias.new_zeros(t_pad - t)])
     in_t = in_t.contiguous()
     lib.cp_fwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps),
                    ut.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), ws.data_ptr(), ws_len, threads,
