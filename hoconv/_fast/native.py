@@ -304,8 +304,9 @@ def fused_forward(
     if bias is not None:  # (Tp,): whole vectors, as U^T's columns
         bias = torch.cat([bias.contiguous(), bias.new_zeros(t_pad - t)])
     in_t = in_t.contiguous()
-    lib.cp_fwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps),
-                   ut.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), ws.data_ptr(), ws_len, threads,
+    bias_ptr = None if bias is None else bias.data_ptr()
+    lib.cp_fwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps), ut.data_ptr(),
+                   bias_ptr, out.data_ptr(), ws.data_ptr(), ws_len, threads,
                    n, c, d, h, w, do, ho, wo, rank, t, t_pad,
                    *(f.shape[1] for f in factors), *before, *dilation,
                    *_layout_strides(x), *_layout_strides(out))  # fmt: skip
