@@ -6,9 +6,11 @@
    Each thread walks its samples (or a range of output frames of one sample) frame by frame,
    keeping the last `span` frames g[f] in a ring; per output frame, per block of RB ranks:
    the new input frames' 1x1 conv (GEMM, K = C) and W / H passes into the ring, then the D pass
-   into a small block and its share of the output frame (GEMM, K = RB), accumulated in a
-   thread-local frame that is finally stored (with the bias) in either layout. Every rank-space
-   intermediate stays in L2 / L3: only x is read and out written, once.
+   into a small block and its share of the output frame (GEMM, K = RB, the first one starting
+   from the bias), accumulated in the output itself (channels-last, T a multiple of 16) or in
+   a frame buffer stored afterwards (16 x 16 transposes for channels-first). Every rank-space
+   intermediate stays in L2 / L3: only x is read and out written, once. A 2-D conv runs as a
+   3-D one whose frames are its rows (native.py).
 
    GEMMs: a 6-row x 64-column register tile (24 accumulators of 16 floats), B rows streamed,
    A broadcast; ~105-114 GFLOP/s per Zen 4 core in cache (MKL's multi-threaded GEMM over the
