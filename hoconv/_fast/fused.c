@@ -30,39 +30,36 @@ static inline v16 bc(float s) {
   return v;
 }
 
-/* C[i, 16 j] (ldc) = (acc ? C : init) + sum_k A[i as + k ak] B[k ldb + 16 j], i < MR, j < NV;
-   init: a row every row of C starts from (NULL: zeros). */
+/* C[i, 16 j] (ldc) = (acc ? C : init) + sum_k A[i as + k ak] B[k ldb + 16 j], i < mr <= MR,
+   j < NV; init: a row every row of C starts from (NULL: zeros). A last tile of mr < MR rows
+   computes its last row again in the spare accumulators (reads only, never stored): a
+   one-row kernel would chain every FMA on one accumulator (4x slower per row, and GEMMs of
+   64 rows, e.g. 2-D frames or the parameter gradients, have 4 such rows). */
 #define TILE(NV)                                                                          \
   static void tile##NV(long K, const float* A, long as, long ak, const float* B, long ldb,  \
-                       float* C, long ldc, int acc, const float* init) {                   \
+                       float* C, long ldc, long mr, int acc, const float* init) {          \
     v16 c[MR][NV], b[NV];                                                                  \
-    for (int i = 0; i < MR; ++i)                                                           \
+    const float* ar[MR];                                                                   \
+    for (int i = 0; i < MR; ++i) {                                                         \
+      long row = lmin(i, mr - 1);                                                          \
+      ar[i] = A + row * as;                                                                \
       for (int j = 0; j < NV; ++j)                                                         \
-        c[i][j] = acc ? ld(C + i * ldc + 16 * j) : init ? ld(init + 16 * j) : bc(0.f);     \
+        c[i][j] = acc ? ld(C + row * ldc + 16 * j) : init ? ld(init + 16 * j) : bc(0.f);   \
+    }                                                                                      \
     for (long k = 0; k < K; ++k) {                                                         \
       for (int j = 0; j < NV; ++j) b[j] = ld(B + k * ldb + 16 * j);                        \
       for (int i = 0; i < MR; ++i) {                                                       \
-        v16 a = bc(A[i * as + k * ak]);                                                    \
+        v16 a = bc(ar[i][k * ak]);                                                         \
         for (int j = 0; j < NV; ++j) c[i][j] += a * b[j];                                  \
       }                                                                                    \
     }                                                                                      \
-    for (int i = 0; i < MR; ++i)                                                           \
+    for (int i = 0; i < mr; ++i)                                                           \
       for (int j = 0; j < NV; ++j) st(C + i * ldc + 16 * j, c[i][j]);                      \
   }
 TILE(4)
 TILE(3)
 TILE(2)
 TILE(1)
-
-/* One row of C, nv vectors (the rows past the last full tile). */
-static void row_tile(long K, const float* A, long ak, const float* B, long ldb, float* C,
-                     long nv, int acc, const float* init) {
-  for (long j = 0; j < nv; ++j) {
-    v16 c = acc ? ld(C + 16 * j) : init ? ld(init + 16 * j) : bc(0.f);
-    for (long k = 0; k < K; ++k) c += bc(A[k * ak]) * ld(B + k * ldb + 16 * j);
-    st(C + 16 * j, c);
-  }
-}
 
 /* C (M x N, ldc) = (acc ? C : init rows) + A (M x K, strides as, ak) B (K x N, ldb); N a multiple
    of 16. A channels-first frame is A with as = 1: no transposed copy. */
@@ -71,17 +68,16 @@ static void gemm(long M, long N, long K, const float* A, long as, long ak, const
   for (long n0 = 0; n0 < N; n0 += 64) {
     long nv = lmin(4, (N - n0) / 16), m = 0;
     const float* b = B + n0;
-    for (; m + MR <= M; m += MR) {
+    const float* i0 = init ? init + n0 : NULL;
+    for (; m < M; m += MR) {
       const float* a = A + m * as;
       float* c = C + m * ldc + n0;
-      const float* i0 = init ? init + n0 : NULL;
-      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, acc, i0);
-      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, acc, i0);
-      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, acc, i0);
-      else tile1(K, a, as, ak, b, ldb, c, ldc, acc, i0);
+      long mr = lmin(MR, M - m);
+      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
+      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
+      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
+      else tile1(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
     }
-    for (; m < M; ++m)
-      row_tile(K, A + m * as, ak, b, ldb, C + m * ldc + n0, nv, acc, init ? init + n0 : NULL);
   }
 }
 
