@@ -4,8 +4,8 @@
    of the separable kernel), h2[o] = sum_a fd[a] g[o + a dd - pd], out[o] = h2[o] U^T + bias.
    Given G = d out, one walk over the output frames recomputes h1 and g (rings of `span`
    frames) and, per block of RB ranks:
-     dU    += G[o]^T h2[o]                       gh2[o] = G[o] U   (a ring too)
-     dfd[a] += <gh2[o], g[o + a dd - pd]>
+     gh2[o] = G[o] U (a ring too)     dfd[a] += <gh2[o], g[o + a dd - pd]>  (with the D pass)
+     dU += G[o]^T h2[o]
    and, once every output frame reading input frame f is done, the chain back to the input:
      s = sum_a fd[a] gh2[f - a dd + pd]           (the D pass transposed)
      t = H^T(s), gh1 = W^T(t)                       (the flipped passes)
@@ -27,6 +27,29 @@ static void dot_acc(float* ac, const float* a, long as, const float* b, long bs,
     }
     if (m < count) s0 += ld(a + m * as + o) * ld(b + m * bs + o);
     st(ac + o, ld(ac + o) + s0 + s1);
+  }
+}
+
+/* h[m] = sum_a w_a s_a[m] and dw_a += sum_m gh[m] s_a[m] for three taps a, in one pass over
+   the s_a (all of stride cs, m < count, nv vectors). */
+static void taps3_dot(float* h, const float* gh, const float* const* s, const float* const* w,
+                      float* const* dw, long count, long cs, long nv) {
+  for (long v = 0; v < nv; ++v) {
+    long o = 16 * v;
+    v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
+    v16 a0 = bc(0.f), a1 = bc(0.f), a2 = bc(0.f);
+    const float *s0 = s[0] + o, *s1 = s[1] + o, *s2 = s[2] + o;
+    for (long m = 0; m < count; ++m) {
+      v16 x0 = ld(s0 + m * cs), x1 = ld(s1 + m * cs), x2 = ld(s2 + m * cs);
+      v16 g = ld(gh + m * cs + o);
+      st(h + m * cs + o, w0 * x0 + w1 * x1 + w2 * x2);
+      a0 += g * x0;
+      a1 += g * x1;
+      a2 += g * x2;
+    }
+    st(dw[0] + o, ld(dw[0] + o) + a0);
+    st(dw[1] + o, ld(dw[1] + o) + a1);
+    st(dw[2] + o, ld(dw[2] + o) + a2);
   }
 }
 
@@ -95,24 +118,26 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
   long span = (p->KD - 1) * p->dd + 1, frame = p->Ho * p->Wo, R = p->R, nv = cs / 16;
   const float* sp[MAXK];
   const float* wp[MAXK];
+  float* dp[MAXK];
   long nk = 0;
   for (long a = 0; a < p->KD; ++a) {
     long f = od + a * p->dd - p->pd;
     if (f >= 0 && f < p->D) {
       sp[nk] = blk(w->g, f % span, frame, R, r0);
+      dp[nk] = d->dfd + a * R + r0;
       wp[nk++] = p->fd + a * R + r0;
     }
   }
-  taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
   Mat g = frame_view(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, frame, w->gpack);
-  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
   float* gh2 = blk(w->gh2, od % span, frame, R, r0);
   gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, gh2, cs, 0, NULL);
-  for (long a = 0; a < p->KD; ++a) {
-    long f = od + a * p->dd - p->pd;
-    if (f >= 0 && f < p->D)
-      dot_acc(d->dfd + a * R + r0, gh2, cs, blk(w->g, f % span, frame, R, r0), cs, frame, nv);
+  if (nk == 3) { /* h2 and dfd in one pass over the three frames */
+    taps3_dot(w->h2, gh2, sp, wp, dp, frame, cs, nv);
+  } else {
+    taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
+    for (long i = 0; i < nk; ++i) dot_acc(dp[i], gh2, cs, sp[i], cs, frame, nv);
   }
+  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
 }
 
 /* Input frame f (all its output frames done), ranks [r0, r0 + cs): back to the input. */
