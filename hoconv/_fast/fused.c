@@ -30,6 +30,23 @@ static inline v16 bc(float s) {
   return v;
 }
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+/* How a GEMM treats C: start from init (FRESH), add to it (ACCUM), or start from init and
+   write with non-temporal stores (STREAM: final output never read back, so its cache lines
+   need not be fetched first; 64-byte aligned rows, AVX-512 only, else FRESH). */
+enum { FRESH = 0, ACCUM = 1, STREAM = 2 };
+
+static inline void st_stream(float* p, v16 v) {
+#ifdef __AVX512F__
+  _mm512_stream_ps(p, (__m512)v);
+#else
+  st(p, v);
+#endif
+}
+
 /* C[i, 16 j] (ldc) = (acc ? C : init) + sum_k A[i as + k ak] B[k ldb + 16 j], i < mr <= MR,
    j < NV; init: a row every row of C starts from (NULL: zeros). A last tile of mr < MR rows
    computes its last row again in the spare accumulators (reads only, never stored): a
@@ -37,7 +54,8 @@ static inline v16 bc(float s) {
    64 rows, e.g. 2-D frames or the parameter gradients, have 4 such rows). */
 #define TILE(NV)                                                                          \
   static void tile##NV(long K, const float* A, long as, long ak, const float* B, long ldb,  \
-                       float* C, long ldc, long mr, int acc, const float* init) {          \
+                       float* C, long ldc, long mr, int mode, const float* init) {         \
+    int acc = mode == ACCUM;                                                               \
     v16 c[MR][NV], b[NV];                                                                  \
     const float* ar[MR];                                                                   \
     for (int i = 0; i < MR; ++i) {                                                         \
@@ -54,17 +72,24 @@ static inline v16 bc(float s) {
       }                                                                                    \
     }                                                                                      \
     for (int i = 0; i < mr; ++i)                                                           \
-      for (int j = 0; j < NV; ++j) st(C + i * ldc + 16 * j, c[i][j]);                      \
+      for (int j = 0; j < NV; ++j)                                                         \
+        if (mode == STREAM) st_stream(C + i * ldc + 16 * j, c[i][j]);                      \
+        else st(C + i * ldc + 16 * j, c[i][j]);                                            \
   }
 TILE(4)
 TILE(3)
 TILE(2)
 TILE(1)
 
-/* C (M x N, ldc) = (acc ? C : init rows) + A (M x K, strides as, ak) B (K x N, ldb); N a multiple
+/* C (M x N, ldc) = (ACCUM ? C : init rows) + A (M x K, strides as, ak) B (K x N, ldb); N a multiple
    of 16. A channels-first frame is A with as = 1: no transposed copy. */
 static void gemm(long M, long N, long K, const float* A, long as, long ak, const float* B,
-                 long ldb, float* C, long ldc, int acc, const float* init) {
+                 long ldb, float* C, long ldc, int mode, const float* init) {
+#ifdef __AVX512F__
+  if (mode == STREAM && (((unsigned long)C | (unsigned long)(ldc * 4)) & 63)) mode = FRESH;
+#else
+  if (mode == STREAM) mode = FRESH;
+#endif
   for (long n0 = 0; n0 < N; n0 += 64) {
     long nv = lmin(4, (N - n0) / 16), m = 0;
     const float* b = B + n0;
@@ -73,10 +98,10 @@ static void gemm(long M, long N, long K, const float* A, long as, long ak, const
       const float* a = A + m * as;
       float* c = C + m * ldc + n0;
       long mr = lmin(MR, M - m);
-      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
-      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
-      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
-      else tile1(K, a, as, ak, b, ldb, c, ldc, mr, acc, i0);
+      if (nv == 4) tile4(K, a, as, ak, b, ldb, c, ldc, mr, mode, i0);
+      else if (nv == 3) tile3(K, a, as, ak, b, ldb, c, ldc, mr, mode, i0);
+      else if (nv == 2) tile2(K, a, as, ak, b, ldb, c, ldc, mr, mode, i0);
+      else tile1(K, a, as, ak, b, ldb, c, ldc, mr, mode, i0);
     }
   }
 }
@@ -237,7 +262,8 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
         }
       }
       taps(h2, cs, sp, cs, frame, wp, nk, nv);
-      gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, r0 > 0, p->bias);
+      int mode = r0 > 0 ? ACCUM : R <= RB && out != acc ? STREAM : FRESH;
+      gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, mode, p->bias);
     }
     store_frame(p, n, od, out);
   }
@@ -260,9 +286,13 @@ void cp_fwd_f32(const float* x, const float* vt, const float* fd, const float* f
   while (m) { long t = g % m; g = m; m = t; }
   long chunks = lmin(Do, threads / g), units = N * chunks;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i)
+  for (long i = 0; i < threads; ++i) {
     for (long u = i; u < units; u += threads) {
       long n = u / chunks, c = u % chunks;
       fwd_range(&p, n, Do * c / chunks, Do * (c + 1) / chunks, ws + i * ws_len);
     }
+#ifdef __AVX512F__
+    _mm_sfence(); /* the STREAM stores are visible before the call returns */
+#endif
+  }
 }
