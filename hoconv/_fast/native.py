@@ -299,7 +299,7 @@ def fused_forward(
     frame, rb = ho * wo, FUSED_RANKS
     ws_len = h * w * rb + h * wo * rb + span * frame * rank + frame * rb + frame * t_pad
     ws_len += span * c * _packed_ld(h * w)  # floats per thread (fwd_range in fused.c)
-    threads = max(1, torch.get_num_threads())
+    threads = max(1, min(torch.get_num_threads(), n * do))  # no more threads than frames
     ws = x.new_empty(threads, ws_len)
     if bias is not None:  # (Tp,): whole vectors, as U^T's columns
         bias = torch.cat([bias.contiguous(), bias.new_zeros(t_pad - t)])
