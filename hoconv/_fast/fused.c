@@ -219,8 +219,14 @@ static void store_frame(const Fwd* p, long n, long od, const float* acc) {
     store_rows(p->out + n * p->on + od * frame * p->op, p->oc, p->op, acc, p->Tp, frame, p->T);
 }
 
-/* Output frames [o0, o1) of sample n; `ws`: the workspace of one thread (its layout below,
-   its size computed by fused_workspace in native.py). */
+/* Floats of one thread's cp_fwd_f32 workspace: the layout of fwd_range. */
+long cp_fwd_ws_floats(long C, long H, long W, long Ho, long Wo, long R, long Tp, long span) {
+  long hw = H * W, frame = Ho * Wo;
+  return hw * RB + H * Wo * RB + span * frame * R + frame * RB + frame * Tp +
+         span * C * packed_ld(hw);
+}
+
+/* Output frames [o0, o1) of sample n; `ws`: the workspace of one thread (cp_fwd_ws_floats). */
 static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   float* h1 = ws;                           /* (H W, RB): the 1x1 conv of a block */

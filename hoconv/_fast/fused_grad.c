@@ -204,8 +204,16 @@ static void bwd_sample(const Bwd* b, const Work* w, const Grads* d, long n) {
   }
 }
 
+/* Floats of one thread's cp_bwd_f32 workspace: the layout of Work (cp_bwd_f32). */
+long cp_bwd_ws_floats(long C, long Cp, long H, long W, long Ho, long Wo, long R, long T,
+                      long span) {
+  long hw = H * W, frame = Ho * Wo;
+  return span * (hw + 2 * frame) * R + 2 * (H * Wo + frame) * RB + hw * RB + span * hw * Cp +
+         span * C * packed_ld(hw) + T * packed_ld(frame);
+}
+
 /* Entry point: `threads` OpenMP threads take whole samples. Each has `ws_len` floats of `ws`
-   (laid out as Work) and `grads_len` floats of `grads` (zeroed, laid out as Grads). Pointers
+   (cp_bwd_ws_floats, laid out as Work) and `grads_len` floats of `grads` (zeroed, laid out as Grads). Pointers
    as cp_fwd_f32's, then G, U (T, R), V (R, Cp) and dx (the strides of x). */
 void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* fh,
                 const float* fw, const float* gy, const float* um, const float* vp, float* dx,

@@ -56,10 +56,15 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 SERIAL_FLAGS = tuple(f for f in FLAGS if f != "-fopenmp")  # a compiler without OpenMP
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library, or None once tried
-# C functions: name, pointer arguments, long arguments
-_SIGNATURES = (("dw_sep_f32", 6, 19), ("dw_wgrad_f32", 3, 18), ("cp_fwd_f32", 9, 28),
-               ("cp_bwd_f32", 11, 29))  # fmt: skip
-FUSED_RANKS = 64  # ranks per block of cp_fwd_f32 (RB in fused.c)
+# C functions: name, pointer arguments, long arguments, result (None: void)
+_SIGNATURES = (
+    ("dw_sep_f32", 6, 19, None),
+    ("dw_wgrad_f32", 3, 18, None),
+    ("cp_fwd_f32", 9, 28, None),
+    ("cp_bwd_f32", 11, 29, None),
+    ("cp_fwd_ws_floats", 0, 8, ctypes.c_long),  # workspace sizes: the C layout's own count
+    ("cp_bwd_ws_floats", 0, 9, ctypes.c_long),
+)
 MAX_TAPS = 16  # taps per axis of dw_sep_f32 (MAXK in native.c)
 
 
@@ -131,11 +136,11 @@ def _library():
             if os.environ.get("HOCONV_NATIVE", "1") != "0":
                 try:
                     fn = ctypes.CDLL(str(_build_with_fallback()))
-                    for name, pointers, longs in _SIGNATURES:
+                    for name, pointers, longs, result in _SIGNATURES:
                         getattr(fn, name).argtypes = [ctypes.c_void_p] * pointers + [
                             ctypes.c_long
                         ] * longs
-                        getattr(fn, name).restype = None
+                        getattr(fn, name).restype = result
                 except OSError as err:
                     warnings.warn(
                         f"hoconv: native depthwise kernel unavailable ({err}); using the "
@@ -296,9 +301,7 @@ def fused_forward(
     ut = out_matrix.new_zeros(rank, t_pad)
     ut[:, :t] = out_matrix.t()  # (R, Tp): padded to whole vectors
     span = (factors[0].shape[1] - 1) * dilation[0] + 1
-    frame, rb = ho * wo, FUSED_RANKS
-    ws_len = h * w * rb + h * wo * rb + span * frame * rank + frame * rb + frame * t_pad
-    ws_len += span * c * _packed_ld(h * w)  # floats per thread (fwd_range in fused.c)
+    ws_len = lib.cp_fwd_ws_floats(c, h, w, ho, wo, rank, t_pad, span)  # per thread
     threads = max(1, min(torch.get_num_threads(), n * do))  # no more threads than frames
     ws = x.new_empty(threads, ws_len)
     if bias is not None:  # (Tp,): whole vectors, as U^T's columns
@@ -345,10 +348,8 @@ def fused_backward(
     in_t, out_matrix = in_factor.t().contiguous(), out_matrix.contiguous()  # (C, R), (T, R)
     in_pad = in_factor.new_zeros(rank, c_pad)
     in_pad[:, :c] = in_factor  # (R, Cp): padded to whole vectors
-    span, frame, rb = (kernel[0] - 1) * dilation[0] + 1, ho * wo, FUSED_RANKS
-    ws_len = span * (h * w + 2 * frame) * rank + 2 * (h * wo + frame) * rb + h * w * rb
-    ws_len += span * h * w * c_pad + span * c * _packed_ld(h * w) + t * _packed_ld(frame)
-    # floats per thread (Work in fused_grad.c)
+    span = (kernel[0] - 1) * dilation[0] + 1
+    ws_len = lib.cp_bwd_ws_floats(c, c_pad, h, w, ho, wo, rank, t, span)  # per thread
     grads_len = (t + c + sum(kernel)) * rank
     threads = max(1, min(torch.get_num_threads(), n))
     ws = x.new_empty(threads, ws_len)
@@ -377,11 +378,6 @@ def _as3d(x: torch.Tensor, factors, before, dilation):
         return factors, before, dilation
     one = torch.ones_like(factors[0][:, :1])  # (R, 1)
     return (factors[0], one, factors[1]), (before[0], 0, before[1]), (dilation[0], 1, dilation[1])
-
-
-def _packed_ld(count: int) -> int:
-    """Row stride of a packed channels-first frame (packed_ld in fused.c)."""
-    return -(-count // 16) * 16 + 16
 
 
 def _shape3d(shape: torch.Size) -> tuple[int, ...]:
