@@ -20,9 +20,39 @@ static inline long lmin(long a, long b) { return a < b ? a : b; }
 
 #define MAXK 16 /* taps per axis (native.py checks) */
 
+/* The 3-tap case of taps for NV vectors, position by position (all NV vectors of one
+   position, then the next): 30 % faster than vector by vector on 64-rank blocks in L2
+   (4.9 vs 7.1 us per 32 x 32 W pass), the accesses running through memory in order. */
+#define TAPS3(NV)                                                                         \
+  static void taps3_##NV(float* d, long ds, const float* const* s, long ss, long count,   \
+                         const float* const* w) {                                         \
+    v16 w0[NV], w1[NV], w2[NV];                                                           \
+    for (int v = 0; v < NV; ++v) {                                                        \
+      w0[v] = ld(w[0] + 16 * v);                                                          \
+      w1[v] = ld(w[1] + 16 * v);                                                          \
+      w2[v] = ld(w[2] + 16 * v);                                                          \
+    }                                                                                     \
+    for (long m = 0; m < count; ++m)                                                      \
+      for (int v = 0; v < NV; ++v) {                                                      \
+        long o = m * ss + 16 * v;                                                         \
+        st(d + m * ds + 16 * v, w0[v] * ld(s[0] + o) + w1[v] * ld(s[1] + o) + w2[v] * ld(s[2] + o)); \
+      }                                                                                   \
+  }
+TAPS3(1)
+TAPS3(2)
+TAPS3(3)
+TAPS3(4)
+
 /* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv, over nk taps. */
 static void taps(float* d, long ds, const float* const* s, long ss, long count,
                  const float* const* w, long nk, long nv) {
+  if (nk == 3 && nv >= 1 && nv <= 4) {
+    if (nv == 4) taps3_4(d, ds, s, ss, count, w);
+    else if (nv == 3) taps3_3(d, ds, s, ss, count, w);
+    else if (nv == 2) taps3_2(d, ds, s, ss, count, w);
+    else taps3_1(d, ds, s, ss, count, w);
+    return;
+  }
   for (long v = 0; v < nv; ++v) {
     long o = 16 * v;
     if (nk == 3) {
