@@ -15,42 +15,75 @@
    dx written once. The threads take whole samples; each accumulates its own parameter grads
    (summed in native.py). */
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv. */
+/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV: position by position
+   (as taps in native.c), two accumulators per vector. */
+#define DOT(NV)                                                                           \
+  static void dot_##NV(float* ac, const float* a, long as, const float* b, long bs,       \
+                       long count) {                                                      \
+    v16 s0[NV], s1[NV];                                                                   \
+    for (int v = 0; v < NV; ++v) s0[v] = s1[v] = bc(0.f);                                 \
+    long m = 0;                                                                           \
+    for (; m + 1 < count; m += 2)                                                         \
+      for (int v = 0; v < NV; ++v) {                                                      \
+        s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                       \
+        s1[v] += ld(a + (m + 1) * as + 16 * v) * ld(b + (m + 1) * bs + 16 * v);           \
+      }                                                                                   \
+    for (int v = 0; v < NV && m < count; ++v)                                             \
+      s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                         \
+    for (int v = 0; v < NV; ++v) st(ac + 16 * v, ld(ac + 16 * v) + s0[v] + s1[v]);        \
+  }
+DOT(1)
+DOT(2)
+DOT(3)
+DOT(4)
+
+/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv (1 to 4). */
 static void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
                     long nv) {
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v, m = 0;
-    v16 s0 = bc(0.f), s1 = bc(0.f);
-    for (; m + 1 < count; m += 2) {
-      s0 += ld(a + m * as + o) * ld(b + m * bs + o);
-      s1 += ld(a + (m + 1) * as + o) * ld(b + (m + 1) * bs + o);
-    }
-    if (m < count) s0 += ld(a + m * as + o) * ld(b + m * bs + o);
-    st(ac + o, ld(ac + o) + s0 + s1);
-  }
+  if (nv == 4) dot_4(ac, a, as, b, bs, count);
+  else if (nv == 3) dot_3(ac, a, as, b, bs, count);
+  else if (nv == 2) dot_2(ac, a, as, b, bs, count);
+  else dot_1(ac, a, as, b, bs, count);
 }
 
 /* h[m] = sum_a w_a s_a[m] and dw_a += sum_m gh[m] s_a[m] for three taps a, in one pass over
-   the s_a (all of stride cs, m < count, nv vectors). */
+   the s_a (all of stride cs, m < count, NV vectors), position by position. */
+#define TAPS3_DOT(NV)                                                                     \
+  static void taps3_dot_##NV(float* h, const float* gh, const float* const* s,            \
+                             const float* const* w, float* const* dw, long count, long cs) { \
+    v16 w0[NV], w1[NV], w2[NV], a0[NV], a1[NV], a2[NV];                                   \
+    for (int v = 0; v < NV; ++v) {                                                        \
+      w0[v] = ld(w[0] + 16 * v);                                                          \
+      w1[v] = ld(w[1] + 16 * v);                                                          \
+      w2[v] = ld(w[2] + 16 * v);                                                          \
+      a0[v] = a1[v] = a2[v] = bc(0.f);                                                    \
+    }                                                                                     \
+    for (long m = 0; m < count; ++m)                                                      \
+      for (int v = 0; v < NV; ++v) {                                                      \
+        long o = m * cs + 16 * v;                                                         \
+        v16 x0 = ld(s[0] + o), x1 = ld(s[1] + o), x2 = ld(s[2] + o), g = ld(gh + o);      \
+        st(h + o, w0[v] * x0 + w1[v] * x1 + w2[v] * x2);                                  \
+        a0[v] += g * x0;                                                                  \
+        a1[v] += g * x1;                                                                  \
+        a2[v] += g * x2;                                                                  \
+      }                                                                                   \
+    for (int v = 0; v < NV; ++v) {                                                        \
+      st(dw[0] + 16 * v, ld(dw[0] + 16 * v) + a0[v]);                                     \
+      st(dw[1] + 16 * v, ld(dw[1] + 16 * v) + a1[v]);                                     \
+      st(dw[2] + 16 * v, ld(dw[2] + 16 * v) + a2[v]);                                     \
+    }                                                                                     \
+  }
+TAPS3_DOT(1)
+TAPS3_DOT(2)
+TAPS3_DOT(3)
+TAPS3_DOT(4)
+
 static void taps3_dot(float* h, const float* gh, const float* const* s, const float* const* w,
                       float* const* dw, long count, long cs, long nv) {
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v;
-    v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
-    v16 a0 = bc(0.f), a1 = bc(0.f), a2 = bc(0.f);
-    const float *s0 = s[0] + o, *s1 = s[1] + o, *s2 = s[2] + o;
-    for (long m = 0; m < count; ++m) {
-      v16 x0 = ld(s0 + m * cs), x1 = ld(s1 + m * cs), x2 = ld(s2 + m * cs);
-      v16 g = ld(gh + m * cs + o);
-      st(h + m * cs + o, w0 * x0 + w1 * x1 + w2 * x2);
-      a0 += g * x0;
-      a1 += g * x1;
-      a2 += g * x2;
-    }
-    st(dw[0] + o, ld(dw[0] + o) + a0);
-    st(dw[1] + o, ld(dw[1] + o) + a1);
-    st(dw[2] + o, ld(dw[2] + o) + a2);
-  }
+  if (nv == 4) taps3_dot_4(h, gh, s, w, dw, count, cs);
+  else if (nv == 3) taps3_dot_3(h, gh, s, w, dw, count, cs);
+  else if (nv == 2) taps3_dot_2(h, gh, s, w, dw, count, cs);
+  else taps3_dot_1(h, gh, s, w, dw, count, cs);
 }
 
 /* ac[k ak] += sum_{o < Lo, j < inner} g[(o inner + j) gs] x[((o + k dil - pad) inner + j) xs]
