@@ -121,8 +121,8 @@ typedef struct {
 
 
 /* dst[t ds + q] = src[q ss + t] for q < 16, t < nt: a 16 x 16 block transposed (rows of dst
-   past nt not written). */
-static void transpose16(float* dst, long ds, const float* src, long ss, long nt) {
+   past nt not written); `stream`: dst rows are 64-byte aligned final output (st_stream). */
+static void transpose16(float* dst, long ds, const float* src, long ss, long nt, int stream) {
 #ifdef HAVE_SHUFFLE
   v16 r[16], lo, hi;
   for (int i = 0; i < 16; ++i) r[i] = ld(src + i * ss);
@@ -149,7 +149,9 @@ static void transpose16(float* dst, long ds, const float* src, long ss, long nt)
     hi = __builtin_shufflevector(r[i], r[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     r[i] = lo; r[i + 8] = hi;
   }
-  for (long t = 0; t < nt; ++t) st(dst + t * ds, r[t]);
+  for (long t = 0; t < nt; ++t)
+    if (stream) st_stream(dst + t * ds, r[t]);
+    else st(dst + t * ds, r[t]);
 #else
   for (long t = 0; t < nt; ++t)
     for (long q = 0; q < 16; ++q) dst[t * ds + q] = src[q * ss + t];
@@ -166,7 +168,8 @@ static float* frame_acc(const Fwd* p, long n, long od, float* buffer) {
 }
 
 /* dst[c oc + q op] = acc[q ldc + c] for q < count, c < C: rows of an accumulator stored in a
-   tensor of either layout (channels-first in 16 x 16 transposed blocks). */
+   tensor of either layout (channels-first in 16 x 16 transposed blocks, written with
+   non-temporal stores when aligned: dst is final output, never read back here). */
 static void store_rows(float* dst, long oc, long op, const float* acc, long ldc, long count,
                        long C) {
   if (oc == 1) {
@@ -174,9 +177,10 @@ static void store_rows(float* dst, long oc, long op, const float* acc, long ldc,
     return;
   }
   long q16 = op == 1 ? count / 16 * 16 : 0;
+  int stream = !(((unsigned long)dst | (unsigned long)(oc * 4)) & 63);
   for (long q0 = 0; q0 < q16; q0 += 16)
     for (long c0 = 0; c0 < C; c0 += 16)
-      transpose16(dst + c0 * oc + q0, oc, acc + q0 * ldc + c0, ldc, lmin(16, C - c0));
+      transpose16(dst + c0 * oc + q0, oc, acc + q0 * ldc + c0, ldc, lmin(16, C - c0), stream);
   for (long q = q16; q < count; ++q) /* the rest, and other layouts */
     for (long c = 0; c < C; ++c) dst[c * oc + q * op] = acc[q * ldc + c];
 }

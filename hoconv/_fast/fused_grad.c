@@ -276,5 +276,8 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
     float* a = grads + i * grads_len;
     Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
     for (long n = i; n < N; n += threads) bwd_sample(&b, &w, &d, n);
+#ifdef __AVX512F__
+    _mm_sfence(); /* store_rows' non-temporal stores are visible before the call returns */
+#endif
   }
 }
