@@ -176,3 +176,22 @@ def test_streamed_training_forward_is_fused_and_gradients_exact(name, monkeypatc
     for a, b in zip(torch.autograd.grad(out, [x, *leaves], grad),
                     torch.autograd.grad(ref, [x, *leaves], grad)):  # fmt: skip
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_schedule_any_thread_count_and_expanded_output_gradient(threads):
+    torch.manual_seed(4)
+    x = layout(torch.randn(3, 5, 5, 6, 6), "cl").requires_grad_(True)
+    params, leaves = _cp_params(32, 5, 4, (3, 3, 3), grad=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:  # 3 samples over 1 or 3 threads; out.sum() gives an expanded (stride-0) gradient
+        out = fast_cp.cp_conv(x, *params, None, 1, 1, schedule="fused")
+        got = torch.autograd.grad(out.sum(), [x, *leaves])
+    finally:
+        torch.set_num_threads(previous)
+    ref = HF.cp_conv(x, *params, None, 1, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    for a, e in zip(got, torch.autograd.grad(ref.sum(), [x, *leaves])):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
