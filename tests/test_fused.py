@@ -112,7 +112,7 @@ def _cp_params(rank, channels, out_channels, kernel, grad):
 
 @needs_native
 @pytest.mark.parametrize("name", ["cf", "cl"])
-@pytest.mark.parametrize("spatial", [(6, 7, 5), (9, 8)])
+@pytest.mark.parametrize("spatial", [(6, 7, 5), (7, 33)])  # >= 32 positions per frame
 def test_inference_takes_the_fused_pass(name, spatial, monkeypatch):
     calls = _count_fused(monkeypatch)
     torch.manual_seed(1)
@@ -131,7 +131,7 @@ def test_inference_takes_the_fused_pass(name, spatial, monkeypatch):
 
 @needs_native
 @pytest.mark.parametrize("name", ["cf", "cl"])
-@pytest.mark.parametrize("spatial,padding", [((6, 7, 5), 1), ((9, 8), (2, 0)), ((4, 6, 6), 0)])
+@pytest.mark.parametrize("spatial,padding", [((6, 7, 5), 1), ((7, 33), (2, 0)), ((4, 6, 6), 0)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_schedule_gradients_match_plain(name, spatial, padding, bias, monkeypatch):
     calls = []
@@ -195,3 +195,14 @@ def test_fused_schedule_any_thread_count_and_expanded_output_gradient(threads):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for a, e in zip(got, torch.autograd.grad(ref.sum(), [x, *leaves])):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
+
+
+def test_auto_leaves_short_frames_to_the_batch_schedule(monkeypatch):
+    calls = _count_fused(monkeypatch)
+    torch.manual_seed(5)
+    params, _ = _cp_params(32, 6, 5, (3, 3), grad=False)
+    with torch.no_grad():
+        fast_cp.cp_conv(torch.randn(2, 6, 40, 16), *params, None, 1, 1)  # rows of 16
+        assert calls == []
+        fast_cp.cp_conv(torch.randn(2, 6, 16, 40), *params, None, 1, 1)  # rows of 40
+    assert calls == ([1] if native.available() else [])

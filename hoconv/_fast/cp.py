@@ -34,7 +34,7 @@ from hoconv._fast.depthwise import (
     block_weight_grad,
     make_blocks,
 )
-from hoconv._fast.fused import fused_conv, fused_supports, workspace_bytes
+from hoconv._fast.fused import frame_positions, fused_conv, fused_supports, workspace_bytes
 from hoconv._fast.rows import (
     channels_last,
     empty_like_layout,
@@ -51,9 +51,11 @@ from hoconv.functional import check_cp_factors
 CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
 SCHEDULES = ("auto", "batch", "stream", "fused")
 FUSED_BYTES = 48 << 20  # per-thread ring workspace up to which "auto" takes the fused schedule
-# Fewer positions per frame (H * W) than this leave the fused GEMMs too short: measured fwd+bwd
-# fused / batch, 2 threads: (2, 512, 1, 2, 2) R 2288 13.7 / 9.9 ms, (2, 256, 2, 4, 4) R 1136
-# 4.6 / 3.8 ms, (2, 128, 4, 7, 7) R 561 3.4 / 4.2 ms, (2, 64, 8, 14, 14) R 273 6.3 / 8.8 ms.
+# Fewer positions per frame (3-D: H * W; 2-D: W, rows are the frames) than this leave the
+# fused GEMMs too short: measured fwd+bwd fused / batch, 2 threads: (2, 512, 1, 2, 2) R 2288
+# 13.7 / 9.9 ms, (2, 256, 2, 4, 4) R 1136 4.6 / 3.8 ms, (2, 128, 4, 7, 7) R 561 3.4 / 4.2 ms,
+# (2, 64, 8, 14, 14) R 273 6.3 / 8.8 ms; 2-D: (8, 512, 7, 7) R 768 23.2 / 14.9 ms,
+# (8, 256, 14, 14) R 384 16.3 / 14.6 ms, (8, 128, 28, 28) R 192 14.5 / 16.4 ms.
 FUSED_MIN_POSITIONS = 32
 CL3D = torch.channels_last_3d
 KERNEL_ARG = 8  # index of the first depthwise kernel among _CPConvFunction's inputs
@@ -310,7 +312,7 @@ def cp_conv(
         grad = _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors)
         # the backward's threads take whole samples: fewer samples than threads leave cores idle
         fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES
-        fits = fits and math.prod(x.shape[-2:]) >= FUSED_MIN_POSITIONS
+        fits = fits and frame_positions(x.shape) >= FUSED_MIN_POSITIONS
         if fits and (not grad or x.shape[0] >= torch.get_num_threads()):
             schedule = "fused"
     if schedule == "fused":
