@@ -17,9 +17,9 @@ as separate library calls streams its rank-space tensors through memory between 
   into a plain-layout kernel first (a copy as long as the conv). Here each row of inputs is
   carried in registers across the three taps along W.
 
-What compiles, when: ``native.c``, ``fused.c`` and ``fused_grad.c`` (~680 lines, one unit),
+What compiles, when: ``native.c``, ``fused.c`` and ``fused_grad.c`` (~880 lines, one unit),
 at the first use in a process, with the system C compiler (``$CC`` or ``cc``, ``-O3
--march=native -fopenmp``), in ~0.9 s. The library is cached in ``$HOCONV_CACHE`` (default
+-march=native -fopenmp``), in ~1 s. The library is cached in ``$HOCONV_CACHE`` (default
 ``~/.cache/hoconv``) under a hash of the source, the flags and this CPU's feature flags, so
 another machine sharing the cache builds its own. Set ``HOCONV_NATIVE=0`` to never build or
 use it. Without a compiler (or if the build fails) the fast path keeps its eager (oneDNN /
