@@ -154,11 +154,17 @@ def test_fused_schedule_gradients_match_plain(name, spatial, padding, bias, monk
 def test_fused_schedule_refuses_what_it_cannot_run():
     x = torch.randn(2, 4, 5, 6, 7)
     params, _ = _cp_params(32, 4, 5, (3, 3, 3), grad=False)
-    with pytest.raises(ValueError, match="schedule='fused' needs a stride-1"):
+    with pytest.raises(ValueError, match=r"cannot run this layer: stride is \(2, 2, 2\)"):
         fast_cp.cp_conv(x, *params, None, 2, 1, schedule="fused")
-    with pytest.raises(ValueError, match="schedule='fused' needs"):
-        fast_cp.cp_conv(x.double(), *[p.double() if torch.is_tensor(p) else [f.double() for f in p]
-                                      for p in params], None, 1, 1, schedule="fused")  # fmt: skip
+    as64 = [p.double() if torch.is_tensor(p) else [f.double() for f in p] for p in params]
+    with pytest.raises(ValueError, match="x is torch.float64, the fused pass is float32"):
+        fast_cp.cp_conv(x.double(), *as64, None, 1, 1, schedule="fused")
+    params24, _ = _cp_params(24, 4, 5, (3, 3, 3), grad=False)
+    with pytest.raises(ValueError, match="rank 24 is not a multiple of 16"):
+        fast_cp.cp_conv(x, *params24, None, 1, 1, schedule="fused")
+    params1d, _ = _cp_params(32, 4, 5, (3,), grad=False)
+    with pytest.raises(ValueError, match="x has 1 spatial axes, the fused pass runs 2-D and 3-D"):
+        fast_cp.cp_conv(torch.randn(2, 4, 9), *params1d, None, 1, 1, schedule="fused")
 
 
 @needs_native

@@ -34,7 +34,7 @@ from hoconv._fast.depthwise import (
     block_weight_grad,
     make_blocks,
 )
-from hoconv._fast.fused import frame_positions, fused_conv, fused_supports, workspace_bytes
+from hoconv._fast.fused import frame_positions, fused_conv, workspace_bytes
 from hoconv._fast.rows import (
     channels_last,
     empty_like_layout,
@@ -301,14 +301,10 @@ def cp_conv(
         kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
         out_matrix = F.pad(out_matrix, (0, extra))
         rank += extra
-    fusable = fused_supports(x, rank, kernel, stride)
-    if schedule == "fused" and not fusable:
-        raise ValueError(
-            "schedule='fused' needs a stride-1 2-D or 3-D float32 CPU conv, a rank that is a "
-            f"multiple of 16 (or padded to one), <= {native.MAX_TAPS} taps per axis, x "
-            "contiguous in either layout, and the native kernels (a C compiler)"
-        )
-    if schedule == "auto" and fusable and chunk is None and keep is None:
+    refusal = native.fused_refusal(x, rank, kernel, stride)
+    if schedule == "fused" and refusal is not None:
+        raise ValueError(f"schedule='fused' cannot run this layer: {refusal}")
+    if schedule == "auto" and refusal is None and chunk is None and keep is None:
         grad = _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors)
         # the backward's threads take whole samples: fewer samples than threads leave cores idle
         fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES

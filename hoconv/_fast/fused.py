@@ -25,11 +25,6 @@ from hoconv._fast.depthwise import out_len
 from hoconv._fast.rows import empty_like_layout
 
 
-def fused_supports(x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride) -> bool:
-    """Whether :class:`FusedFunction` takes this layer (see :func:`native.fused_supports`)."""
-    return native.fused_supports(x, rank, kernel, tuple(stride))
-
-
 def _contiguous(t: torch.Tensor) -> torch.Tensor:
     """``t`` (N, C, *S) contiguous in its own layout (channels-last stays channels-last)."""
     if t.is_contiguous() or t.movedim(1, -1).is_contiguous():
@@ -91,4 +86,4 @@ def workspace_bytes(x_shape, rank: int, kernel: tuple[int, ...], dilation) -> in
     return 3 * span * frame_positions(x_shape) * rank * 4
 
 
-__all__ = ["FusedFunction", "frame_positions", "fused_conv", "fused_supports", "workspace_bytes"]
+__all__ = ["FusedFunction", "frame_positions", "fused_conv", "workspace_bytes"]

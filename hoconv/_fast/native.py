@@ -241,20 +241,34 @@ def depthwise_weight_grad(
     return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
 
 
+def fused_refusal(
+    x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...]
+) -> str | None:
+    """Why :func:`fused_forward` cannot take ``x`` (N, C, *S) for this CP conv; None if it can."""
+    if x.dim() not in (4, 5):
+        return f"x has {x.dim() - 2} spatial axes, the fused pass runs 2-D and 3-D convs"
+    if x.dtype != torch.float32:
+        return f"x is {x.dtype}, the fused pass is float32"
+    if x.device.type != "cpu":
+        return f"x is on {x.device}, the fused pass runs on CPU"
+    if any(s != 1 for s in stride):
+        return f"stride is {tuple(stride)}, the fused pass needs stride 1"
+    if rank % 16:
+        return f"rank {rank} is not a multiple of 16 (padding it would cost > 1/8 more work)"
+    if max(kernel) > MAX_TAPS:
+        return f"kernel {tuple(kernel)} has more than {MAX_TAPS} taps on an axis"
+    if not (x.is_contiguous() or x.movedim(1, -1).is_contiguous()):
+        return "x is not contiguous channels-first or channels-last"
+    if not available():
+        return "the native kernels are unavailable (no C compiler, or HOCONV_NATIVE=0)"
+    return None
+
+
 def fused_supports(
     x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...]
 ) -> bool:
     """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry."""
-    return (
-        x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.dim() in (4, 5)
-        and all(s == 1 for s in stride)
-        and rank % 16 == 0
-        and max(kernel) <= MAX_TAPS
-        and (x.is_contiguous() or x.movedim(1, -1).is_contiguous())
-        and available()
-    )
+    return fused_refusal(x, rank, kernel, stride) is None
 
 
 def _layout_strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -391,6 +405,7 @@ __all__ = [
     "depthwise_weight_grad",
     "fused_backward",
     "fused_forward",
+    "fused_refusal",
     "fused_supports",
     "supports",
 ]
