@@ -212,3 +212,36 @@ def test_auto_leaves_short_frames_to_the_batch_schedule(monkeypatch):
         assert calls == []
         fast_cp.cp_conv(torch.randn(2, 6, 16, 40), *params, None, 1, 1)  # rows of 40
     assert calls == ([1] if native.available() else [])
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize(
+    "n,spatial,kernel,pads,dilation",
+    [
+        (1, (12, 6, 7), (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),
+        (1, (14, 5, 6), (3, 2, 3), ((2, 0), (1, 0), (1, 1)), (2, 1, 1)),  # span 5
+        (2, (10, 4, 5), (2, 3, 3), ((0, 1), (1, 1), (1, 1)), (1, 1, 1)),
+        (1, (9, 12), (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D: rows split
+    ],
+)
+def test_fused_backward_splits_a_sample_between_threads(
+    threads, n, spatial, kernel, pads, dilation
+):
+    torch.manual_seed(6)
+    x = layout(torch.randn(n, 6, *spatial), "cf")
+    in_factor, out_matrix = torch.randn(32, 6), torch.randn(5, 32)
+    factors = tuple(torch.randn(32, k) for k in kernel)
+    leaves = [t.double().requires_grad_(True) for t in (x, in_factor, out_matrix, *factors)]
+    ref = dense_reference(leaves[0], leaves[1], leaves[3:], leaves[2], None, pads, dilation)
+    grad = torch.randn(ref.shape)
+    expected = torch.autograd.grad(ref, leaves, grad.double())
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:  # fewer samples than threads: each sample's output frames are cut into ranges
+        got = native.fused_backward(grad, x, in_factor, factors, out_matrix,
+                                    tuple(a for a, _ in pads), dilation)  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip((got[0], got[1], got[2], *got[3]), expected):
+        assert_close_scaled(a, b)

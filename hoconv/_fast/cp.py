@@ -239,11 +239,6 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     return out
 
 
-def _grad_needed(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd records an op on these tensors."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def cp_conv(
     x: torch.Tensor,
     weights: torch.Tensor,
@@ -279,10 +274,9 @@ def cp_conv(
             2-D / 3-D float32 CPU layers), ``"batch"`` (whole samples per stage, in batch
             chunks), ``"stream"`` (slabs of frames along the first spatial axis,
             :mod:`hoconv._fast.stream`) or ``"auto"``: fused where it applies (without
-            ``chunk`` / ``keep``, and with at least as many samples as threads when a
-            backward follows), else stream stride-1 layers whose rank-space activation of
-            one sample exceeds ``CHUNK_BYTES`` (it would not stay in cache between the
-            stages), else batch.
+            ``chunk`` / ``keep``, frames of >= ``FUSED_MIN_POSITIONS`` positions), else
+            stream stride-1 layers whose rank-space activation of one sample exceeds
+            ``CHUNK_BYTES`` (it would not stay in cache between the stages), else batch.
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -305,11 +299,8 @@ def cp_conv(
     if schedule == "fused" and refusal is not None:
         raise ValueError(f"schedule='fused' cannot run this layer: {refusal}")
     if schedule == "auto" and refusal is None and chunk is None and keep is None:
-        grad = _grad_needed(x, weights, in_factor, out_factor, bias, *kernel_factors)
-        # the backward's threads take whole samples: fewer samples than threads leave cores idle
         fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES
-        fits = fits and frame_positions(x.shape) >= FUSED_MIN_POSITIONS
-        if fits and (not grad or x.shape[0] >= torch.get_num_threads()):
+        if fits and frame_positions(x.shape) >= FUSED_MIN_POSITIONS:
             schedule = "fused"
     if schedule == "fused":
         return fused_conv(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation)

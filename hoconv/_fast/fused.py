@@ -10,8 +10,9 @@ workspace of a few frames (in L2 / L3). Only the layer's own tensors go through 
 storing them (one extra ``A x`` GEMM), so a layer's training memory is its inputs, outputs
 and a few MB of workspace per thread (three rings of ``span`` rank-space frames).
 
-The backward's threads take whole samples (each sums its own parameter gradients); the
-forward splits the output frames of a sample when there are fewer samples than threads.
+Threads take whole samples, or ranges of a sample's output frames when there are fewer
+samples than threads (the backward then computes the input frames two ranges share in two
+parts and sums them); each sums its own parameter gradients.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@
      dfh[b] += <s, u shifted by b>, dfw[c] += <t, h1 shifted by c>
      dV += gh1^T x[f]                               dx[f] = gh1 V.
    Every rank-space tensor stays in the thread's workspace: x and G are read once (x twice),
-   dx written once. The threads take whole samples; each accumulates its own parameter grads
-   (summed in native.py). */
+   dx written once. The threads take whole samples, or ranges of a sample's output frames
+   when there are fewer samples than threads (the span - 1 input frames two ranges share get
+   their gradient in two parts, summed at the end); each thread accumulates its own
+   parameter grads (summed in native.py). */
 
 /* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV: position by position
    (as taps in native.c), two accumulators per vector. */
@@ -173,9 +175,10 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
   gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
 }
 
-/* Input frame f (all its output frames done), ranks [r0, r0 + cs): back to the input. */
-static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long r0,
-                      long cs) {
+/* Input frame f (all its output frames in [o0, o1) done), ranks [r0, r0 + cs): back to the
+   input, from the output frames of [o0, o1) only (their gh2 is in the ring). */
+static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long o0,
+                      long o1, long r0, long cs) {
   const Fwd* p = &b->f;
   long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   long nv = cs / 16, nk = 0;
@@ -183,7 +186,7 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   const float* wp[MAXK];
   for (long a = 0; a < p->KD; ++a) {
     long od = f - a * p->dd + p->pd;
-    if (od >= 0 && od < p->Do) {
+    if (od >= o0 && od < o1) {
       sp[nk] = blk(w->gh2, od % span, frame, R, r0);
       wp[nk++] = p->fd + a * R + r0;
     }
@@ -210,14 +213,26 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
        b->Cp, r0 > 0, NULL);
 }
 
-/* All of sample n. */
-static void bwd_sample(const Bwd* b, const Work* w, const Grads* d, long n) {
+/* dst[c oc + q op] += acc[q ldc + c] for q < count, c < C (a partial input gradient). */
+static void add_rows(float* dst, long oc, long op, const float* acc, long ldc, long count,
+                     long C) {
+  for (long q = 0; q < count; ++q)
+    for (long c = 0; c < C; ++c) dst[c * oc + q * op] += acc[q * ldc + c];
+}
+
+/* Output frames [o0, o1) of sample n: one unit of work. The input frames it shares with the
+   previous unit (the first span - 1 it reads, when o0 > 0) get only part of their gradient
+   here: their dx goes to `side` ((span - 1) frames of (H W, Cp)), added to dx once every
+   unit is done; every other frame's dx is stored. */
+static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long o0, long o1,
+                      float* side) {
   const Fwd* p = &b->f;
   long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, R = p->R;
-  long next = 0, done = 0; /* input frames below `next` recomputed, below `done` finished */
-  for (long od = 0; od < p->Do; ++od) {
+  long start = lmax(0, o0 - p->pd), shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
+  long next = start, done = start; /* input frames below `next` recomputed, `done` finished */
+  for (long od = o0; od < o1; ++od) {
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
-    long last = od + 1 == p->Do ? p->D : lmin(p->D, od - p->pd + 1); /* frames [done, last) */
+    long last = od + 1 < o1 ? lmin(p->D, od - p->pd + 1) : o1 == p->Do ? p->D : hi;
     for (long f = first; f < hi && w->xpack; ++f) /* channels-first frames copied (pack_frame) */
       pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw,
                  w->xpack + (f % span) * p->C * packed_ld(hw));
@@ -227,11 +242,15 @@ static void bwd_sample(const Bwd* b, const Work* w, const Grads* d, long n) {
       long cs = lmin(RB, R - r0);
       bwd_forward(b, w, n, first, hi, r0, cs);
       bwd_output(b, w, d, n, od, r0, cs);
-      for (long f = done; f < last; ++f) bwd_input(b, w, d, n, f, r0, cs);
+      for (long f = done; f < last; ++f) bwd_input(b, w, d, n, f, o0, o1, r0, cs);
     }
-    for (long f = done; f < last; ++f)
-      store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp,
-                 w->dx + (f % span) * hw * b->Cp, b->Cp, hw, p->C);
+    for (long f = done; f < last; ++f) {
+      const float* acc = w->dx + (f % span) * hw * b->Cp;
+      if (f < shared)
+        memcpy(side + (f - start) * hw * b->Cp, acc, hw * b->Cp * sizeof(float));
+      else
+        store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp, acc, b->Cp, hw, p->C);
+    }
     next = lmax(next, hi);
     done = lmax(done, last);
   }
@@ -245,19 +264,24 @@ long cp_bwd_ws_floats(long C, long Cp, long H, long W, long Ho, long Wo, long R,
          span * C * packed_ld(hw) + T * packed_ld(frame);
 }
 
-/* Entry point: `threads` OpenMP threads take whole samples. Each has `ws_len` floats of `ws`
-   (cp_bwd_ws_floats, laid out as Work) and `grads_len` floats of `grads` (zeroed, laid out as Grads). Pointers
-   as cp_fwd_f32's, then G, U (T, R), V (R, Cp) and dx (the strides of x). */
+/* Entry point: the work is N x chunks units (a range of at least `span` output frames of one
+   sample: chunks > 1 when there are fewer samples than threads), taken by `threads` OpenMP
+   threads. Each thread has `ws_len` floats of `ws` (cp_bwd_ws_floats, laid out as Work) and
+   `grads_len` floats of `grads` (zeroed, laid out as Grads); each unit (span - 1) H W Cp
+   floats of `side`. Pointers as cp_fwd_f32's, then G, U (T, R), V (R, Cp) and dx (the
+   strides of x). */
 void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* fh,
                 const float* fw, const float* gy, const float* um, const float* vp, float* dx,
-                float* ws, float* grads, long ws_len, long grads_len, long threads, long N,
-                long C, long Cp, long D, long H, long W, long Do, long Ho, long Wo, long R,
-                long T, long KD, long KH, long KW, long pd, long ph, long pw, long dd, long dh,
-                long dw, long xn, long xc, long xp, long on, long oc, long op) {
+                float* ws, float* grads, float* side, long ws_len, long grads_len, long threads,
+                long chunks, long N, long C, long Cp, long D, long H, long W, long Do, long Ho,
+                long Wo, long R, long T, long KD, long KH, long KW, long pd, long ph, long pw,
+                long dd, long dh, long dw, long xn, long xc, long xp, long on, long oc,
+                long op) {
   Bwd b = {{x, vt, fd, fh, fw, NULL, NULL, NULL, N, C, D, H, W, Do, Ho, Wo, R, T, T, KD, KH, KW,
             pd, ph, pw, dd, dh, dw, xn, xc, xp, on, oc, op},
            gy, um, vp, dx, Cp};
-  long span = (KD - 1) * dd + 1, hw = H * W, frame = Ho * Wo;
+  long span = (KD - 1) * dd + 1, hw = H * W, frame = Ho * Wo, units = N * chunks;
+  long side_len = (span - 1) * hw * Cp;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
   for (long i = 0; i < threads; ++i) {
     float* q = ws + i * ws_len;
@@ -275,9 +299,22 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
     w.gpack = packing(R, q);
     float* a = grads + i * grads_len;
     Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
-    for (long n = i; n < N; n += threads) bwd_sample(&b, &w, &d, n);
+    for (long u = i; u < units; u += threads) {
+      long n = u / chunks, c = u % chunks;
+      bwd_range(&b, &w, &d, n, Do * c / chunks, Do * (c + 1) / chunks, side + u * side_len);
+    }
 #ifdef __AVX512F__
-    _mm_sfence(); /* store_rows' non-temporal stores are visible before the call returns */
+    _mm_sfence(); /* store_rows' non-temporal stores are visible before the sums below */
 #endif
+  }
+  /* the frames two units shared: the later unit's part (in side) added to the stored one */
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (long u = 0; u < units; ++u) {
+    long n = u / chunks, o0 = Do * (u % chunks) / chunks;
+    if (o0 == 0) continue;
+    long start = lmax(0, o0 - pd), shared = lmin(D, o0 - pd + span - 1);
+    for (long f = start; f < shared; ++f)
+      add_rows(dx + n * xn + f * hw * xp, xc, xp, side + u * side_len + (f - start) * hw * Cp,
+               Cp, hw, C);
   }
 }

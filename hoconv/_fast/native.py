@@ -61,7 +61,7 @@ _SIGNATURES = (
     ("dw_sep_f32", 6, 19, None),
     ("dw_wgrad_f32", 3, 18, None),
     ("cp_fwd_f32", 9, 28, None),
-    ("cp_bwd_f32", 11, 29, None),
+    ("cp_bwd_f32", 12, 30, None),
     ("cp_fwd_ws_floats", 0, 8, ctypes.c_long),  # workspace sizes: the C layout's own count
     ("cp_bwd_ws_floats", 0, 9, ctypes.c_long),
 )
@@ -365,15 +365,21 @@ def fused_backward(
     span = (kernel[0] - 1) * dilation[0] + 1
     ws_len = lib.cp_bwd_ws_floats(c, c_pad, h, w, ho, wo, rank, t, span)  # per thread
     grads_len = (t + c + sum(kernel)) * rank
-    threads = max(1, min(torch.get_num_threads(), n))
+    threads = max(1, torch.get_num_threads())
+    # fewer samples than threads: ranges of >= span output frames per unit (their shared
+    # input frames cost span - 1 recomputed frames per cut)
+    chunks = max(1, min(threads // math.gcd(n, threads), do // span))
+    threads = min(threads, n * chunks)
     ws = x.new_empty(threads, ws_len)
     grads = x.new_zeros(threads, grads_len)
+    side = x.new_empty(n * chunks * max(1, (span - 1) * h * w * c_pad))
     grad_x = torch.empty_like(x)  # x's layout
     lib.cp_bwd_f32(x.data_ptr(), in_t.data_ptr(), *(p.data_ptr() for p in taps),
                    grad_out.data_ptr(), out_matrix.data_ptr(), in_pad.data_ptr(),
-                   grad_x.data_ptr(), ws.data_ptr(), grads.data_ptr(), ws_len, grads_len,
-                   threads, n, c, c_pad, d, h, w, do, ho, wo, rank, t, *kernel, *before,
-                   *dilation, *_layout_strides(x), *_layout_strides(grad_out))  # fmt: skip
+                   grad_x.data_ptr(), ws.data_ptr(), grads.data_ptr(), side.data_ptr(),
+                   ws_len, grads_len, threads, chunks, n, c, c_pad, d, h, w, do, ho, wo, rank,
+                   t, *kernel, *before, *dilation, *_layout_strides(x),
+                   *_layout_strides(grad_out))  # fmt: skip
     total = grads.sum(0).view(-1, rank)  # (T + C + sum K, R)
     parts = total.split([t, c, *kernel])
     grad_factors = tuple(p.t() for p in parts[2:])  # (R, K_i) each
