@@ -239,28 +239,26 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   float* h2 = ring + span * frame * R;      /* (Ho Wo, RB): after the D pass */
   float* acc = h2 + frame * RB;             /* (Ho Wo, Tp): the output frame */
   float* pack = packing(R, acc + frame * p->Tp); /* span frames (C, packed_ld(H W)), or NULL */
-  Mat xs[MAXK];
   const float* sp[MAXK];
   const float* wp[MAXK];
   long next = 0; /* input frames below `next` are done */
   for (long od = o0; od < o1; ++od) {
     float* out = frame_acc(p, n, od, acc);
-    long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0)), nf = 0;
-    for (long f = first; f < hi; ++f, ++nf) {
-      const float* xf = p->x + n * p->xn + f * hw * p->xp;
-      float* slot = pack ? pack + (f % span) * p->C * packed_ld(hw) : NULL;
-      pack_frame(xf, p->xc, p->xp, p->C, hw, slot);
-      xs[nf] = frame_view(xf, p->xc, p->xp, hw, slot);
-    }
+    long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
+    for (long f = first; f < hi && pack; ++f) /* channels-first frames copied (pack_frame) */
+      pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw,
+                 pack + (f % span) * p->C * packed_ld(hw));
     next = lmax(next, hi);
     for (long r0 = 0; r0 < R; r0 += RB) {
       long cs = lmin(RB, R - r0), nv = cs / 16;
-      for (long i = 0; i < nf; ++i) { /* the new input frames' g, ranks [r0, r0 + cs) */
-        gemm(hw, cs, p->C, xs[i].a, xs[i].as, xs[i].ak, p->vt + r0, R, h1, cs, 0, NULL);
+      for (long f = first; f < hi; ++f) { /* the new input frames' g, ranks [r0, r0 + cs) */
+        Mat xm = frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw,
+                            pack ? pack + (f % span) * p->C * packed_ld(hw) : NULL);
+        gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0, NULL);
         for (long h = 0; h < p->H; ++h)
           pass_axis(tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
                     p->KW, p->dw, p->pw, nv);
-        pass_axis(blk(ring, (first + i) % span, frame, R, r0), cs, tw, cs, p->Ho, p->H, p->Wo,
+        pass_axis(blk(ring, f % span, frame, R, r0), cs, tw, cs, p->Ho, p->H, p->Wo,
                   p->fh + r0, R, p->KH, p->dh, p->ph, nv);
       }
       long nk = 0;
