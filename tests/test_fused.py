@@ -246,3 +246,17 @@ def test_fused_backward_splits_a_sample_between_threads(
         torch.set_num_threads(previous)
     for a, b in zip((got[0], got[1], got[2], *got[3]), expected):
         assert_close_scaled(a, b)
+
+
+def test_fused_pass_refuses_factors_of_another_dtype(monkeypatch):
+    calls = _count_fused(monkeypatch)
+    x = torch.randn(2, 4, 5, 6, 40)
+    params, _ = _cp_params(32, 4, 5, (3, 3, 3), grad=False)
+    bias = torch.randn(5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="a factor or the bias is torch.float64"):
+        fast_cp.cp_conv(x, *params, bias, 1, 1, schedule="fused")
+    with torch.no_grad(), pytest.raises(RuntimeError):  # as the plain path: no silent cast
+        HF.cp_conv(x, *params, bias, 1, 1)
+    with torch.no_grad():
+        fast_cp.cp_conv(x, *params, bias.float(), 1, 1)  # float32 bias: fused when available
+    assert calls == ([1] if native.available() else [])

@@ -295,7 +295,8 @@ def cp_conv(
         kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
         out_matrix = F.pad(out_matrix, (0, extra))
         rank += extra
-    refusal = native.fused_refusal(x, rank, kernel, stride)
+    params = (in_factor, out_matrix, bias, *kernel_factors)
+    refusal = native.fused_refusal(x, rank, kernel, stride, params)
     if schedule == "fused" and refusal is not None:
         raise ValueError(f"schedule='fused' cannot run this layer: {refusal}")
     if schedule == "auto" and refusal is None and chunk is None and keep is None:

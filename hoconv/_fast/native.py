@@ -242,15 +242,25 @@ def depthwise_weight_grad(
 
 
 def fused_refusal(
-    x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...]
+    x: torch.Tensor,
+    rank: int,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    params: tuple[torch.Tensor | None, ...] = (),
 ) -> str | None:
-    """Why :func:`fused_forward` cannot take ``x`` (N, C, *S) for this CP conv; None if it can."""
+    """Why :func:`fused_forward` cannot take ``x`` (N, C, *S) for this CP conv; None if it can.
+
+    ``params``: the factors and bias, which must be float32 CPU tensors like ``x``.
+    """
     if x.dim() not in (4, 5):
         return f"x has {x.dim() - 2} spatial axes, the fused pass runs 2-D and 3-D convs"
     if x.dtype != torch.float32:
         return f"x is {x.dtype}, the fused pass is float32"
     if x.device.type != "cpu":
         return f"x is on {x.device}, the fused pass runs on CPU"
+    for t in params:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return f"a factor or the bias is {t.dtype} on {t.device}, x is float32 on cpu"
     if any(s != 1 for s in stride):
         return f"stride is {tuple(stride)}, the fused pass needs stride 1"
     if rank % 16:
