@@ -260,3 +260,12 @@ def test_fused_pass_refuses_factors_of_another_dtype(monkeypatch):
     with torch.no_grad():
         fast_cp.cp_conv(x, *params, bias.float(), 1, 1)  # float32 bias: fused when available
     assert calls == ([1] if native.available() else [])
+
+
+def test_fused_schedule_takes_an_empty_batch():
+    x = torch.randn(0, 4, 5, 6, 40, requires_grad=True)
+    params, leaves = _cp_params(32, 4, 5, (3, 3, 3), grad=True)
+    out = fast_cp.cp_conv(x, *params, None, 1, 1)
+    assert out.shape == (0, 5, 5, 6, 40)
+    grads = torch.autograd.grad(out.sum(), [x, *leaves])
+    assert grads[0].shape == x.shape and all(float(g.abs().sum()) == 0 for g in grads[1:])

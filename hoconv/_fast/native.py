@@ -379,7 +379,7 @@ def fused_backward(
     # fewer samples than threads: ranges of >= span output frames per unit (their shared
     # input frames cost span - 1 recomputed frames per cut)
     chunks = max(1, min(threads // math.gcd(n, threads), do // span))
-    threads = min(threads, n * chunks)
+    threads = max(1, min(threads, n * chunks))
     ws = x.new_empty(threads, ws_len)
     grads = x.new_zeros(threads, grads_len)
     side = x.new_empty(n * chunks * max(1, (span - 1) * h * w * c_pad))
