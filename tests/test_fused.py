@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +271,42 @@ def test_fused_schedule_takes_an_empty_batch():
     assert out.shape == (0, 5, 5, 6, 40)
     grads = torch.autograd.grad(out.sum(), [x, *leaves])
     assert grads[0].shape == x.shape and all(float(g.abs().sum()) == 0 for g in grads[1:])
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(12))
+def test_fused_pass_on_random_geometries(seed):
+    """Random 2-D / 3-D layers (kernels 1-5, dilation 1-3, pads up to the kernel, either
+    layout, 1-3 threads, 1-3 samples) against the float64 oracle, forward and gradients."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    dim = rng.choice([2, 3])
+    n, channels, out_channels = rng.randint(1, 3), rng.randint(1, 20), rng.randint(1, 40)
+    rank = rng.choice([16, 32, 48, 80, 144])
+    kernel = tuple(rng.randint(1, 5) for _ in range(dim))
+    dilation = tuple(rng.randint(1, 3) for _ in range(dim))
+    pads = tuple((rng.randint(0, k), rng.randint(0, k)) for k in kernel)
+    spatial = [max(1, d * (k - 1) + 1 - a - b) + rng.randint(0, 6)
+               for k, d, (a, b) in zip(kernel, dilation, pads)]  # fmt: skip
+    name = rng.choice(["cf", "cl"])
+    x = layout(torch.randn(n, channels, *spatial), name)
+    in_factor, out_matrix = torch.randn(rank, channels), torch.randn(out_channels, rank)
+    factors = tuple(torch.randn(rank, k) for k in kernel)
+    bias = torch.randn(out_channels) if rng.random() < 0.5 else None
+    leaves = [t.double().requires_grad_(True) for t in (x, in_factor, out_matrix, *factors)]
+    b64 = None if bias is None else bias.double()
+    ref = dense_reference(leaves[0], leaves[1], leaves[3:], leaves[2], b64, pads, dilation)
+    grad = torch.randn(ref.shape)
+    expected = torch.autograd.grad(ref, leaves, grad.double())
+    before = tuple(a for a, _ in pads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(rng.randint(1, 3))
+    try:
+        out = layout(torch.empty(ref.shape), name)
+        native.fused_forward(x, in_factor.t(), factors, out_matrix, bias, out, before, dilation)
+        got = native.fused_backward(grad, x, in_factor, factors, out_matrix, before, dilation)
+    finally:
+        torch.set_num_threads(previous)
+    assert_close_scaled(out, ref)
+    for a, b in zip((got[0], got[1], got[2], *got[3]), expected):
+        assert_close_scaled(a, b)
