@@ -259,6 +259,8 @@ def test_fused_pass_refuses_factors_of_another_dtype(monkeypatch):
         fast_cp.cp_conv(x, *params, bias, 1, 1, schedule="fused")
     with torch.no_grad(), pytest.raises(RuntimeError):  # as the plain path: no silent cast
         HF.cp_conv(x, *params, bias, 1, 1)
+    with torch.no_grad(), pytest.raises(RuntimeError):  # the streamed forward refuses it too
+        fast_cp.cp_conv(x, *params, bias, 1, 1, schedule="stream")
     with torch.no_grad():
         fast_cp.cp_conv(x, *params, bias.float(), 1, 1)  # float32 bias: fused when available
     assert calls == ([1] if native.available() else [])

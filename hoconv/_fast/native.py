@@ -275,10 +275,15 @@ def fused_refusal(
 
 
 def fused_supports(
-    x: torch.Tensor, rank: int, kernel: tuple[int, ...], stride: tuple[int, ...]
+    x: torch.Tensor,
+    rank: int,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    params: tuple[torch.Tensor | None, ...] = (),
 ) -> bool:
-    """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry."""
-    return fused_refusal(x, rank, kernel, stride) is None
+    """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry
+    with these factors and bias (:func:`fused_refusal` says why not)."""
+    return fused_refusal(x, rank, kernel, stride, params) is None
 
 
 def _layout_strides(t: torch.Tensor) -> tuple[int, int, int]:

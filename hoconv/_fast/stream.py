@@ -164,7 +164,8 @@ def stream_forward(
     out = empty_like_layout(x, n, out_matrix.shape[0], *plan.out_spatial)  # (N, T, *S_out)
     block = plan.blocks[0]
     whole = len(plan.blocks) == 1 and block.stop - block.start == len(plan.spatial)
-    if whole and native.fused_supports(x, rank, block.kernel, block.stride):
+    params = (in_factor, out_matrix, bias, *seps[0])  # float32 like x, or not fused
+    if whole and native.fused_supports(x, rank, block.kernel, block.stride, params):
         before = (plan.before, *(pad[0] for pad in block.pads[1:]))
         return native.fused_forward(x, in_factor.t(), seps[0], out_matrix, bias, out, before,
                                     block.dilation)  # fmt: skip
