@@ -158,6 +158,9 @@ static void transpose16(float* dst, long ds, const float* src, long ss, long nt,
 #endif
 }
 
+/* Input frames one output frame reads along the first axis (the rings' length). */
+static inline long span_of(const Fwd* p) { return (p->KD - 1) * p->dd + 1; }
+
 /* Whether output frames are (Ho Wo, T) row-major with whole vectors (GEMMs write them). */
 static int direct_out(const Fwd* p) { return p->oc == 1 && p->op == p->T && p->T == p->Tp; }
 
@@ -232,7 +235,7 @@ long cp_fwd_ws_floats(long C, long H, long W, long Ho, long Wo, long R, long Tp,
 
 /* Output frames [o0, o1) of sample n; `ws`: the workspace of one thread (cp_fwd_ws_floats). */
 static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
-  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   float* h1 = ws;                           /* (H W, RB): the 1x1 conv of a block */
   float* tw = h1 + hw * RB;                 /* (H, Wo, RB): after the W pass */
   float* ring = tw + p->H * p->Wo * RB;     /* span frames after the H pass (blk) */

@@ -124,7 +124,7 @@ typedef struct {
 /* Input frame f of sample n as a GEMM operand (packed by bwd_sample when channels-first). */
 static inline Mat x_view(const Bwd* b, const Work* w, long n, long f) {
   const Fwd* p = &b->f;
-  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W;
+  long span = span_of(p), hw = p->H * p->W;
   float* pack = w->xpack ? w->xpack + (f % span) * p->C * packed_ld(hw) : NULL;
   return frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw, pack);
 }
@@ -132,7 +132,7 @@ static inline Mat x_view(const Bwd* b, const Work* w, long n, long f) {
 /* Input frames [f0, f1) of sample n, ranks [r0, r0 + cs): h1 and g into their rings. */
 static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, long r0, long cs) {
   const Fwd* p = &b->f;
-  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   long nv = cs / 16;
   for (long f = f0; f < f1; ++f) {
     Mat xm = x_view(b, w, n, f);
@@ -150,7 +150,7 @@ static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, l
 static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long od, long r0,
                        long cs) {
   const Fwd* p = &b->f;
-  long span = (p->KD - 1) * p->dd + 1, frame = p->Ho * p->Wo, R = p->R, nv = cs / 16;
+  long span = span_of(p), frame = p->Ho * p->Wo, R = p->R, nv = cs / 16;
   const float* sp[MAXK];
   const float* wp[MAXK];
   float* dp[MAXK];
@@ -180,7 +180,7 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
 static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long o0,
                       long o1, long r0, long cs) {
   const Fwd* p = &b->f;
-  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   long nv = cs / 16, nk = 0;
   const float* sp[MAXK];
   const float* wp[MAXK];
@@ -227,7 +227,7 @@ static void add_rows(float* dst, long oc, long op, const float* acc, long ldc, l
 static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long o0, long o1,
                       float* side) {
   const Fwd* p = &b->f;
-  long span = (p->KD - 1) * p->dd + 1, hw = p->H * p->W, R = p->R;
+  long span = span_of(p), hw = p->H * p->W, R = p->R;
   long start = lmax(0, o0 - p->pd), shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
   long next = start, done = start; /* input frames below `next` recomputed, `done` finished */
   for (long od = o0; od < o1; ++od) {
