@@ -8,7 +8,7 @@
      dU += G[o]^T h2[o]
    and, once every output frame reading input frame f is done, the chain back to the input:
      s = sum_a fd[a] gh2[f - a dd + pd]           (the D pass transposed)
-     t = H^T(s), gh1 = W^T(t)                       (the flipped passes)
+     t = H^T(s), gh1 = W^T(t)                       (the flipped passes, row by row)
      dfh[b] += <s, u shifted by b>, dfw[c] += <t, h1 shifted by c>
      dV += gh1^T x[f]                               dx[f] = gh1 V.
    Every rank-space tensor stays in the thread's workspace: x and G are read once (x twice),
@@ -88,18 +88,6 @@ static void taps3_dot(float* h, const float* gh, const float* const* s, const fl
   else taps3_dot_1(h, gh, s, w, dw, count, cs);
 }
 
-/* ac[k ak] += sum_{o < Lo, j < inner} g[(o inner + j) gs] x[((o + k dil - pad) inner + j) xs]
-   for k < K (x zero outside [0, L)): the gradient of one axis' taps. */
-static void corr_axis(float* ac, long ak, const float* g, long gs, const float* x, long xs,
-                      long Lo, long L, long inner, long K, long dil, long pad, long nv) {
-  for (long k = 0; k < K; ++k) {
-    long shift = k * dil - pad, o0 = lmax(0, -shift), o1 = lmin(Lo, L - shift);
-    if (o0 < o1)
-      dot_acc(ac + k * ak, g + o0 * inner * gs, gs, x + (o0 + shift) * inner * xs, xs,
-              (o1 - o0) * inner, nv);
-  }
-}
-
 typedef struct {
   Fwd f;            /* x, V^T (C, R) as vt, the factors and the geometry (out unused) */
   const float* gy;  /* G: (N, T, Do, Ho, Wo) with strides on, oc, op of f */
@@ -175,8 +163,56 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
   gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
 }
 
+/* d[m] = sum_k w_k s_k[m] and dw_k += sum_m gh[m] s_k[m] for m < count over nk taps (every
+   array of stride cs). */
+static void taps_dot(float* d, const float* gh, const float* const* s, const float* const* w,
+                     float* const* dw, long nk, long count, long cs, long nv) {
+  if (nk == 3) {
+    taps3_dot(d, gh, s, w, dw, count, cs, nv);
+    return;
+  }
+  taps(d, cs, s, cs, count, w, nk, nv);
+  for (long k = 0; k < nk; ++k) dot_acc(dw[k], gh, cs, s[k], cs, count, nv);
+}
+
+/* The taps k < K of output o along an axis of L inputs `step` floats apart that fall inside:
+   input s + i step (i = o + k dil - pad), weight wt + k ws, weight gradient dwt + k ws. */
+static long taps_at(long o, long L, long K, long dil, long pad, const float* s, long step,
+                    const float* wt, float* dwt, long ws, const float** sp, const float** wp,
+                    float** dp) {
+  long nk = 0;
+  for (long k = 0; k < K; ++k) {
+    long i = o + k * dil - pad;
+    if (i >= 0 && i < L) {
+      sp[nk] = s + i * step;
+      wp[nk] = wt + k * ws;
+      dp[nk++] = dwt + k * ws;
+    }
+  }
+  return nk;
+}
+
+/* One row pass with its weight gradient, o < Lo (every array of stride cs):
+   d[o] = sum_k wt[k ws] s[o + k dil - pad], dwt[k ws] += sum_o gh[o] s[o + k dil - pad]. */
+static void pass_dot(float* d, const float* s, const float* gh, long Lo, long L,
+                     const float* wt, float* dwt, long ws, long K, long dil, long pad, long cs,
+                     long nv) {
+  const float* sp[MAXK];
+  const float* wp[MAXK];
+  float* dp[MAXK];
+  long oa = lmin(Lo, lmax(0, pad)), ob = lmax(oa, lmin(Lo, L - (K - 1) * dil + pad));
+  for (long o = 0; o < Lo; ++o) {
+    long count = o == oa && ob > oa ? ob - oa : 1; /* the stretch with every tap inside */
+    long nk = taps_at(o, L, K, dil, pad, s, cs, wt, dwt, ws, sp, wp, dp);
+    taps_dot(d + o * cs, gh + o * cs, sp, wp, dp, nk, count, cs, nv);
+    o += count - 1;
+  }
+}
+
 /* Input frame f (all its output frames in [o0, o1) done), ranks [r0, r0 + cs): back to the
-   input, from the output frames of [o0, o1) only (their gh2 is in the ring). */
+   input, from the output frames of [o0, o1) only (their gh2 is in the ring). After the D pass
+   transposed (s, a frame), row by row in L1: u = W(h1) again, t = H^T(s) with dfh, then
+   gh1 = W^T(t) with dfw. */
 static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long o0,
                       long o1, long r0, long cs) {
   const Fwd* p = &b->f;
@@ -184,6 +220,7 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   long nv = cs / 16, nk = 0;
   const float* sp[MAXK];
   const float* wp[MAXK];
+  float* dp[MAXK];
   for (long a = 0; a < p->KD; ++a) {
     long od = f - a * p->dd + p->pd;
     if (od >= o0 && od < o1) {
@@ -193,19 +230,19 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   }
   taps(w->s, cs, sp, cs, frame, wp, nk, nv);
   const float* h1 = blk(w->h1, f % span, hw, R, r0);
-  for (long h = 0; h < p->H; ++h) /* u = W(h1) again, for dfh */
-    pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
-              p->KW, p->dw, p->pw, nv);
-  corr_axis(d->dfh + r0, R, w->s, cs, w->tw, cs, p->Ho, p->H, p->Wo, p->KH, p->dh, p->ph, nv);
-  /* t = H^T(s): the H pass with the flipped taps (weight stride -R) */
-  pass_axis(w->t, cs, w->s, cs, p->H, p->Ho, p->Wo, p->fh + (p->KH - 1) * R + r0, -R, p->KH,
-            p->dh, p->dh * (p->KH - 1) - p->ph, nv);
+  /* the flipped H and W taps (weight stride -R) and their gradients */
+  const float* fh = p->fh + (p->KH - 1) * R + r0;
+  const float* fw = p->fw + (p->KW - 1) * R + r0;
+  float* dfh = d->dfh + (p->KH - 1) * R + r0;
+  float* dfw = d->dfw + (p->KW - 1) * R + r0;
+  long padh = p->dh * (p->KH - 1) - p->ph, padw = p->dw * (p->KW - 1) - p->pw;
   for (long h = 0; h < p->H; ++h) {
-    const float* th = w->t + h * p->Wo * cs;
-    corr_axis(d->dfw + r0, R, th, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->KW, p->dw,
-              p->pw, nv);
-    pass_axis(w->gh1 + h * p->W * cs, cs, th, cs, p->W, p->Wo, 1,
-              p->fw + (p->KW - 1) * R + r0, -R, p->KW, p->dw, p->dw * (p->KW - 1) - p->pw, nv);
+    const float* h1r = h1 + h * p->W * cs;
+    pass_axis(w->tw, cs, h1r, cs, p->Wo, p->W, 1, p->fw + r0, R, p->KW, p->dw, p->pw, nv);
+    nk = taps_at(h, p->Ho, p->KH, p->dh, padh, w->s, p->Wo * cs, fh, dfh, -R, sp, wp, dp);
+    taps_dot(w->t, w->tw, sp, wp, dp, nk, p->Wo, cs, nv);
+    pass_dot(w->gh1 + h * p->W * cs, w->t, h1r, p->W, p->Wo, fw, dfw, -R, p->KW, p->dw, padw,
+             cs, nv);
   }
   Mat xm = x_view(b, w, n, f);
   gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1, NULL);
