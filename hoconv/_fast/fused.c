@@ -7,8 +7,9 @@
    keeping the last `span` frames g[f] in a ring; per output frame, per block of RB ranks:
    the new input frames' 1x1 conv (GEMM, K = C) and W / H passes into the ring, then the D pass
    into a small block and its share of the output frame (GEMM, K = RB, the first one starting
-   from the bias), accumulated in the output itself (channels-last, T a multiple of 16) or in
-   a frame buffer stored afterwards (16 x 16 transposes for channels-first). Every rank-space
+   from the bias), accumulated in the output itself (channels-last, T a multiple of 16), or
+   the last block's GEMM writes the channels-first frame through register transposes
+   (gemm_cf_out), or a frame buffer is stored afterwards (store_frame). Every rank-space
    intermediate stays in L2 / L3: only x is read and out written, once. A 2-D conv runs as a
    3-D one whose frames are its rows (native.py).
 
@@ -120,12 +121,10 @@ typedef struct {
 #endif
 
 
-/* dst[t ds + q] = src[q ss + t] for q < 16, t < nt: a 16 x 16 block transposed (rows of dst
-   past nt not written); `stream`: dst rows are 64-byte aligned final output (st_stream). */
-static void transpose16(float* dst, long ds, const float* src, long ss, long nt, int stream) {
+/* r[t][q] = r[q][t] for q, t < 16: a 16 x 16 block transposed in registers. */
+static inline void transpose_regs(v16* r) {
 #ifdef HAVE_SHUFFLE
-  v16 r[16], lo, hi;
-  for (int i = 0; i < 16; ++i) r[i] = ld(src + i * ss);
+  v16 lo, hi;
   /* stage k swaps bit k of the row and column indices: rows i and i + 2^k, bit k of i clear */
   for (int i = 0; i < 16; i += 2) {
     lo = __builtin_shufflevector(r[i], r[i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
@@ -149,13 +148,49 @@ static void transpose16(float* dst, long ds, const float* src, long ss, long nt,
     hi = __builtin_shufflevector(r[i], r[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     r[i] = lo; r[i + 8] = hi;
   }
+#else
+  float m[16][16];
+  for (int q = 0; q < 16; ++q) st(m[q], r[q]);
+  for (int t = 0; t < 16; ++t)
+    for (int q = 0; q < 16; ++q) r[t][q] = m[q][t];
+#endif
+}
+
+/* dst[t ds + q] = src[q ss + t] for q < 16, t < nt: a 16 x 16 block transposed (rows of dst
+   past nt not written); `stream`: dst rows are 64-byte aligned final output (st_stream). */
+static void transpose16(float* dst, long ds, const float* src, long ss, long nt, int stream) {
+  v16 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = ld(src + i * ss);
+  transpose_regs(r);
   for (long t = 0; t < nt; ++t)
     if (stream) st_stream(dst + t * ds, r[t]);
     else st(dst + t * ds, r[t]);
-#else
-  for (long t = 0; t < nt; ++t)
-    for (long q = 0; q < 16; ++q) dst[t * ds + q] = src[q * ss + t];
-#endif
+}
+
+/* A channels-first output frame straight from the last GEMM: dst[t oc + q] = init[q, t] +
+   sum_k A[q as + k] B[k ldb + t] for q < M, t < T (both multiples of 16); init: the rows of
+   acc (ldc) when acc is not NULL, else the bias (or zeros). 16 positions x 16 channels per
+   register tile, transposed in registers and stored (non-temporal when aligned): no frame
+   buffer written and read back. */
+static void gemm_cf_out(long M, long T, long K, const float* A, long as, const float* B,
+                        long ldb, const float* acc, long ldc, const float* bias, float* dst,
+                        long oc) {
+  int stream = !(((unsigned long)dst | (unsigned long)(oc * 4)) & 63);
+  for (long q0 = 0; q0 < M; q0 += 16)
+    for (long t0 = 0; t0 < T; t0 += 16) {
+      v16 c[16];
+      const float* a = A + q0 * as;
+      for (int i = 0; i < 16; ++i)
+        c[i] = acc ? ld(acc + (q0 + i) * ldc + t0) : bias ? ld(bias + t0) : bc(0.f);
+      for (long k = 0; k < K; ++k) {
+        v16 b = ld(B + k * ldb + t0);
+        for (int i = 0; i < 16; ++i) c[i] += bc(a[i * as + k]) * b;
+      }
+      transpose_regs(c);
+      for (int t = 0; t < 16; ++t)
+        if (stream) st_stream(dst + (t0 + t) * oc + q0, c[t]);
+        else st(dst + (t0 + t) * oc + q0, c[t]);
+    }
 }
 
 /* Input frames one output frame reads along the first axis (the rings' length). */
@@ -245,6 +280,8 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   const float* sp[MAXK];
   const float* wp[MAXK];
   long next = 0; /* input frames below `next` are done */
+  /* channels-first frames of whole vectors come straight from the last GEMM (gemm_cf_out) */
+  int cf_out = p->op == 1 && p->oc != 1 && frame % 16 == 0 && p->T == p->Tp;
   for (long od = o0; od < o1; ++od) {
     float* out = frame_acc(p, n, od, acc);
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
@@ -273,10 +310,15 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
         }
       }
       taps(h2, cs, sp, cs, frame, wp, nk, nv);
+      if (cf_out && r0 + cs == R) { /* the last block writes the channels-first frame */
+        gemm_cf_out(frame, p->T, cs, h2, cs, p->ut + r0 * p->Tp, p->Tp, r0 > 0 ? acc : NULL,
+                    p->Tp, p->bias, p->out + n * p->on + od * frame, p->oc);
+        continue;
+      }
       int mode = r0 > 0 ? ACCUM : R <= RB && out != acc ? STREAM : FRESH;
       gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, mode, p->bias);
     }
-    store_frame(p, n, od, out);
+    if (!cf_out) store_frame(p, n, od, out);
   }
 }
 
