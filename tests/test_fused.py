@@ -47,6 +47,7 @@ def layout(x: torch.Tensor, name: str) -> torch.Tensor:
         (2, 70, (3, 2, 2), 96, 70, (2, 1, 1), ((1, 0), (0, 0), (0, 0)), (1, 1, 1)),  # 4 rows
         (1, 4, (22, 3, 3), 16, 4, (3, 1, 1), ((1, 1), (0, 0), (0, 0)), (10, 1, 1)),  # span 21
         (2, 8, (4, 4, 8), 144, 32, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # cf out from 3 blocks
+        (2, 16, (4, 2, 8), 144, 16, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # cf dx from 3 blocks
         (2, 6, (5, 32), 80, 16, (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D, cf out from 2 blocks
     ],
 )
@@ -222,20 +223,21 @@ def test_auto_leaves_short_frames_to_the_batch_schedule(monkeypatch):
 @needs_native
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize(
-    "n,spatial,kernel,pads,dilation",
+    "n,channels,spatial,kernel,pads,dilation",
     [
-        (1, (12, 6, 7), (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),
-        (1, (14, 5, 6), (3, 2, 3), ((2, 0), (1, 0), (1, 1)), (2, 1, 1)),  # span 5
-        (2, (10, 4, 5), (2, 3, 3), ((0, 1), (1, 1), (1, 1)), (1, 1, 1)),
-        (1, (9, 12), (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D: rows split
+        (1, 6, (12, 6, 7), (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),
+        (1, 6, (14, 5, 6), (3, 2, 3), ((2, 0), (1, 0), (1, 1)), (2, 1, 1)),  # span 5
+        (2, 6, (10, 4, 5), (2, 3, 3), ((0, 1), (1, 1), (1, 1)), (1, 1, 1)),
+        (1, 6, (9, 12), (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D: rows split
+        (1, 16, (12, 2, 8), (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # dx frames from the GEMM
     ],
 )
 def test_fused_backward_splits_a_sample_between_threads(
-    threads, n, spatial, kernel, pads, dilation
+    threads, n, channels, spatial, kernel, pads, dilation
 ):
     torch.manual_seed(6)
-    x = layout(torch.randn(n, 6, *spatial), "cf")
-    in_factor, out_matrix = torch.randn(32, 6), torch.randn(5, 32)
+    x = layout(torch.randn(n, channels, *spatial), "cf")
+    in_factor, out_matrix = torch.randn(32, channels), torch.randn(5, 32)
     factors = tuple(torch.randn(32, k) for k in kernel)
     leaves = [t.double().requires_grad_(True) for t in (x, in_factor, out_matrix, *factors)]
     ref = dense_reference(leaves[0], leaves[1], leaves[3:], leaves[2], None, pads, dilation)

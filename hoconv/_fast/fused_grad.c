@@ -214,7 +214,7 @@ static void pass_dot(float* d, const float* s, const float* gh, long Lo, long L,
    transposed (s, a frame), row by row in L1: u = W(h1) again, t = H^T(s) with dfh, then
    gh1 = W^T(t) with dfw. */
 static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long o0,
-                      long o1, long r0, long cs) {
+                      long o1, long r0, long cs, int direct) {
   const Fwd* p = &b->f;
   long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
   long nv = cs / 16, nk = 0;
@@ -246,8 +246,12 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   }
   Mat xm = x_view(b, w, n, f);
   gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1, NULL);
-  gemm(hw, b->Cp, cs, w->gh1, cs, 1, b->vp + r0 * b->Cp, b->Cp, w->dx + (f % span) * hw * b->Cp,
-       b->Cp, r0 > 0, NULL);
+  float* acc = w->dx + (f % span) * hw * b->Cp;
+  if (direct && r0 + cs == R) /* the last block writes the channels-first frame of dx */
+    gemm_cf_out(hw, p->C, cs, w->gh1, cs, b->vp + r0 * b->Cp, b->Cp, r0 > 0 ? acc : NULL, b->Cp,
+                NULL, b->dx + n * p->xn + f * hw, p->xc);
+  else
+    gemm(hw, b->Cp, cs, w->gh1, cs, 1, b->vp + r0 * b->Cp, b->Cp, acc, b->Cp, r0 > 0, NULL);
 }
 
 /* dst[c oc + q op] += acc[q ldc + c] for q < count, c < C (a partial input gradient). */
@@ -267,6 +271,8 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
   long span = span_of(p), hw = p->H * p->W, R = p->R;
   long start = lmax(0, o0 - p->pd), shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
   long next = start, done = start; /* input frames below `next` recomputed, `done` finished */
+  /* channels-first dx frames of whole vectors: from the last block's GEMM (gemm_cf_out) */
+  int cf_dx = p->xp == 1 && p->xc != 1 && hw % 16 == 0 && p->C == b->Cp;
   for (long od = o0; od < o1; ++od) {
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
     long last = od + 1 < o1 ? lmin(p->D, od - p->pd + 1) : o1 == p->Do ? p->D : hi;
@@ -279,10 +285,12 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
       long cs = lmin(RB, R - r0);
       bwd_forward(b, w, n, first, hi, r0, cs);
       bwd_output(b, w, d, n, od, r0, cs);
-      for (long f = done; f < last; ++f) bwd_input(b, w, d, n, f, o0, o1, r0, cs);
+      for (long f = done; f < last; ++f)
+        bwd_input(b, w, d, n, f, o0, o1, r0, cs, cf_dx && f >= shared);
     }
     for (long f = done; f < last; ++f) {
       const float* acc = w->dx + (f % span) * hw * b->Cp;
+      if (cf_dx && f >= shared) continue; /* written by bwd_input */
       if (f < shared)
         memcpy(side + (f - start) * hw * b->Cp, acc, hw * b->Cp * sizeof(float));
       else
