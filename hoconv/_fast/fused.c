@@ -261,6 +261,30 @@ static void store_frame(const Fwd* p, long n, long od, const float* acc) {
     store_rows(p->out + n * p->on + od * frame * p->op, p->oc, p->op, acc, p->Tp, frame, p->T);
 }
 
+/* g (Ho, Wo, cs) = H(W(h1)) for ranks [r0, r0 + cs) of one frame (h1: (H, W, cs)), row by
+   row: each output row from the W-passed rows it reads, kept in `rows` (a ring of min(span,
+   H) rows of (Wo, cs)). */
+static void wh_passes(const Fwd* p, float* g, const float* h1, float* rows, long r0, long cs) {
+  long R = p->R, nv = cs / 16, row = p->Wo * cs, span = (p->KH - 1) * p->dh + 1;
+  long slots = lmin(span, p->H), next = 0; /* rows below `next` are W-passed */
+  const float* sp[MAXK];
+  const float* wp[MAXK];
+  for (long ho = 0; ho < p->Ho; ++ho) {
+    long lo = ho - p->ph, hi = lmin(p->H, lo + span), nk = 0;
+    for (next = lmax(next, lmax(lo, 0)); next < hi; ++next)
+      pass_axis(rows + next % slots * row, cs, h1 + next * p->W * cs, cs, p->Wo, p->W, 1,
+                p->fw + r0, R, p->KW, p->dw, p->pw, nv);
+    for (long b = 0; b < p->KH; ++b) {
+      long i = lo + b * p->dh;
+      if (i >= 0 && i < p->H) {
+        sp[nk] = rows + i % slots * row;
+        wp[nk++] = p->fh + b * R + r0;
+      }
+    }
+    taps(g + ho * row, cs, sp, cs, p->Wo, wp, nk, nv);
+  }
+}
+
 /* Floats of one thread's cp_fwd_f32 workspace: the layout of fwd_range. */
 long cp_fwd_ws_floats(long C, long H, long W, long Ho, long Wo, long R, long Tp, long span) {
   long hw = H * W, frame = Ho * Wo;
@@ -295,11 +319,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
         Mat xm = frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw,
                             pack ? pack + (f % span) * p->C * packed_ld(hw) : NULL);
         gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0, NULL);
-        for (long h = 0; h < p->H; ++h)
-          pass_axis(tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0, R,
-                    p->KW, p->dw, p->pw, nv);
-        pass_axis(blk(ring, f % span, frame, R, r0), cs, tw, cs, p->Ho, p->H, p->Wo,
-                  p->fh + r0, R, p->KH, p->dh, p->ph, nv);
+        wh_passes(p, blk(ring, f % span, frame, R, r0), h1, tw, r0, cs);
       }
       long nk = 0;
       for (long a = 0; a < p->KD; ++a) {

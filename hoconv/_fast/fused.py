@@ -8,7 +8,7 @@ workspace of a few frames (in L2 / L3). Only the layer's own tensors go through 
 (read by the forward, and by the backward for the recompute and for ``grad_A``), ``out``,
 ``grad_out`` and ``grad_x``. The backward recomputes the rank-space activations instead of
 storing them (one extra ``A x`` GEMM), so a layer's training memory is its inputs, outputs
-and a few MB of workspace per thread (three rings of ``span`` rank-space frames).
+and a few MB of workspace per thread (two rings of ``span`` rank-space frames).
 
 Threads take whole samples, or ranges of a sample's output frames when there are fewer
 samples than threads (the backward then computes the input frames two ranges share in two
@@ -82,9 +82,9 @@ def frame_positions(x_shape) -> int:
 
 
 def workspace_bytes(x_shape, rank: int, kernel: tuple[int, ...], dilation) -> int:
-    """Bytes of one thread's rings in the backward (three rings of ``span`` rank-space frames)."""
+    """Bytes of one thread's rings in the backward (two rings of ``span`` rank-space frames)."""
     span = (kernel[0] - 1) * dilation[0] + 1
-    return 3 * span * frame_positions(x_shape) * rank * 4
+    return 2 * span * frame_positions(x_shape) * rank * 4
 
 
 __all__ = ["FusedFunction", "frame_positions", "fused_conv", "workspace_bytes"]

@@ -2,20 +2,20 @@
 
    Forward, per sample: h1[f] = x[f] V^T, u[f] = W(h1[f]), g[f] = H(u[f]) (the W and H passes
    of the separable kernel), h2[o] = sum_a fd[a] g[o + a dd - pd], out[o] = h2[o] U^T + bias.
-   Given G = d out, one walk over the output frames recomputes h1 and g (rings of `span`
-   frames) and, per block of RB ranks:
-     gh2[o] = G[o] U (a ring too)     dfd[a] += <gh2[o], g[o + a dd - pd]>  (with the D pass)
-     dU += G[o]^T h2[o]
-   and, once every output frame reading input frame f is done, the chain back to the input:
-     s = sum_a fd[a] gh2[f - a dd + pd]           (the D pass transposed)
+   Given G = d out, one walk over the input frames f, per block of RB ranks:
+     gh2[o] = G[o] U for the output frames o up to f + pd (a ring: the first ones to read f)
+     h1 = x[f] V^T, g[f] = H(W(h1)) (a ring: span frames)
+     s = sum_a fd[a] gh2[f - a dd + pd]           (the D pass transposed: all of f's outputs)
      t = H^T(s), gh1 = W^T(t)                       (the flipped passes, row by row)
      dfh[b] += <s, u shifted by b>, dfw[c] += <t, h1 shifted by c>
-     dV += gh1^T x[f]                               dx[f] = gh1 V.
-   Every rank-space tensor stays in the thread's workspace: x and G are read once (x twice),
-   dx written once. The threads take whole samples, or ranges of a sample's output frames
-   when there are fewer samples than threads (the span - 1 input frames two ranges share get
-   their gradient in two parts, summed at the end); each thread accumulates its own
-   parameter grads (summed in native.py). */
+     dV += gh1^T x[f]                               dx[f] = gh1 V (complete: stored now)
+   and, for each output frame o whose input frames are all done (o + (KD - 1) dd - pd <= f):
+     h2[o] with dfd[a] += <gh2[o], g[o + a dd - pd]>, dU += G[o]^T h2[o].
+   h1 and dx[f] are consumed in the step that makes them: only g and gh2 need rings. x and G
+   are read once each (x twice), dx written once. The threads take whole samples, or ranges
+   of a sample's output frames when there are fewer samples than threads (the span - 1 input
+   frames two ranges share get their gradient in two parts, summed at the end); each thread
+   accumulates its own parameter grads (summed in native.py). */
 
 /* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV: position by position
    (as taps in native.c), two accumulators per vector. */
@@ -103,38 +103,47 @@ typedef struct {
 } Grads;
 
 typedef struct {
-  float *h1, *g, *gh2;         /* rings (blk): span frames of H W, Ho Wo, Ho Wo positions */
-  float *tw, *h2, *s, *t, *gh1; /* blocks: (H, Wo, RB), (Ho Wo, RB) x 2, (H, Wo, RB), (H W, RB) */
-  float* dx;                    /* span frames (H W, Cp): input gradients being summed */
-  float *xpack, *gpack;         /* packed frames (pack_frame; NULL: none): span of x, one of G */
+  float *g, *gh2;          /* rings (blk): span frames of Ho Wo positions */
+  float *h1, *tw, *h2, *s; /* blocks: (H W, RB), (H, Wo, RB), (Ho Wo, RB) x 2 */
+  float *t, *gh1, *dx;     /* (H, Wo, RB), (H W, RB), (H W, Cp): dx[f] being summed */
+  float *xpack, *gpack;    /* packed frames (pack_frame; NULL: none): x[f], span of G */
 } Work;
 
-/* Input frame f of sample n as a GEMM operand (packed by bwd_sample when channels-first). */
+/* Input frame f of sample n as a GEMM operand (packed by bwd_range when channels-first). */
 static inline Mat x_view(const Bwd* b, const Work* w, long n, long f) {
   const Fwd* p = &b->f;
-  long span = span_of(p), hw = p->H * p->W;
-  float* pack = w->xpack ? w->xpack + (f % span) * p->C * packed_ld(hw) : NULL;
-  return frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw, pack);
+  long hw = p->H * p->W;
+  return frame_view(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, hw, w->xpack);
 }
 
-/* Input frames [f0, f1) of sample n, ranks [r0, r0 + cs): h1 and g into their rings. */
-static void bwd_forward(const Bwd* b, const Work* w, long n, long f0, long f1, long r0, long cs) {
+/* Output frame od of sample n as the A operand of gh2 = G U (packed when channels-first). */
+static inline Mat g_view(const Bwd* b, const Work* w, long n, long od) {
+  const Fwd* p = &b->f;
+  long frame = p->Ho * p->Wo, span = span_of(p);
+  float* pack = w->gpack ? w->gpack + (od % span) * p->T * packed_ld(frame) : NULL;
+  return frame_view(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, frame, pack);
+}
+
+/* Input frame f of sample n, ranks [r0, r0 + cs): h1 (a block) and g[f] into its ring. */
+static void bwd_forward(const Bwd* b, const Work* w, long n, long f, long r0, long cs) {
   const Fwd* p = &b->f;
   long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
-  long nv = cs / 16;
-  for (long f = f0; f < f1; ++f) {
-    Mat xm = x_view(b, w, n, f);
-    float* h1 = blk(w->h1, f % span, hw, R, r0);
-    gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, h1, cs, 0, NULL);
-    for (long h = 0; h < p->H; ++h)
-      pass_axis(w->tw + h * p->Wo * cs, cs, h1 + h * p->W * cs, cs, p->Wo, p->W, 1, p->fw + r0,
-                R, p->KW, p->dw, p->pw, nv);
-    pass_axis(blk(w->g, f % span, frame, R, r0), cs, w->tw, cs, p->Ho, p->H, p->Wo, p->fh + r0,
-              R, p->KH, p->dh, p->ph, nv);
-  }
+  Mat xm = x_view(b, w, n, f);
+  gemm(hw, cs, p->C, xm.a, xm.as, xm.ak, p->vt + r0, R, w->h1, cs, 0, NULL);
+  wh_passes(p, blk(w->g, f % span, frame, R, r0), w->h1, w->tw, r0, cs);
 }
 
-/* Output frame od, ranks [r0, r0 + cs): dU, gh2 (into its ring) and dfd. */
+/* gh2[od] = G[od] U for ranks [r0, r0 + cs), into its ring. */
+static void bwd_gh2(const Bwd* b, const Work* w, long n, long od, long r0, long cs) {
+  const Fwd* p = &b->f;
+  long span = span_of(p), frame = p->Ho * p->Wo, R = p->R;
+  Mat g = g_view(b, w, n, od);
+  gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, blk(w->gh2, od % span, frame, R, r0), cs,
+       0, NULL);
+}
+
+/* Output frame od (every input frame it reads done), ranks [r0, r0 + cs): h2 with dfd, and
+   dU += G[od]^T h2 (G read in place: its rows are the GEMM's A rows, positions contiguous). */
 static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long od, long r0,
                        long cs) {
   const Fwd* p = &b->f;
@@ -151,16 +160,16 @@ static void bwd_output(const Bwd* b, const Work* w, const Grads* d, long n, long
       wp[nk++] = p->fd + a * R + r0;
     }
   }
-  Mat g = frame_view(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, frame, w->gpack);
-  float* gh2 = blk(w->gh2, od % span, frame, R, r0);
-  gemm(frame, cs, p->T, g.a, g.as, g.ak, b->um + r0, R, gh2, cs, 0, NULL);
+  if (nk == 0) return; /* reads padding only: no gradient */
+  const float* gh2 = blk(w->gh2, od % span, frame, R, r0);
   if (nk == 3) { /* h2 and dfd in one pass over the three frames */
     taps3_dot(w->h2, gh2, sp, wp, dp, frame, cs, nv);
   } else {
     taps(w->h2, cs, sp, cs, frame, wp, nk, nv);
     for (long i = 0; i < nk; ++i) dot_acc(dp[i], gh2, cs, sp[i], cs, frame, nv);
   }
-  gemm(p->T, cs, frame, g.a, g.ak, g.as, w->h2, cs, d->du + r0, R, 1, NULL);
+  const float* g = b->gy + n * p->on + od * frame * p->op;
+  gemm(p->T, cs, frame, g, p->oc, p->op, w->h2, cs, d->du + r0, R, 1, NULL);
 }
 
 /* d[m] = sum_k w_k s_k[m] and dw_k += sum_m gh[m] s_k[m] for m < count over nk taps (every
@@ -229,7 +238,7 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
     }
   }
   taps(w->s, cs, sp, cs, frame, wp, nk, nv);
-  const float* h1 = blk(w->h1, f % span, hw, R, r0);
+  const float* h1 = w->h1;
   /* the flipped H and W taps (weight stride -R) and their gradients */
   const float* fh = p->fh + (p->KH - 1) * R + r0;
   const float* fw = p->fw + (p->KW - 1) * R + r0;
@@ -246,7 +255,7 @@ static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long 
   }
   Mat xm = x_view(b, w, n, f);
   gemm(p->C, cs, hw, xm.a, xm.ak, xm.as, w->gh1, cs, d->dv + r0, R, 1, NULL);
-  float* acc = w->dx + (f % span) * hw * b->Cp;
+  float* acc = w->dx;
   if (direct && r0 + cs == R) /* the last block writes the channels-first frame of dx */
     gemm_cf_out(hw, p->C, cs, w->gh1, cs, b->vp + r0 * b->Cp, b->Cp, r0 > 0 ? acc : NULL, b->Cp,
                 NULL, b->dx + n * p->xn + f * hw, p->xc);
@@ -261,43 +270,43 @@ static void add_rows(float* dst, long oc, long op, const float* acc, long ldc, l
     for (long c = 0; c < C; ++c) dst[c * oc + q * op] += acc[q * ldc + c];
 }
 
-/* Output frames [o0, o1) of sample n: one unit of work. The input frames it shares with the
-   previous unit (the first span - 1 it reads, when o0 > 0) get only part of their gradient
-   here: their dx goes to `side` ((span - 1) frames of (H W, Cp)), added to dx once every
-   unit is done; every other frame's dx is stored. */
+/* Output frames [o0, o1) of sample n: one unit of work, a walk over the input frames they
+   read. The input frames it shares with the previous unit (the first span - 1 it reads, when
+   o0 > 0) get only part of their gradient here: their dx goes to `side` ((span - 1) frames of
+   (H W, Cp)), added to dx once every unit is done; every other frame's dx is stored. */
 static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long o0, long o1,
                       float* side) {
   const Fwd* p = &b->f;
-  long span = span_of(p), hw = p->H * p->W, R = p->R;
-  long start = lmax(0, o0 - p->pd), shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
-  long next = start, done = start; /* input frames below `next` recomputed, `done` finished */
+  long span = span_of(p), hw = p->H * p->W, R = p->R, frame = p->Ho * p->Wo;
+  long start = lmax(0, o0 - p->pd), end = lmin(p->D, o1 - 1 - p->pd + span);
+  long shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
+  long next_gh2 = o0, next_out = o0; /* output frames below: gh2 made, finished */
   /* channels-first dx frames of whole vectors: from the last block's GEMM (gemm_cf_out) */
   int cf_dx = p->xp == 1 && p->xc != 1 && hw % 16 == 0 && p->C == b->Cp;
-  for (long od = o0; od < o1; ++od) {
-    long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));
-    long last = od + 1 < o1 ? lmin(p->D, od - p->pd + 1) : o1 == p->Do ? p->D : hi;
-    for (long f = first; f < hi && w->xpack; ++f) /* channels-first frames copied (pack_frame) */
-      pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw,
-                 w->xpack + (f % span) * p->C * packed_ld(hw));
-    pack_frame(b->gy + n * p->on + od * p->Ho * p->Wo * p->op, p->oc, p->op, p->T, p->Ho * p->Wo,
-               w->gpack);
-    for (long r0 = 0; r0 < R; r0 += RB) {
-      long cs = lmin(RB, R - r0);
-      bwd_forward(b, w, n, first, hi, r0, cs);
-      bwd_output(b, w, d, n, od, r0, cs);
-      for (long f = done; f < last; ++f)
-        bwd_input(b, w, d, n, f, o0, o1, r0, cs, cf_dx && f >= shared);
+  for (long f = start; f < end; ++f) {
+    /* gh2 of the output frames up to f + pd (earlier ones that read no input frame skipped);
+       the output frames whose input frames are all done by f */
+    long g_lo = lmax(next_gh2, f + p->pd - span + 1), g_hi = lmin(o1, f + p->pd + 1);
+    long out_hi = f + 1 == end ? o1 : lmin(o1, f + p->pd - span + 2);
+    int direct = cf_dx && f >= shared;
+    pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw, w->xpack);
+    for (long od = g_lo; od < g_hi && w->gpack; ++od)
+      pack_frame(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, p->T, frame,
+                 w->gpack + (od % span) * p->T * packed_ld(frame));
+    for (long r0 = 0, cs; r0 < R; r0 += cs) {
+      cs = lmin(RB, R - r0);
+      for (long od = g_lo; od < g_hi; ++od) bwd_gh2(b, w, n, od, r0, cs);
+      bwd_forward(b, w, n, f, r0, cs);
+      bwd_input(b, w, d, n, f, o0, o1, r0, cs, direct);
+      for (long od = next_out; od < out_hi; ++od) bwd_output(b, w, d, n, od, r0, cs);
     }
-    for (long f = done; f < last; ++f) {
-      const float* acc = w->dx + (f % span) * hw * b->Cp;
-      if (cf_dx && f >= shared) continue; /* written by bwd_input */
-      if (f < shared)
-        memcpy(side + (f - start) * hw * b->Cp, acc, hw * b->Cp * sizeof(float));
-      else
-        store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp, acc, b->Cp, hw, p->C);
-    }
-    next = lmax(next, hi);
-    done = lmax(done, last);
+    next_gh2 = lmax(next_gh2, g_hi);
+    next_out = lmax(next_out, out_hi);
+    if (direct) continue; /* written by bwd_input */
+    if (f < shared)
+      memcpy(side + (f - start) * hw * b->Cp, w->dx, hw * b->Cp * sizeof(float));
+    else
+      store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp, w->dx, b->Cp, hw, p->C);
   }
 }
 
@@ -305,8 +314,8 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
 long cp_bwd_ws_floats(long C, long Cp, long H, long W, long Ho, long Wo, long R, long T,
                       long span) {
   long hw = H * W, frame = Ho * Wo;
-  return span * (hw + 2 * frame) * R + 2 * (H * Wo + frame) * RB + hw * RB + span * hw * Cp +
-         span * C * packed_ld(hw) + T * packed_ld(frame);
+  return 2 * span * frame * R + 2 * (hw + H * Wo + frame) * RB + hw * Cp + C * packed_ld(hw) +
+         span * T * packed_ld(frame);
 }
 
 /* Entry point: the work is N x chunks units (a range of at least `span` output frames of one
@@ -331,16 +340,16 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
   for (long i = 0; i < threads; ++i) {
     float* q = ws + i * ws_len;
     Work w;
-    w.h1 = q; q += span * hw * R;
     w.g = q; q += span * frame * R;
     w.gh2 = q; q += span * frame * R;
+    w.h1 = q; q += hw * RB;
     w.tw = q; q += H * Wo * RB;
     w.h2 = q; q += frame * RB;
     w.s = q; q += frame * RB;
     w.t = q; q += H * Wo * RB;
     w.gh1 = q; q += hw * RB;
-    w.dx = q; q += span * hw * Cp;
-    w.xpack = packing(R, q); q += span * C * packed_ld(hw);
+    w.dx = q; q += hw * Cp;
+    w.xpack = packing(R, q); q += C * packed_ld(hw);
     w.gpack = packing(R, q);
     float* a = grads + i * grads_len;
     Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
