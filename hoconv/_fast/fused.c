@@ -6,10 +6,10 @@
    Each thread walks its samples (or a range of output frames of one sample) frame by frame,
    keeping the last `span` frames g[f] in a ring; per output frame, per block of RB ranks:
    the new input frames' 1x1 conv (GEMM, K = C) and W / H passes into the ring, then the D pass
-   into a small block and its share of the output frame (GEMM, K = RB, the first one starting
-   from the bias), accumulated in the output itself (channels-last, T a multiple of 16), or
-   the last block's GEMM writes the channels-first frame through register transposes
-   (gemm_cf_out), or a frame buffer is stored afterwards (store_frame). Every rank-space
+   into the block's columns of h2 (the frame, all ranks); then the output frame in one GEMM
+   (K = R, starting from the bias): written into the output itself (channels-last, T a
+   multiple of 16), into a channels-first output through register transposes (gemm_cf_out),
+   or into a frame buffer stored afterwards (store_frame). Every rank-space
    intermediate stays in L2 / L3: only x is read and out written, once. A 2-D conv runs as a
    3-D one whose frames are its rows (native.py).
 
@@ -288,7 +288,7 @@ static void wh_passes(const Fwd* p, float* g, const float* h1, float* rows, long
 /* Floats of one thread's cp_fwd_f32 workspace: the layout of fwd_range. */
 long cp_fwd_ws_floats(long C, long H, long W, long Ho, long Wo, long R, long Tp, long span) {
   long hw = H * W, frame = Ho * Wo;
-  return hw * RB + H * Wo * RB + span * frame * R + frame * RB + frame * Tp +
+  return hw * RB + H * Wo * RB + span * frame * R + frame * R + frame * Tp +
          span * C * packed_ld(hw);
 }
 
@@ -298,8 +298,8 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   float* h1 = ws;                           /* (H W, RB): the 1x1 conv of a block */
   float* tw = h1 + hw * RB;                 /* (H, Wo, RB): after the W pass */
   float* ring = tw + p->H * p->Wo * RB;     /* span frames after the H pass (blk) */
-  float* h2 = ring + span * frame * R;      /* (Ho Wo, RB): after the D pass */
-  float* acc = h2 + frame * RB;             /* (Ho Wo, Tp): the output frame */
+  float* h2 = ring + span * frame * R;      /* (Ho Wo, R): after the D pass */
+  float* acc = h2 + frame * R;              /* (Ho Wo, Tp): the output frame */
   float* pack = packing(R, acc + frame * p->Tp); /* span frames (C, packed_ld(H W)), or NULL */
   const float* sp[MAXK];
   const float* wp[MAXK];
@@ -329,15 +329,15 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
           wp[nk++] = p->fd + a * R + r0;
         }
       }
-      taps(h2, cs, sp, cs, frame, wp, nk, nv);
-      if (cf_out && r0 + cs == R) { /* the last block writes the channels-first frame */
-        gemm_cf_out(frame, p->T, cs, h2, cs, p->ut + r0 * p->Tp, p->Tp, r0 > 0 ? acc : NULL,
-                    p->Tp, p->bias, p->out + n * p->on + od * frame, p->oc);
-        continue;
-      }
-      int mode = r0 > 0 ? ACCUM : R <= RB && out != acc ? STREAM : FRESH;
-      gemm(frame, p->Tp, cs, h2, cs, 1, p->ut + r0 * p->Tp, p->Tp, out, p->Tp, mode, p->bias);
+      taps(h2 + r0, R, sp, cs, frame, wp, nk, nv); /* into h2's columns [r0, r0 + cs) */
     }
+    /* the output frame: one GEMM over every rank (K = R, accumulators in registers) */
+    if (cf_out)
+      gemm_cf_out(frame, p->T, R, h2, R, p->ut, p->Tp, NULL, 0, p->bias,
+                  p->out + n * p->on + od * frame, p->oc);
+    else
+      gemm(frame, p->Tp, R, h2, R, 1, p->ut, p->Tp, out, p->Tp, out != acc ? STREAM : FRESH,
+           p->bias);
     if (!cf_out) store_frame(p, n, od, out);
   }
 }
