@@ -49,6 +49,7 @@ def layout(x: torch.Tensor, name: str) -> torch.Tensor:
         (2, 8, (4, 4, 8), 144, 32, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # cf out from 3 blocks
         (2, 16, (4, 2, 8), 144, 16, (3, 3, 3), ((1, 1),) * 3, (1, 1, 1)),  # cf dx from 3 blocks
         (3, 6, (1, 5, 2), 32, 14, (2, 2, 1), ((1, 2), (0, 1), (1, 0)), (3, 1, 3)),  # all padding
+        (2, 4, (3, 4, 8), 32, 8, (2, 3, 3), ((3, 1), (1, 1), (1, 1)), (1, 1, 1)),  # 2 such frames
         (2, 6, (5, 32), 80, 16, (3, 3), ((1, 1), (1, 1)), (1, 1)),  # 2-D, cf out from 2 blocks
     ],
 )
@@ -72,13 +73,14 @@ def test_fused_forward_and_backward_match_dense_conv(
     for grad_layout in ("cf", "cl"):  # the output gradient may come in either layout
         grad = layout(torch.randn(ref.shape), grad_layout)
         expected = torch.autograd.grad(ref, leaves, grad.double(), retain_graph=True)
-        grad_x, grad_in, grad_out, grad_factors = native.fused_backward(
+        grad_x, grad_in, grad_out, grad_factors, grad_bias = native.fused_backward(
             grad, x, in_factor, factors, out_matrix, before, dilation
         )
         assert grad_x.stride() == x.stride()
         for a, b in zip((grad_x, grad_in, grad_out, *grad_factors), expected):
             assert a.shape == b.shape
             assert_close_scaled(a, b)
+        assert_close_scaled(grad_bias, grad.double().sum([0, *range(2, grad.dim())]))
 
 
 def assert_close_scaled(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -255,6 +257,7 @@ def test_fused_backward_splits_a_sample_between_threads(
         torch.set_num_threads(previous)
     for a, b in zip((got[0], got[1], got[2], *got[3]), expected):
         assert_close_scaled(a, b)
+    assert_close_scaled(got[4], grad.double().sum([0, *range(2, grad.dim())]))
 
 
 def test_fused_pass_refuses_factors_of_another_dtype(monkeypatch):
@@ -319,3 +322,4 @@ def test_fused_pass_on_random_geometries(seed):
     assert_close_scaled(out, ref)
     for a, b in zip((got[0], got[1], got[2], *got[3]), expected):
         assert_close_scaled(a, b)
+    assert_close_scaled(got[4], grad.double().sum([0, *range(2, grad.dim())]))

@@ -56,12 +56,11 @@ class FusedFunction(torch.autograd.Function):
         x, in_factor, out_matrix, *factors = ctx.saved_tensors
         before, dilation, _ = ctx.geometry
         grad_out = _contiguous(grad_out)
-        grad_x, grad_in, grad_matrix, grad_factors = native.fused_backward(
+        grad_x, grad_in, grad_matrix, grad_factors, grad_bias = native.fused_backward(
             grad_out, x, in_factor, tuple(factors), out_matrix, before, dilation
         )
-        grad_bias = None
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_bias = grad_out.sum([0, *range(2, grad_out.dim())])
+        if not (ctx.has_bias and ctx.needs_input_grad[3]):
+            grad_bias = None
         return grad_x, grad_in, grad_matrix, grad_bias, None, *grad_factors
 
 

@@ -100,6 +100,7 @@ typedef struct {
 /* Per-thread gradient accumulators, in this order in `grads`. */
 typedef struct {
   float *du, *dv, *dfd, *dfh, *dfw; /* (T, R), (C, R), (KD, R), (KH, R), (KW, R) */
+  float* db;                        /* (T): the bias gradient */
 } Grads;
 
 typedef struct {
@@ -270,6 +271,26 @@ static void add_rows(float* dst, long oc, long op, const float* acc, long ldc, l
     for (long c = 0; c < C; ++c) dst[c * oc + q * op] += acc[q * ldc + c];
 }
 
+/* db[t] += sum_q g[t oc + q op], t < T, q < count: the bias gradient of one output frame. */
+static void bias_grad(float* restrict db, const float* restrict g, long oc, long op, long T,
+                      long count) {
+  if (oc == 1) { /* channels-last: whole rows of T */
+    for (long q = 0; q < count; ++q)
+      for (long t = 0; t < T; ++t) db[t] += g[q * op + t];
+    return;
+  }
+  for (long t = 0; t < T; ++t) {
+    const float* row = g + t * oc;
+    v16 acc = bc(0.f);
+    long q = 0;
+    for (; op == 1 && q + 16 <= count; q += 16) acc += ld(row + q);
+    float sum = 0.f;
+    for (int i = 0; i < 16; ++i) sum += acc[i];
+    for (; q < count; ++q) sum += row[q * op];
+    db[t] += sum;
+  }
+}
+
 /* Output frames [o0, o1) of sample n: one unit of work, a walk over the input frames they
    read. The input frames it shares with the previous unit (the first span - 1 it reads, when
    o0 > 0) get only part of their gradient here: their dx goes to `side` ((span - 1) frames of
@@ -281,6 +302,7 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
   long start = lmax(0, o0 - p->pd), end = lmin(p->D, o1 - 1 - p->pd + span);
   long shared = o0 > 0 ? o0 - p->pd + span - 1 : start;
   long next_gh2 = o0, next_out = o0; /* output frames below: gh2 made, finished */
+  long next_db = o0;                  /* output frames below: in the bias gradient */
   /* channels-first dx frames of whole vectors: from the last block's GEMM (gemm_cf_out) */
   int cf_dx = p->xp == 1 && p->xc != 1 && hw % 16 == 0 && p->C == b->Cp;
   for (long f = start; f < end; ++f) {
@@ -290,6 +312,8 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
     long out_hi = f + 1 == end ? o1 : lmin(o1, f + p->pd - span + 2);
     int direct = cf_dx && f >= shared;
     pack_frame(p->x + n * p->xn + f * hw * p->xp, p->xc, p->xp, p->C, hw, w->xpack);
+    for (; next_db < g_hi; ++next_db) /* G[od] read here just before its gh2 GEMMs */
+      bias_grad(d->db, b->gy + n * p->on + next_db * frame * p->op, p->oc, p->op, p->T, frame);
     for (long od = g_lo; od < g_hi && w->gpack; ++od)
       pack_frame(b->gy + n * p->on + od * frame * p->op, p->oc, p->op, p->T, frame,
                  w->gpack + (od % span) * p->T * packed_ld(frame));
@@ -308,6 +332,8 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
     else
       store_rows(b->dx + n * p->xn + f * hw * p->xp, p->xc, p->xp, w->dx, b->Cp, hw, p->C);
   }
+  for (; next_db < o1; ++next_db) /* output frames after the last input frame */
+    bias_grad(d->db, b->gy + n * p->on + next_db * frame * p->op, p->oc, p->op, p->T, frame);
 }
 
 /* Floats of one thread's cp_bwd_f32 workspace: the layout of Work (cp_bwd_f32). */
@@ -352,7 +378,8 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
     w.xpack = packing(R, q); q += C * packed_ld(hw);
     w.gpack = packing(R, q);
     float* a = grads + i * grads_len;
-    Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R};
+    Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R,
+               a + (T + C + KD + KH + KW) * R};
     for (long u = i; u < units; u += threads) {
       long n = u / chunks, c = u % chunks;
       bwd_range(&b, &w, &d, n, Do * c / chunks, Do * (c + 1) / chunks, side + u * side_len);

@@ -353,7 +353,7 @@ def fused_backward(
     out_matrix: torch.Tensor,
     before: tuple[int, ...],
     dilation: tuple[int, ...],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
     """Gradients of :func:`fused_forward` in one native pass (``fused_grad.c``).
 
     Args:
@@ -366,7 +366,9 @@ def fused_backward(
         dilation: per axis.
 
     Returns:
-        ``(grad_x, grad_in_factor, grad_out_matrix, grad_factors)``; grad_x in x's layout.
+        ``(grad_x, grad_in_factor, grad_out_matrix, grad_factors, grad_bias)``; grad_x in x's
+        layout; grad_bias ``(T,)``, the sum of ``grad_out`` over all but its channel axis
+        (summed in the same pass, while each frame of ``grad_out`` is in cache).
     """
     lib = _library()
     factors, before, dilation = _as3d(x, factors, before, dilation)
@@ -379,7 +381,7 @@ def fused_backward(
     in_pad[:, :c] = in_factor  # (R, Cp): padded to whole vectors
     span = (kernel[0] - 1) * dilation[0] + 1
     ws_len = lib.cp_bwd_ws_floats(c, c_pad, h, w, ho, wo, rank, t, span)  # per thread
-    grads_len = (t + c + sum(kernel)) * rank
+    grads_len = (t + c + sum(kernel)) * rank + t  # ..., then the bias gradient (T,)
     threads = max(1, torch.get_num_threads())
     # fewer samples than threads: ranges of >= span output frames per unit (their shared
     # input frames cost span - 1 recomputed frames per cut)
@@ -395,12 +397,12 @@ def fused_backward(
                    ws_len, grads_len, threads, chunks, n, c, c_pad, d, h, w, do, ho, wo, rank,
                    t, *kernel, *before, *dilation, *_layout_strides(x),
                    *_layout_strides(grad_out))  # fmt: skip
-    total = grads.sum(0).view(-1, rank)  # (T + C + sum K, R)
-    parts = total.split([t, c, *kernel])
+    total = grads.sum(0)  # ((T + C + sum K) R + T,)
+    parts = total[:-t].view(-1, rank).split([t, c, *kernel])  # (T + C + sum K, R)
     grad_factors = tuple(p.t() for p in parts[2:])  # (R, K_i) each
     if x.dim() == 4:  # drop the inserted 1-tap axis
         grad_factors = (grad_factors[0], grad_factors[2])
-    return grad_x, parts[1].t(), parts[0], grad_factors
+    return grad_x, parts[1].t(), parts[0], grad_factors, total[-t:]
 
 
 def _as3d(x: torch.Tensor, factors, before, dilation):
