@@ -340,13 +340,14 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
       taps(h2 + r0, R, sp, cs, frame, wp, nk, nv); /* into h2's columns [r0, r0 + cs) */
     }
     /* the output frame: one GEMM over every rank (K = R, accumulators in registers) */
-    if (cf_out)
+    if (cf_out) {
       gemm_cf_out(frame, p->T, R, h2, R, p->ut, p->Tp, NULL, 0, p->bias,
                   p->out + n * p->on + od * frame, p->oc);
-    else
+    } else {
       gemm(frame, p->Tp, R, h2, R, 1, p->ut, p->Tp, out, p->Tp, out != acc ? STREAM : FRESH,
            p->bias);
-    if (!cf_out) store_frame(p, n, od, out);
+      store_frame(p, n, od, out);
+    }
   }
 }
 

@@ -106,7 +106,7 @@ typedef struct {
 typedef struct {
   float *g, *gh2;          /* rings (blk): span frames of Ho Wo positions */
   float *h1, *tw, *h2, *s; /* blocks: (H W, RB), (H, Wo, RB), (Ho Wo, RB) x 2 */
-  float *t, *gh1, *dx;     /* (H, Wo, RB), (H W, RB), (H W, Cp): dx[f] being summed */
+  float *t, *gh1, *dx;     /* (Wo, RB): one row, (H W, RB), (H W, Cp): dx[f] being summed */
   float *xpack, *gpack;    /* packed frames (pack_frame; NULL: none): x[f], span of G */
 } Work;
 
@@ -219,10 +219,10 @@ static void pass_dot(float* d, const float* s, const float* gh, long Lo, long L,
   }
 }
 
-/* Input frame f (all its output frames in [o0, o1) done), ranks [r0, r0 + cs): back to the
-   input, from the output frames of [o0, o1) only (their gh2 is in the ring). After the D pass
-   transposed (s, a frame), row by row in L1: u = W(h1) again, t = H^T(s) with dfh, then
-   gh1 = W^T(t) with dfw. */
+/* Input frame f (h1 just made; the gh2 of every output frame in [o0, o1) that reads it in
+   the ring), ranks [r0, r0 + cs): back to the input, from those output frames only. After
+   the D pass transposed (s, a frame), row by row in L1: u = W(h1) again, t = H^T(s) with
+   dfh, then gh1 = W^T(t) with dfw. */
 static void bwd_input(const Bwd* b, const Work* w, const Grads* d, long n, long f, long o0,
                       long o1, long r0, long cs, int direct) {
   const Fwd* p = &b->f;
@@ -340,8 +340,8 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
 long cp_bwd_ws_floats(long C, long Cp, long H, long W, long Ho, long Wo, long R, long T,
                       long span) {
   long hw = H * W, frame = Ho * Wo;
-  return 2 * span * frame * R + 2 * (hw + H * Wo + frame) * RB + hw * Cp + C * packed_ld(hw) +
-         span * T * packed_ld(frame);
+  return 2 * span * frame * R + (2 * hw + H * Wo + Wo + 2 * frame) * RB + hw * Cp +
+         C * packed_ld(hw) + span * T * packed_ld(frame);
 }
 
 /* Entry point: the work is N x chunks units (a range of at least `span` output frames of one
@@ -372,7 +372,7 @@ void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* f
     w.tw = q; q += H * Wo * RB;
     w.h2 = q; q += frame * RB;
     w.s = q; q += frame * RB;
-    w.t = q; q += H * Wo * RB;
+    w.t = q; q += Wo * RB;
     w.gh1 = q; q += hw * RB;
     w.dx = q; q += hw * Cp;
     w.xpack = packing(R, q); q += C * packed_ld(hw);
