@@ -313,7 +313,7 @@ def fused_forward(
         x: float32 ``(N, C, *S)``, contiguous channels-first or channels-last.
         in_t: ``A^T``, ``(C, R)``, R a multiple of 16.
         factors: one ``(R, K_i)`` per spatial axis.
-        out_matrix: ``B``, ``(T, R)`` (the weights folded in).
+        out_matrix: ``B``, ``(T, R)``.
         bias: ``(T,)`` or None.
         out: the output ``(N, T, *S_out)`` to write, contiguous in x's layout.
         before: the leading padding of each axis.
