@@ -14,7 +14,7 @@
    3-D one whose frames are its rows (native.py).
 
    GEMMs: a 6-row x 64-column register tile (24 accumulators of 16 floats), B rows streamed,
-   A broadcast; ~105-114 GFLOP/s per Zen 4 core in cache (MKL's multi-threaded GEMM over the
+   A broadcast; ~112-114 GFLOP/s per Zen 4 core in cache (MKL's multi-threaded GEMM over the
    whole tensor: 137-156 GFLOP/s on 2 cores). */
 
 #define MR 6  /* rows of a GEMM register tile */

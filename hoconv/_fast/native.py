@@ -6,7 +6,7 @@ as separate library calls streams its rank-space tensors through memory between 
 - ``fused_forward`` / ``fused_backward`` (``fused.c``, ``fused_grad.c``): a whole stride-1
   2-D / 3-D CP conv per sample, frame by frame, every rank-space intermediate in a per-thread
   workspace (see :mod:`hoconv._fast.fused`). The 1x1 convs are register-tiled GEMMs (6 rows x
-  64 columns of accumulators), ~105-114 GFLOP/s per Zen 4 core in cache.
+  64 columns of accumulators), ~112-114 GFLOP/s per Zen 4 core in cache.
 - ``depthwise_separable`` (forward, and the input gradient as the flipped-kernel conv): a CP
   kernel's spatial part is separable, so it runs three 1-D passes (9 taps for 3x3x3) instead
   of oneDNN's 27 taps, per 32-channel block, the W and H passes into a compact scratch that
