@@ -201,6 +201,13 @@ static void gemm_cf_out(long M, long T, long K, const float* A, long as, const f
     }
 }
 
+/* Whether gemm_cf_out can write a frame of `count` positions and C channels (padded to Cp in
+   the GEMM) of a tensor with channel stride cs and position stride ps: channels-first,
+   positions and channels whole vectors. */
+static inline int cf_writable(long cs, long ps, long count, long C, long Cp) {
+  return ps == 1 && cs != 1 && count % 16 == 0 && C == Cp;
+}
+
 /* Input frames one output frame reads along the first axis (the rings' length). */
 static inline long span_of(const Fwd* p) { return (p->KD - 1) * p->dd + 1; }
 
@@ -313,7 +320,7 @@ static void fwd_range(const Fwd* p, long n, long o0, long o1, float* ws) {
   const float* wp[MAXK];
   long next = 0; /* input frames below `next` are done */
   /* channels-first frames of whole vectors come straight from the last GEMM (gemm_cf_out) */
-  int cf_out = p->op == 1 && p->oc != 1 && frame % 16 == 0 && p->T == p->Tp;
+  int cf_out = cf_writable(p->oc, p->op, frame, p->T, p->Tp);
   for (long od = o0; od < o1; ++od) {
     float* out = frame_acc(p, n, od, acc);
     long lo = od - p->pd, hi = lmin(p->D, lo + span), first = lmax(next, lmax(lo, 0));

@@ -304,7 +304,7 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
   long next_gh2 = o0, next_out = o0; /* output frames below: gh2 made, finished */
   long next_db = o0;                  /* output frames below: in the bias gradient */
   /* channels-first dx frames of whole vectors: from the last block's GEMM (gemm_cf_out) */
-  int cf_dx = p->xp == 1 && p->xc != 1 && hw % 16 == 0 && p->C == b->Cp;
+  int cf_dx = cf_writable(p->xc, p->xp, hw, p->C, b->Cp);
   for (long f = start; f < end; ++f) {
     /* gh2 of the output frames up to f + pd (earlier ones that read no input frame skipped);
        the output frames whose input frames are all done by f */
