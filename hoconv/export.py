@@ -8,7 +8,7 @@ shape, the normalisation and the output columns.
 
 ONNX uses ``torch.onnx.export`` (the TorchScript-based exporter, or the ``torch.export``
 based one with ``dynamo=True``; both need the optional ``onnx`` package, the check needs
-``onnxruntime``: ``pip install hoconv[export]``). TorchScript uses ``torch.jit.trace``.
+``onnxruntime``: ``pip install -e ".[export]"`` in a clone). TorchScript uses ``torch.jit.trace``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def export_model(
             import onnx  # noqa: F401
         except ImportError as err:
             raise ValueError(
-                "--format onnx needs the onnx package: pip install hoconv[export]"
+                '--format onnx needs the onnx package: pip install -e ".[export]"'
             ) from err
         if dynamo:
             batch = torch.export.Dim("batch", min=1)
@@ -92,7 +92,7 @@ def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> np.ndarray:
         import onnxruntime as ort
     except ImportError as err:
         raise ValueError(
-            "checking an ONNX export needs onnxruntime: pip install hoconv[export]"
+            'checking an ONNX export needs onnxruntime: pip install -e ".[export]"'
         ) from err
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
@@ -146,10 +146,12 @@ def export_checkpoint(
     if check and not (fmt == "onnx" and _missing("onnxruntime")):
         x = torch.randn((2, *shape[1:]), generator=torch.Generator().manual_seed(0))
         diff = max_difference(model, path, fmt, x)
+    from hoconv.predict.model import model_display_name
+
     with torch.no_grad():
         num_outputs = int(model(example).shape[-1])
     info = {
-        "file": str(path), "format": fmt, "model": (meta.get("model") or {}).get("name"),
+        "file": str(path), "format": fmt, "model": model_display_name(meta.get("model")),
         "input_shape": ["N", *shape[1:]], "input_layout": "NCHW" if len(shape) == 4 else "NCTHW",
         "normalisation": "RGB, (x / 255 - 0.5) / 0.5", "num_outputs": num_outputs,
         "outputs": "columns 0, 1 = valence, arousal; 2: = expression logits"

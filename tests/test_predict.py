@@ -280,7 +280,51 @@ def test_bad_inputs_are_reported_and_good_ones_kept(media, tmp_path):
     assert "no such file" in by_file["missing.mp4"][0]["reason"]
     assert len(by_file["short.avi"]) == 5 and summary["scored"] == 5
     assert "unreadable image" in by_file["bad.png"][0]["reason"]
-    assert len(summary["warnings"]) == 5 and all("\n" not in w for w in summary["warnings"])
+    assert len(summary["warnings"]) == 6 and all("\n" not in w for w in summary["warnings"])
+    assert f"no such file: {media / 'missing.mp4'}" in summary["warnings"]
+
+
+def test_synthetic_checkpoint_warns_once_and_real_data_does_not(media, tmp_path):
+    from hoconv.predict.model import SYNTHETIC_WARNING
+
+    path, opts = [str(media / "short.avi")], Options(progress=False)
+    warned = predict(path, (Static(), meta()), tmp_path / "a", opts)["warnings"]
+    assert warned.count(SYNTHETIC_WARNING) == 1
+    assert "AffectNet" in SYNTHETIC_WARNING and "AFEW-VA" in SYNTHETIC_WARNING
+    real = meta()
+    real["config"]["data"] = "affectnet"
+    assert (
+        SYNTHETIC_WARNING not in predict(path, (Static(), real), tmp_path / "b", opts)["warnings"]
+    )
+
+
+def test_missing_input_alone_says_no_such_file(tmp_path):
+    missing = str(tmp_path / "nope.jpg")
+    with pytest.raises(NothingPredicted, match=f"^no such file: {missing}$"):
+        predict([missing], (Static(), meta()), tmp_path / "out", Options(progress=False))
+
+
+def test_webcam_without_camera_is_one_line_without_opencv_warnings(tmp_path, capfd):
+    with pytest.raises(NothingPredicted):
+        predict(["57"], (Static(), meta()), tmp_path, Options(progress=False), webcam_frames=2)
+    captured = capfd.readouterr()
+    (row,) = read_csv(tmp_path / "predictions.csv")
+    assert row["reason"] == "webcam:57: unreadable webcam (OpenCV cannot open it)"
+    assert "WARN" not in captured.err and "VIDEOIO" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ({"name": "cp_resnet18_2d"}, "cp_resnet18_2d"),
+        ({"name": "cp_resnet18_2d", "transductions": [{"dims": 1}]}, "cp_resnet18_2d->3d"),
+        ({"name": "net", "transductions": [{"dims": 1}, {"dims": 1}]}, "net+2d"),
+    ],
+)
+def test_transduced_model_has_its_own_display_name(spec, name):
+    from hoconv.predict.model import model_display_name
+
+    assert model_display_name(spec) == name
 
 
 def test_nothing_scored_is_an_error_with_outputs_kept(media, tmp_path):
@@ -318,7 +362,10 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     assert "20 face(s) scored, 4 frame(s) without a face" in captured.out
-    assert "warning: " in captured.err and "missing.avi: no such file" in captured.err
+    assert (
+        "warning: " in captured.err
+        and f"warning: no such file: {media / 'missing.avi'}" in captured.err
+    )
     assert len(read_csv(out / "predictions.csv")) == 24 + 1
     assert cli.main(["predict", str(media / "blank.avi"), "--checkpoint", "ck.pt", "--out",
                      str(tmp_path / "b")]) == 2  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hoconv.predict.model import Scorer, load_checkpoint
+from hoconv.predict.model import SYNTHETIC_WARNING, Scorer, load_checkpoint
 from hoconv.predict.outputs import write_outputs
 from hoconv.predict.run import Options, SourceResult, predict_sources
 from hoconv.predict.video import expand_inputs
@@ -64,7 +64,10 @@ def predict(
     )
     scorer = Scorer(model, meta, image_size, clip_length, margin, device)
     sources, problems = expand_inputs(list(inputs), webcam_frames)
-    warnings = [f"{path}: {reason}" for path, reason in problems]
+    warnings = [reason if reason.startswith("no such file") else f"{path}: {reason}"
+                for path, reason in problems]  # fmt: skip
+    if scorer.trained_on == "synthetic":
+        warnings.insert(0, SYNTHETIC_WARNING)
     results = predict_sources(sources, scorer, options)
     results += [_problem_result(path, reason) for path, reason in problems]
     for res in results:
@@ -99,6 +102,8 @@ def predict(
         "warnings": warnings,
         "files": [str(f) for f in files],
     }
+    if summary["scored"] == 0 and problems and len(problems) == len(results):
+        raise NothingPredicted("; ".join(w for w in warnings if w != SYNTHETIC_WARNING))
     if summary["scored"] == 0:
         hint = " (use --no-detect for inputs that are face crops)" if options.detect else ""
         raise NothingPredicted(

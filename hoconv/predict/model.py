@@ -10,6 +10,7 @@ message.
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import torch
@@ -20,6 +21,35 @@ from hoconv.engine.build import spatial_dims
 
 # AffectNet's eight classes, in AffectNet order (the synthetic data set uses the same).
 EXPRESSIONS = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
+
+
+SYNTHETIC_WARNING = (
+    "checkpoint trained on the synthetic data set: its scores are not meaningful for real "
+    "faces; train on AffectNet or AFEW-VA (`hoconv train --data affectnet --data-root DIR`, "
+    "see the README's data section)"
+)
+
+
+def model_display_name(spec: dict | None, default: str = "") -> str:
+    """The model's registered name with one ``->Nd`` per transduction (``cp_resnet18_2d->3d``).
+
+    ``spec["name"]`` stays the registry name (the model is rebuilt from it and its
+    ``transductions``); this is the name shown in logs, JSON and export sidecars.
+    """
+    spec = spec or {}
+    name = str(spec.get("name") or default)
+    steps = [int((step or {}).get("dims", 1)) for step in spec.get("transductions") or []]
+    if not steps:
+        return name
+    order = re.search(r"_(\d)d$", name)
+    if order is None:  # the source order is not in the name: say how many axes were added
+        return f"{name}+{sum(steps)}d"
+    return f"{name}->{int(order.group(1)) + sum(steps)}d"
+
+
+def trained_on(meta: dict) -> str | None:
+    """The data set the checkpoint was trained on (``config["data"]``), if recorded."""
+    return (meta.get("config") or {}).get("data")
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -98,7 +128,8 @@ class Scorer:
         self.margin = float(
             margin if margin is not None else training_setting(meta, "margin") or 0.2
         )
-        self.name = (meta.get("model") or {}).get("name", type(model).__name__)
+        self.name = model_display_name(meta.get("model"), type(model).__name__)
+        self.trained_on = trained_on(meta)
         self.num_outputs = self._probe()
         k = self.num_outputs - 2
         self.expressions = (

@@ -62,22 +62,34 @@ def stem(index: int, path: str) -> str:
     return f"{index:02d}_{name[:60]}"
 
 
+def _track_colour(index: int) -> tuple:
+    """A distinct colour per face track (tab20, cycling past 20 tracks)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](index % 20)
+
+
 def plot_va(result: SourceResult, path: Path) -> None:
     """Valence and arousal over time (seconds), one line per face track, gaps left open."""
-    fig = Figure(figsize=(8, 3.2))
-    ax = fig.add_subplot(1, 1, 1)
     faces = sorted({r["face"] for r in result.rows if r["face"] != ""})
+    fig = Figure(figsize=(9 + 1.6 * (len(faces) > 4) + 1.6 * (len(faces) > 8), 3.4))
+    ax = fig.add_subplot(1, 1, 1)
     fps = result.source.fps or 30.0
     times = np.arange(result.frames) / fps
-    for face in faces:
+    outside = total = 0
+    for i, face in enumerate(faces):
         v = np.full(result.frames, np.nan)
         a = np.full(result.frames, np.nan)
         for r in result.rows:
             if r["face"] == face and r["valence"] != "":
                 v[r["frame"]], a[r["frame"]] = r["valence"], r["arousal"]
         tag = f" (face {face})" if len(faces) > 1 else ""
-        ax.plot(times, v, "-", label=f"valence{tag}")
-        ax.plot(times, a, "--", label=f"arousal{tag}")
+        colour = _track_colour(i) if len(faces) > 1 else None
+        ax.plot(times, v, "-", color=colour or "C0", label=f"valence{tag}")
+        ax.plot(times, a, "--", color=colour or "C1", label=f"arousal{tag}")
+        both = np.concatenate([v, a])
+        total += int(np.isfinite(both).sum())
+        outside += int((np.abs(both[np.isfinite(both)]) > 1.0).sum())
     missing = [r["frame"] for r in result.rows if r["reason"]]
     if missing:
         ax.plot(np.asarray(missing) / fps, np.full(len(missing), -1.05), "|", color="grey",
@@ -85,9 +97,13 @@ def plot_va(result: SourceResult, path: Path) -> None:
     ax.set_ylim(-1.1, 1.1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("value")
-    ax.set_title(Path(result.source.path).name, fontsize=9)
+    title = Path(result.source.path).name
+    if outside:  # never clip silently: old (unbounded) checkpoints can leave [-1, 1]
+        title += f"  ({outside} of {total} values outside [-1, 1], cut at the axis)"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ncol = 1 + (len(faces) > 4) + (len(faces) > 8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

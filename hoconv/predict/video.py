@@ -82,7 +82,7 @@ def expand_inputs(
                 problems.append((item, "folder holds no image or video files"))
             sources.extend(Source(str(p), classify_path(p)) for p in found)
         elif not path.exists():
-            problems.append((item, "no such file or folder"))
+            problems.append((item, f"no such file: {item}"))
         elif classify_path(path) is None:
             known = ", ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
             problems.append(
@@ -101,9 +101,22 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def _quiet_capture(index: int) -> cv2.VideoCapture:
+    """Open webcam ``index`` with OpenCV's log silenced (no camera: no V4L2 warnings)."""
+    set_level = getattr(getattr(cv2, "utils", None), "logging", None)
+    if set_level is None:  # pragma: no cover - builds without cv2.utils.logging
+        return cv2.VideoCapture(index)
+    previous = set_level.getLogLevel()
+    set_level.setLogLevel(set_level.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        set_level.setLogLevel(previous)
+
+
 def _capture(source: Source) -> cv2.VideoCapture:
     if source.kind == "webcam":
-        return cv2.VideoCapture(int(source.path.split(":", 1)[1]))
+        return _quiet_capture(int(source.path.split(":", 1)[1]))
     if os.path.getsize(source.path) == 0:
         raise SourceError(f"{source.path}: zero-length video file")
     return cv2.VideoCapture(source.path)
