@@ -113,6 +113,7 @@ class PruneReport:
     layers: list[LayerRanks] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
+    smallest_weight: float = float("inf")
 
     @property
     def kept(self) -> int:
@@ -178,6 +179,7 @@ def prune(model: nn.Module, threshold: float = 0.0) -> PruneReport:
     for name, layer in layers:
         total = layer.rank
         magnitude = layer.weights.detach().abs()
+        report.smallest_weight = min(report.smallest_weight, float(magnitude.min()))
         keep = torch.nonzero(magnitude > threshold).flatten()
         if len(keep) == 0:
             warnings.warn(
@@ -194,11 +196,27 @@ def prune(model: nn.Module, threshold: float = 0.0) -> PruneReport:
     return report
 
 
+def prune_hint(report: PruneReport) -> str | None:
+    """What to change when :func:`prune` removed nothing, or None when it removed something.
+
+    Names the smallest ``|weight|`` seen, so the user can pick ``--threshold`` or train longer
+    / with a larger lasso.
+    """
+    if report.kept < report.total:
+        return None
+    return (
+        f"nothing pruned: the smallest |weight| is {report.smallest_weight:.4g} > threshold "
+        f"{report.threshold:g}. Raise --threshold (to at least {report.smallest_weight:.4g}, "
+        "which changes outputs), or train with a larger --lasso, more epochs, or --proximal "
+        "(the proximal step shrinks each weight by lr * gamma per step)"
+    )
+
+
 def rank_report_table(report: PruneReport) -> str:
     """A markdown table of a :class:`PruneReport` (one row per CP layer, then the total)."""
     lines = [
         f"Pruned at |weight| <= {report.threshold:g}: {report.params_before} -> "
-        f"{report.params_after} parameters",
+        f"{report.params_after} parameters; smallest |weight| {report.smallest_weight:.4g}",
         "",
         "| layer | kept | total | kept % | parameters removed |",
         "|---|---:|---:|---:|---:|",

@@ -210,6 +210,7 @@ _PRUNING = (
     "plot_rank_report",
     "proximal_step",
     "prune",
+    "prune_hint",
     "prune_layer",
     "rank_report_table",
 )

@@ -195,3 +195,18 @@ def test_bad_input():
         R.proximal_step(cp_model(), float("nan"))
     with pytest.raises(AttributeError, match="no attribute"):
         R.not_a_function  # noqa: B018
+
+
+def test_prune_reports_the_smallest_weight_and_hints_when_nothing_is_pruned():
+    model = cp_model()
+    with torch.no_grad():
+        model[0].weights.fill_(0.5)
+        model[2].weights.fill_(0.8)
+        model[0].weights[3] = -0.25
+    report = R.prune(model)
+    assert report.kept == report.total and report.smallest_weight == pytest.approx(0.25)
+    hint = R.prune_hint(report)
+    assert hint is not None and "0.25" in hint and "--threshold" in hint and "--lasso" in hint
+    assert "smallest |weight| 0.25" in R.rank_report_table(report)
+    pruned = R.prune(model, threshold=0.3)
+    assert pruned.kept == report.total - 1 and R.prune_hint(pruned) is None

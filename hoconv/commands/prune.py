@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint to prune (e.g. RUN/best.pt)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write")
     p.add_argument(
-        "--threshold", type=float, default=0.0, help="remove components with |weight| <= this"
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="remove components with |weight| <= this (default 0.0: only exact zeros)",
     )
     p.add_argument(
         "--report-dir", default=None, help="folder for ranks.md and ranks.png (figure 9)"
@@ -28,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prune the checkpoint, print the per-layer table; exit code 0 on success."""
     from hoconv.engine.checkpoint import prune_checkpoint
-    from hoconv.pruning import plot_rank_report, rank_report_table
+    from hoconv.pruning import plot_rank_report, prune_hint, rank_report_table
 
     report = prune_checkpoint(args.checkpoint, args.out, args.threshold)
     table = rank_report_table(report)
@@ -39,4 +42,7 @@ def run(args: argparse.Namespace) -> int:
         (folder / "ranks.md").write_text(table + "\n")
         plot_rank_report(report, folder / "ranks.png")
     print(f"wrote {args.out}: {report.params_before:,} -> {report.params_after:,} parameters")
+    hint = prune_hint(report)
+    if hint:
+        print(hint)
     return 0
