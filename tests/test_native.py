@@ -267,3 +267,11 @@ def test_every_runnable_variant_builds_its_own_library_and_matches(monkeypatch, 
     assert f"hoconv-native-{isa}-" in path.name
     lib = ctypes.CDLL(str(path))
     assert lib.cp_fwd_ws_floats is not None
+
+
+def test_transduce_keeps_the_layers_implementation():
+    from hoconv import CPConv, transduce
+
+    layer = CPConv(4, 4, 3, dim=2, rank=16, padding=1, implementation="plain")
+    new = transduce(layer)
+    assert isinstance(new, CPConv) and new.implementation == "plain"
