@@ -15,6 +15,13 @@ from hoconv._fast.depthwise import make_blocks
 from hoconv._fast.select import DENSE_RATIO
 from hoconv.layers import CPConv
 
+
+@pytest.fixture(autouse=True)
+def _native_route_forced(monkeypatch):
+    """These tests check the native kernels: take their route on every build variant."""
+    monkeypatch.setenv("HOCONV_NATIVE", "1")
+
+
 DTYPE = torch.float64
 
 

@@ -12,6 +12,13 @@ from hoconv import functional as HF
 from hoconv._fast import cp as fast_cp
 from hoconv._fast import native
 
+
+@pytest.fixture(autouse=True)
+def _native_route_forced(monkeypatch):
+    """These tests check the native kernels: take their route on every build variant."""
+    monkeypatch.setenv("HOCONV_NATIVE", "1")
+
+
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 LAYOUT = {4: torch.channels_last, 5: torch.channels_last_3d}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import pytest
@@ -11,6 +12,13 @@ from hoconv import functional as HF
 from hoconv._fast import cp as fast_cp
 from hoconv._fast import native
 from hoconv.layers import CPConv
+
+
+@pytest.fixture(autouse=True)
+def _native_route_forced(monkeypatch):
+    """These tests check the native kernels: take their route on every build variant."""
+    monkeypatch.setenv("HOCONV_NATIVE", "1")
+
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
@@ -219,3 +227,51 @@ def test_rank_space_stages_run_native_and_match_plain(norm, activation, monkeypa
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
     assert calls  # forward and input gradient of each 1-D conv
+
+
+def test_route_follows_the_build_variant(monkeypatch):
+    """The native route only on variants measured faster than eager; forced with =1."""
+    monkeypatch.delenv("HOCONV_NATIVE", raising=False)
+    monkeypatch.delenv("HOCONV_NATIVE_ISA", raising=False)
+    x = torch.randn(1, 16, 4, 6, 6)
+    runnable = native.cpu_variants()
+    assert runnable[-1] == "generic"
+    for isa in runnable:
+        monkeypatch.setenv("HOCONV_NATIVE_ISA", isa)
+        refusal = native.fused_refusal(x, 16, (3, 3, 3), (1, 1, 1))
+        if isa in native.NATIVE_FASTER_ON:
+            assert refusal is None
+        else:
+            assert refusal is not None and isa in refusal and "slower than eager" in refusal
+            assert not native.supports(x.movedim(1, -1).contiguous(), (3, 3, 3))
+    monkeypatch.setenv("HOCONV_NATIVE", "1")
+    assert native.fused_refusal(x, 16, (3, 3, 3), (1, 1, 1)) is None
+
+
+def test_variant_rejects_unknown_or_unrunnable_isa(monkeypatch):
+    monkeypatch.setenv("HOCONV_NATIVE_ISA", "sse9")
+    with pytest.raises(ValueError, match="HOCONV_NATIVE_ISA must be one of"):
+        native.variant()
+    missing = [v for v in native.VARIANT_FLAGS if v not in native.cpu_variants()]
+    for isa in missing:
+        monkeypatch.setenv("HOCONV_NATIVE_ISA", isa)
+        with pytest.raises(ValueError, match="this CPU runs only"):
+            native.variant()
+
+
+@pytest.mark.parametrize("isa", native.cpu_variants())
+def test_every_runnable_variant_builds_its_own_library_and_matches(monkeypatch, isa):
+    """Each variant this CPU runs: its own cached library (key holds the variant), exact."""
+    monkeypatch.setenv("HOCONV_NATIVE_ISA", isa)
+    path = native._build()
+    assert f"hoconv-native-{isa}-" in path.name
+    lib = ctypes.CDLL(str(path))
+    assert lib.cp_fwd_ws_floats is not None
+
+
+def test_transduce_keeps_the_layers_implementation():
+    from hoconv import CPConv, transduce
+
+    layer = CPConv(4, 4, 3, dim=2, rank=16, padding=1, implementation="plain")
+    new = transduce(layer)
+    assert isinstance(new, CPConv) and new.implementation == "plain"
