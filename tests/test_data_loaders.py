@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hoconv.data import create_dataset
+from hoconv.data.base import collate_skipping, read_rgb
 from hoconv.data.report import CorruptDataError
 
 RNG = np.random.default_rng(0)
@@ -111,8 +112,12 @@ def test_corrupt_detected_at_read_time(tmp_path):
     ds = create_dataset("affectnet", str(tmp_path), val_fraction=0.0, verify="exists", **QUIET)
     assert len(ds) == 5  # passes the cheap check, fails at decode
     with pytest.warns(RuntimeWarning, match="g.jpg"):
-        items = [ds[i] for i in range(len(ds))]  # the bad one is replaced by the next one
-    assert ds.summary["num_corrupt"] == 1 and len(items) == 5
+        items = [ds[i] for i in range(len(ds))]  # the bad one is None, never a copy
+    assert ds.summary["num_corrupt"] == 1 and sum(x is None for x in items) == 1
+    kept = [x for x in items if x is not None]
+    assert len({int(x["frame"]) for x in kept}) == 4  # each readable sample once
+    batch = collate_skipping(items)
+    assert batch["input"].shape[0] == 4 and collate_skipping([None, None]) is None
     strict = create_dataset("affectnet", str(tmp_path), val_fraction=0.0, on_error="raise", **QUIET)
     idx = [
         i for i, (v, p) in enumerate(strict.index) if strict.records[v].paths[p].endswith("g.jpg")
@@ -296,3 +301,12 @@ def test_sewa_timestamp_alignment_with_delay(tmp_path):
     )
     masks = torch.cat([v[i]["mask"][v[i]["mask"]] for i in range(len(v))])
     assert int(masks.sum()) == 5
+
+
+def test_truncated_jpeg_is_corrupt(tmp_path):
+    _affectnet_original(tmp_path)
+    good = tmp_path / "Manually_Annotated_Images" / "1/a.jpg"
+    assert read_rgb(str(good)) is not None
+    data = good.read_bytes()
+    _corrupt(tmp_path / "Manually_Annotated_Images" / "3/g.jpg", data[: len(data) // 2])
+    assert read_rgb(str(tmp_path / "Manually_Annotated_Images" / "3/g.jpg")) is None

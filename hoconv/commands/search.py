@@ -19,11 +19,19 @@ from hoconv.commands.train import add_train_arguments, resolve_config
 from hoconv.engine import config as config_io
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or -1 would silently run nothing)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `search` subcommand."""
     p = subparsers.add_parser("search", help="hyper-parameter search", description=__doc__)
     add_train_arguments(p)
-    p.add_argument("--trials", type=int, help="number of grid points to try (default 4)")
+    p.add_argument("--trials", type=_positive_int, help="number of grid points to try (default 4)")
     p.add_argument("--grid", help="YAML file with a `grid:` of lr / beta1 / beta2 / weight_decay")
     p.add_argument("--search-seed", type=int, default=0, help="seed of the draw of grid points")
     p.add_argument("--out", required=True, help="folder of the trials")

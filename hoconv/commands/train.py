@@ -10,6 +10,14 @@ from hoconv.engine import config as config_io
 DEFAULTS = "train"
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or -1 would silently run nothing)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `search` (every default comes from the YAML config)."""
     p.add_argument(
@@ -55,7 +63,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--max-train-batches", type=int, help="cap on batches per epoch (quick runs)")
+    p.add_argument(
+        "--max-train-batches", type=_positive_int, help="cap on batches per epoch (quick runs)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
 
 

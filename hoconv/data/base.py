@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from hoconv.data.clips import eval_windows, random_clip
 from hoconv.data.faces import crop_face
-from hoconv.data.report import CorruptDataError, LoadReport
+from hoconv.data.report import LoadReport
 from hoconv.data.transforms import frames_to_tensor
 
 SPLITS = ("train", "val", "test")
@@ -96,8 +96,35 @@ def image_problem(path: str, verify: str) -> str | None:
     return None
 
 
+def _truncated_jpeg(path: str) -> bool:
+    """True for a JPEG (SOI marker) whose end-of-image marker (FF D9) is missing."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 64, 0))
+            return b"\xff\xd9" not in f.read()
+    except OSError:
+        return False
+
+
+def collate_skipping(samples: list) -> dict | None:
+    """Default collation after dropping unreadable (None) samples; None if all were."""
+    from torch.utils.data import default_collate
+
+    kept = [s for s in samples if s is not None]
+    return default_collate(kept) if kept else None
+
+
 def read_rgb(path: str) -> np.ndarray | None:
-    """``(H, W, 3)`` uint8 RGB via ``cv2.imread``, or None if it cannot be decoded."""
+    """``(H, W, 3)`` uint8 RGB via ``cv2.imread``, or None if it cannot be decoded.
+
+    A truncated JPEG (no end-of-image marker) counts as unreadable: OpenCV would
+    half-decode it silently.
+    """
+    if _truncated_jpeg(path):
+        return None
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None
@@ -221,15 +248,17 @@ class AffectDataset(Dataset):
             return self._static_item(i)
         return self._video_item(i)
 
-    def _static_item(self, i: int) -> dict:
-        for attempt in range(len(self.index)):
-            v, pos = self.index[(i + attempt) % len(self.index)]
-            rec = self.records[v]
-            image = self._frame(rec, pos)
-            if image is not None:
-                break
-        else:
-            raise CorruptDataError(f"{self.report.name}: no readable image in the data set")
+    def _static_item(self, i: int) -> dict | None:
+        """Sample ``i``, or None when its image cannot be read (counted in the report).
+
+        An unreadable image is never replaced by another sample: :func:`collate_skipping`
+        drops the None so every readable sample is counted once.
+        """
+        v, pos = self.index[i]
+        rec = self.records[v]
+        image = self._frame(rec, pos)
+        if image is None:
+            return None
         x = self._to_input(image[None])[:, 0]  # (3, H, W)
         if self.transform is not None:
             x = self.transform(x)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hoconv.data.base import collate_skipping
 from hoconv.engine import tasks
 from hoconv.engine.distributed import DistInfo, ShardSampler, gather_objects
 
@@ -21,7 +22,10 @@ class Indexed(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
-        sample = dict(self.dataset[i])
+        sample = self.dataset[i]
+        if sample is None:  # unreadable: dropped by collate_skipping, counted in the report
+            return None
+        sample = dict(sample)
         sample["_index"] = i
         return sample
 
@@ -85,7 +89,11 @@ def predict_dataset(
     info = info or DistInfo(device=torch.device(device))
     sampler = ShardSampler(len(dataset), info, shuffle=False)
     loader = DataLoader(
-        Indexed(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers
+        Indexed(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skipping,
     )
     was_training = model.training
     model.eval()
@@ -94,6 +102,8 @@ def predict_dataset(
         for step, batch in enumerate(loader):
             if max_batches is not None and step >= max_batches:
                 break
+            if batch is None:  # every sample of this batch was unreadable
+                continue
             out = model(batch["input"].to(device, non_blocking=True))
             part = tasks.to_numpy(task, tasks.rows(task, batch, out))
             part.update(_ids(batch, out))

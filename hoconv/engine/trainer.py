@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from hoconv.data.base import collate_skipping
 from hoconv.engine import build, runlog, tasks
 from hoconv.engine import checkpoint as ckpt_io
 from hoconv.engine import config as config_io
@@ -190,6 +191,7 @@ def _make_loader(train_ds, per_rank: int, cfg: dict, info: ddp.DistInfo) -> tupl
         num_workers=cfg["workers"],
         drop_last=len(sampler) >= per_rank,
         pin_memory=info.device.type == "cuda",
+        collate_fn=collate_skipping,
     )
     return loader, sampler
 
@@ -206,9 +208,9 @@ def _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, impro
         history=history,
         best=best,
     )
+    if improved:  # best.pt first: a crash between the writes never leaves last.pt naming
+        ckpt_io.write_checkpoint(out / "best.pt", ckpt)  # a best.pt that does not exist
     ckpt_io.write_checkpoint(out / "last.pt", ckpt)
-    if improved:
-        ckpt_io.write_checkpoint(out / "best.pt", ckpt)
     runlog.write_history(out, history)
 
 
@@ -239,6 +241,10 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
         for step, batch in enumerate(loader):
             if step >= limit:
                 break
+            if batch is None:  # every sample unreadable (counted in the data report)
+                if info.world_size > 1:
+                    raise TrainingError("a whole batch on one rank was unreadable; see the report")
+                continue
             out_t = net(batch["input"].to(info.device, non_blocking=True))
             rows = tasks.gather_rows(tasks.rows(cfg["task"], batch, out_t), info)
             if rows["pred"].shape[0] == 0:
