@@ -82,3 +82,21 @@ def test_tracker_keeps_id_through_gap_and_splits_two_people():
     for _ in range(4):
         tracker.update([_face(16, 12)])
     assert tracker.update([_face(16, 12), _face(208, 14)]) == [0, 2]  # gap too long
+
+
+def test_haar_fallback_says_cascades_missing(monkeypatch):
+    import cv2
+
+    from hoconv.predict.detect import FaceDetector
+
+    monkeypatch.delattr(cv2, "data", raising=False)
+    with pytest.raises(FileNotFoundError, match="ships no cascades"):
+        FaceDetector()
+
+
+def test_unknown_detector_is_refused():
+    from hoconv.predict.run import Options, make_detector
+
+    with pytest.raises(ValueError, match="expected one of"):
+        make_detector(Options(detector="yolo"))
+    assert isinstance(make_detector(Options()), MTCNN)

@@ -145,7 +145,12 @@ def test_haar_cascade_finds_the_drawn_faces(media):
 
 def test_static_video_end_to_end_matches_direct_model(media, tmp_path):
     model = Static()
-    summary = predict([str(media / "talk.mp4")], (model, meta()), tmp_path, Options(progress=False))
+    summary = predict(
+        [str(media / "talk.mp4")],
+        (model, meta()),
+        tmp_path,
+        Options(detector="haar", progress=False),
+    )
     rows = read_csv(tmp_path / "predictions.csv")
     assert [int(r["frame"]) for r in rows] == list(range(24))  # one row per frame
     assert summary["scored"] == 20 and summary["no_face"] == 4
@@ -177,7 +182,7 @@ def test_static_video_end_to_end_matches_direct_model(media, tmp_path):
 def test_temporal_sliding_clips_cover_every_frame(media, tmp_path):
     model = Temporal()
     predict([str(media / "talk.mp4"), str(media / "short.avi")], (model, meta("video")), tmp_path,
-            Options(progress=False, step=4), annotate="none")  # fmt: skip
+            Options(detector="haar", progress=False, step=4), annotate="none")  # fmt: skip
     rows = read_csv(tmp_path / "predictions.csv")
     assert len(rows) == 24 + 5
     det = FaceDetector()
@@ -216,9 +221,19 @@ def test_windows_and_smoothing():
 
 def test_smoothing_averages_neighbouring_frames(media, tmp_path):
     path = [str(media / "talk.mp4")]
-    predict(path, (Static(), meta()), tmp_path / "raw", Options(progress=False), annotate="none")
     predict(
-        path, (Static(), meta()), tmp_path / "s", Options(progress=False, smooth=3), annotate="none"
+        path,
+        (Static(), meta()),
+        tmp_path / "raw",
+        Options(detector="haar", progress=False),
+        annotate="none",
+    )
+    predict(
+        path,
+        (Static(), meta()),
+        tmp_path / "s",
+        Options(detector="haar", progress=False, smooth=3),
+        annotate="none",
     )
     raw = [float(r["valence"]) for r in read_csv(tmp_path / "raw" / "predictions.csv")[:20]]
     smooth = [float(r["valence"]) for r in read_csv(tmp_path / "s" / "predictions.csv")[:20]]
@@ -230,7 +245,7 @@ def test_all_faces_are_tracked(tmp_path):
     frames = face_frames(6, two=True)
     write_video(tmp_path / "two.mp4", frames)
     predict([str(tmp_path / "two.mp4")], (Static(), meta()), tmp_path / "o",
-            Options(progress=False, all_faces=True, cascade="alt2"), annotate="sheet")  # fmt: skip
+            Options(detector="haar", progress=False, all_faces=True, cascade="alt2"), annotate="sheet")  # fmt: skip
     rows = read_csv(tmp_path / "o" / "predictions.csv")
     assert len(rows) == 12
     left_ids, right_ids = set(), set()
@@ -248,7 +263,12 @@ def test_all_faces_are_tracked(tmp_path):
 
 
 def test_images_folder_and_no_detect(media, tmp_path):
-    predict([str(media / "pics")], (Static(), meta()), tmp_path / "a", Options(progress=False))
+    predict(
+        [str(media / "pics")],
+        (Static(), meta()),
+        tmp_path / "a",
+        Options(detector="haar", progress=False),
+    )
     rows = read_csv(tmp_path / "a" / "predictions.csv")
     assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["p0.png", "p1.png", "p2.png"]
     assert [r["reason"] for r in rows] == ["", "", "no face detected"]
@@ -256,7 +276,7 @@ def test_images_folder_and_no_detect(media, tmp_path):
     # --no-detect: the whole image is the crop (resized, as the data sets do).
     model = Static()
     predict([str(media / "pics" / "p2.png")], (model, meta()), tmp_path / "b",
-            Options(progress=False, detect=False))  # fmt: skip
+            Options(detector="haar", progress=False, detect=False))  # fmt: skip
     row = read_csv(tmp_path / "b" / "predictions.csv")[0]
     image = cv2.cvtColor(cv2.imread(str(media / "pics" / "p2.png")), cv2.COLOR_BGR2RGB)
     with torch.no_grad():
@@ -268,7 +288,9 @@ def test_images_folder_and_no_detect(media, tmp_path):
 def test_bad_inputs_are_reported_and_good_ones_kept(media, tmp_path):
     names = ("missing.mp4", "empty.mp4", "corrupt.avi", "notes.xyz", "bad.png", "short.avi")
     inputs = [str(media / n) for n in names]
-    summary = predict(inputs, (Static(), meta()), tmp_path, Options(progress=False))
+    summary = predict(
+        inputs, (Static(), meta()), tmp_path, Options(detector="haar", progress=False)
+    )
     rows = read_csv(tmp_path / "predictions.csv")
     by_file = {}
     for r in rows:
@@ -329,7 +351,12 @@ def test_transduced_model_has_its_own_display_name(spec, name):
 
 def test_nothing_scored_is_an_error_with_outputs_kept(media, tmp_path):
     with pytest.raises(NothingPredicted, match="--no-detect"):
-        predict([str(media / "blank.avi")], (Static(), meta()), tmp_path, Options(progress=False))
+        predict(
+            [str(media / "blank.avi")],
+            (Static(), meta()),
+            tmp_path,
+            Options(detector="haar", progress=False),
+        )
     rows = read_csv(tmp_path / "predictions.csv")
     assert len(rows) == 6 and {r["reason"] for r in rows} == {"no face detected"}
     with pytest.raises(NothingPredicted):
@@ -357,7 +384,7 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("predict", "export"))
     monkeypatch.setattr(hp, "load_checkpoint", lambda path, device="cpu": (Static(), meta()))
     out = tmp_path / "o"
-    argv = ["predict", str(media / "talk.mp4"), str(media / "missing.avi"), "--checkpoint",
+    argv = ["predict", "--detector", "haar", str(media / "talk.mp4"), str(media / "missing.avi"), "--checkpoint",
             "ck.pt", "--out", str(out), "--no-progress", "--smooth", "3"]  # fmt: skip
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
@@ -367,7 +394,7 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
         and f"warning: no such file: {media / 'missing.avi'}" in captured.err
     )
     assert len(read_csv(out / "predictions.csv")) == 24 + 1
-    assert cli.main(["predict", str(media / "blank.avi"), "--checkpoint", "ck.pt", "--out",
+    assert cli.main(["predict", "--detector", "haar", str(media / "blank.avi"), "--checkpoint", "ck.pt", "--out",
                      str(tmp_path / "b")]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert err.startswith("hoconv predict: error: nothing could be scored") and "\n" not in err
@@ -392,7 +419,7 @@ def test_zoo_checkpoint_through_the_cli(media, tmp_path, capsys, name):
                                   state_dict=model.state_dict(), epoch=1, config=config)  # fmt: skip
     engine.write_checkpoint(tmp_path / "ck.pt", ckpt)
     out = tmp_path / "o"
-    argv = ["predict", str(media / "talk.mp4"), "--checkpoint", str(tmp_path / "ck.pt"),
+    argv = ["predict", "--detector", "haar", str(media / "talk.mp4"), "--checkpoint", str(tmp_path / "ck.pt"),
             "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli.main(argv) == 0, capsys.readouterr().err
     rows = read_csv(out / "predictions.csv")
@@ -407,7 +434,7 @@ def test_truncated_video_keeps_the_frames_it_has(media, tmp_path):
     data = (tmp_path / "long.avi").read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * 0.6)])
     summary = predict([str(tmp_path / "cut.avi")], (Static(), meta()), tmp_path / "o",
-                      Options(progress=False), annotate="none")  # fmt: skip
+                      Options(detector="haar", progress=False), annotate="none")  # fmt: skip
     rows = read_csv(tmp_path / "o" / "predictions.csv")
     assert 0 < len(rows) < 12 and summary["scored"] == len(rows)
     assert any(f"read {len(rows)} of the 12 frames" in w for w in summary["warnings"])
@@ -423,7 +450,7 @@ def test_transduced_model_predicts_the_image_model_frame_by_frame(media, tmp_pat
     video_model = hoconv.transduce(image_model, dims=1, kernel_size=3, init="center").eval()
     video_model.data_dim = 3  # as hoconv.engine's align_data_dim does after transduce
     path = [str(media / "talk.mp4")]
-    opts = Options(progress=False)
+    opts = Options(detector="haar", progress=False)
     predict(path, (image_model, meta()), tmp_path / "a", opts, annotate="none")
     predict(
         path, (video_model, meta("video", clip_length=6)), tmp_path / "b", opts, annotate="none"

@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
     p.add_argument("--all-faces", action="store_true", help="every face (tracked), not the largest")
     p.add_argument(
+        "--detector",
+        default="mtcnn",
+        choices=("mtcnn", "haar"),
+        help="face detector: MTCNN with aligned 5-point crops, or the Haar fallback",
+    )
+    p.add_argument(
         "--cascade",
         default="alt2",
         choices=("alt2", "alt", "default"),
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     options = Options(
-        detect=not args.no_detect, all_faces=args.all_faces, cascade=args.cascade,
+        detect=not args.no_detect, all_faces=args.all_faces, cascade=args.cascade, detector=args.detector,
         smooth=args.smooth, step=args.step, batch_size=args.batch_size,
         max_frames=args.max_frames, progress=False if args.no_progress else None,
     )  # fmt: skip

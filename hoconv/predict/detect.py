@@ -53,10 +53,14 @@ class FaceDetector:
             raise ValueError(f"min_size must be a fraction in (0, 1), got {min_size}")
         if max_side < 32:
             raise ValueError(f"max_side must be >= 32 pixels, got {max_side}")
-        path = Path(cv2.data.haarcascades) / CASCADES[cascade]
-        self.classifier = cv2.CascadeClassifier(str(path))
-        if self.classifier.empty():
-            raise FileNotFoundError(f"OpenCV Haar cascade {path} is missing or unreadable")
+        folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        path = Path(folder or ".") / CASCADES[cascade]
+        self.classifier = cv2.CascadeClassifier(str(path)) if folder else None
+        if self.classifier is None or self.classifier.empty():
+            raise FileNotFoundError(
+                f"OpenCV Haar cascade {path} is missing (this cv2 ships no cascades);"
+                " use the default detector (mtcnn)"
+            )
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size

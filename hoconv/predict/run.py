@@ -21,6 +21,8 @@ from tqdm import tqdm
 from hoconv.data.faces import crop_face
 from hoconv.predict.detect import FaceDetector, IoUTracker
 from hoconv.predict.model import Scorer
+from hoconv.predict.mtcnn import MTCNN, Face, align_face
+from hoconv.predict.track import FaceTracker
 from hoconv.predict.video import Source, SourceError, iter_frames, open_source
 
 COLUMNS = (
@@ -38,6 +40,7 @@ class Options:
         detect: find faces (False: every frame is already a face crop).
         all_faces: every face of a frame (tracked), not only the largest.
         cascade: Haar cascade name (see :data:`hoconv.predict.detect.CASCADES`).
+        detector: ``"mtcnn"`` (aligned 5-point crops, default) or ``"haar"`` (fallback).
         smooth: centred moving average over this many frames per face track (<= 1: off).
         step: frames between the starts of consecutive clips (temporal models;
             None: half a clip).
@@ -49,6 +52,7 @@ class Options:
     detect: bool = True
     all_faces: bool = False
     cascade: str = "alt2"
+    detector: str = "mtcnn"
     smooth: int = 0
     step: int | None = None
     batch_size: int = 32
@@ -130,9 +134,11 @@ def _box_row(source: Source, frame: int, time_s: float | None) -> dict:
 def _faces(image: np.ndarray, detector: FaceDetector | None, options: Options) -> list:
     if detector is None:
         h, w = image.shape[:2]
-        return [(0.0, 0.0, float(w), float(h))]
-    boxes = detector(image)
-    return boxes if options.all_faces else boxes[:1]
+        return [((0.0, 0.0, float(w), float(h)), None)]
+    found = detector(image)
+    boxes = [f.xywh for f in found] if isinstance(detector, MTCNN) else found
+    faces = found if isinstance(detector, MTCNN) else [None] * len(found)
+    return list(zip(boxes, faces)) if options.all_faces else list(zip(boxes, faces))[:1]
 
 
 class _Collector:
@@ -220,7 +226,9 @@ def predict_source(
         result.rows.append(row)
         return result
     col = _Collector(scorer, options.batch_size)
-    tracker = IoUTracker() if options.all_faces else None
+    tracker = None
+    if options.all_faces:
+        tracker = FaceTracker() if isinstance(detector, MTCNN) else IoUTracker()
     total = source.frame_count if source.kind != "image" else None
     frames = iter_frames(source)
     bar = tqdm(
@@ -233,18 +241,21 @@ def predict_source(
     )
     for index, time_s, image in bar:
         result.frames += 1
-        boxes = _faces(image, detector, options)
+        found = _faces(image, detector, options)
+        boxes = [b for b, _ in found]
         if not boxes:
             result.rows.append({**_box_row(source, index, time_s), "reason": NO_FACE})
             continue
-        ids = tracker.update(boxes) if tracker is not None else [0] * len(boxes)
-        for track, box in zip(ids, boxes):
+        marks = [f for _, f in found]
+        keys = marks if isinstance(tracker, FaceTracker) else boxes
+        ids = tracker.update(keys) if tracker is not None else [0] * len(boxes)
+        for track, box, face in zip(ids, boxes, marks):
             row = _box_row(source, index, time_s)
             row.update(face=track, box_x=round(box[0]), box_y=round(box[1]),
                        box_w=round(box[2]), box_h=round(box[3]))  # fmt: skip
             result.rows.append(row)
             crop_box = box if detector is not None else None
-            crop = crop_face(image, box=crop_box, margin=scorer.margin, size=scorer.image_size)
+            crop = _crop(image, crop_box, face, scorer)
             col.add(track, index, len(result.rows) - 1, crop)
     bar.close()
     result.scored = _finish(col, result.rows, scorer, options)
@@ -253,5 +264,24 @@ def predict_source(
 
 def predict_sources(sources: list[Source], scorer: Scorer, options: Options) -> list[SourceResult]:
     """:func:`predict_source` over every input with one shared detector."""
-    detector = FaceDetector(options.cascade) if options.detect else None
+    detector = make_detector(options) if options.detect else None
     return [predict_source(s, scorer, detector, options) for s in sources]
+
+
+DETECTORS = ("mtcnn", "haar")
+
+
+def make_detector(options: Options) -> MTCNN | FaceDetector:
+    """The face detector ``options.detector`` names (see :data:`DETECTORS`)."""
+    if options.detector == "mtcnn":
+        return MTCNN()
+    if options.detector == "haar":
+        return FaceDetector(options.cascade)
+    raise ValueError(f"detector: unknown {options.detector!r}; expected one of {DETECTORS}")
+
+
+def _crop(image: np.ndarray, box, face: Face | None, scorer: Scorer) -> np.ndarray:
+    """Aligned crop for an MTCNN face, else the training-style square box crop."""
+    if face is not None:
+        return align_face(image, face, scorer.image_size, margin=scorer.margin)
+    return crop_face(image, box=box, margin=scorer.margin, size=scorer.image_size)
