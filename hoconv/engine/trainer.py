@@ -206,8 +206,10 @@ def _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, impro
         history=history,
         best=best,
     )
-    ckpt_io.write_checkpoint(out / "last.pt", ckpt)
-    if improved:
+    keep = cfg.get("keep", "both")  # best | last | both (--keep); resume needs last.pt
+    if keep in ("last", "both"):
+        ckpt_io.write_checkpoint(out / "last.pt", ckpt)
+    if improved and keep in ("best", "both"):
         ckpt_io.write_checkpoint(out / "best.pt", ckpt)
     runlog.write_history(out, history)
 
