@@ -2,7 +2,7 @@
 
 Table 4 (spatio-temporal ResNet-18s and the parameters trained in the temporal phase),
 table 6 (MobileNet-v2 vs CP on CIFAR-10), table 7 (3-D ConvNet vs HO-CP conv parameters) and
-figure 6 (GMACs of a 3x3x3 conv vs CP-HOConv of rank 3C and 6C on a 32x32x16 input).
+figure 6 (GFLOPs of a 3x3x3 conv vs CP-HOConv of rank 3C and 6C on a 32x32x16 input).
 Markdown goes to stdout; with ``--out DIR`` also ``report.md``, ``tables.json`` and
 ``figure6.png``. Everything is counted on the meta device: no memory, no weights, seconds.
 """
@@ -103,10 +103,10 @@ def table7() -> dict:
 
 
 def figure6() -> dict:
-    """GMACs of one 3x3x3 conv vs CP-HOConv of rank 3C and 6C, 'same' padding.
+    """GFLOPs (2 x MACs) of one 3x3x3 conv vs CP-HOConv of rank 3C and 6C, 'same' padding.
 
-    The paper's axis is labelled GFLOPs, but its values are multiply-accumulates: the dense
-    512x512 conv on 16x32x32 is 116 G MACs (232 G FLOPs), and the paper's axis ends at 200.
+    The paper's axis is GFLOPs: its ticks run 0-200 in steps of 50, which fits a tallest bar
+    of 232 GFLOPs (dense 512x512 on 16x32x32: 116 G MACs), not one of 116.
     """
     rows = []
     for c, t in FIG6_PAIRS:
@@ -117,8 +117,8 @@ def figure6() -> dict:
                 "CP-HOConv-6": CPConv(c, t, 3, dim=3, rank=6 * c, padding=1, bias=False),
             }
         input_shape = (1, c, *FIG6_INPUT)
-        gmacs = {k: hrank.macs(m, input_shape) / 1e9 for k, m in layers.items()}
-        rows.append({"channels": f"{c}x{t}", **gmacs})
+        gflops = {k: hrank.flops(m, input_shape) / 1e9 for k, m in layers.items()}
+        rows.append({"channels": f"{c}x{t}", **gflops})
     return {"input": "1 x C x 16 x 32 x 32", "rows": rows}
 
 
@@ -153,11 +153,10 @@ def render(t4: dict, t6: dict, t7: dict, f6: dict) -> str:
             for r in t7["rows"]]  # fmt: skip
     out += [
         "",
-        f"## Figure 6: GMACs of one 3x3x3 conv, input {f6['input']}",
+        f"## Figure 6: GFLOPs (2 x MACs) of one 3x3x3 conv, input {f6['input']}",
         "",
-        "Multiply-accumulates (FLOPs = 2 x MACs). The paper labels its axis GFLOPs, but its "
-        "values match MACs (dense 512x512: 116 G MACs = 232 G FLOPs; the paper's axis ends "
-        "at 200).",
+        "GFLOPs as in the paper (FLOPs = 2 x MACs): its axis ticks run 0-200, which fits the "
+        "dense 512x512 conv's 232 GFLOPs (116 G MACs), not 116.",
         "",
         "| C x T | 3D-Conv | CP-HOConv-3 (R=3C) | CP-HOConv-6 (R=6C) |",
         "|---|---|---|---|",
@@ -181,7 +180,7 @@ def plot_figure6(f6: dict, path: Path) -> None:
         ax.bar([x + (i - 1) * 0.27 for x in xs], [r[kind] for r in f6["rows"]], 0.27, label=kind)
     ax.set_xticks(list(xs), [r["channels"] for r in f6["rows"]])
     ax.set_xlabel("input x output channels")
-    ax.set_ylabel("GMACs (paper's axis: 'GFLOPs', same values)")
+    ax.set_ylabel("GFLOPs (2 x MACs), as in the paper")
     ax.set_title(f"3x3x3 convolution, input {f6['input']}")
     ax.legend()
     fig.tight_layout()
