@@ -1,4 +1,4 @@
-"""The `hoconv` command line: a thin dispatcher over `hoconv.commands.<name>` modules.
+"""hoconv: factorized higher-order convolutions, transduction to video, affect estimation.
 
 User errors are printed as one line with exit code 2; set ``HOCONV_DEBUG=1`` for the traceback.
 Before running a command the CLI applies :func:`hoconv.runtime.tune_allocator` (freed
@@ -33,13 +33,57 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# One example per subcommand, shown at the end of its --help.
+EXAMPLES: dict[str, str] = {
+    "layers": "hoconv layers --input-size 16 112 112",
+    "report": "hoconv report --out report/",
+    "bench": "hoconv bench --out bench/",
+    "train": "hoconv train --data synthetic --mode static --model cp_resnet18_2d --epochs 10 "
+    "--width 16 --out runs/img",
+    "evaluate": "hoconv evaluate --checkpoint runs/img/best.pt --data synthetic --split test "
+    "--out runs/eval",
+    "transduce": "hoconv transduce --checkpoint runs/img/best.pt --out runs/video_init.pt "
+    "--dims 1 --kernel-size 3",
+    "prune": "hoconv prune --checkpoint runs/lasso/best.pt --out runs/pruned.pt",
+    "search": "hoconv search --data synthetic --model cp_resnet18_2d --out runs/search",
+    "demo": "hoconv demo --out demo_out",
+    "predict": "hoconv predict face.jpg clip.mp4 --checkpoint runs/vid/best.pt --out predictions/",
+    "export": "hoconv export --checkpoint runs/img/best.pt --format onnx --out model.onnx",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions / epilogs as written and appends each flag's non-None default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default:" in text or action.default in (None, argparse.SUPPRESS, False):
+            return text
+        if action.option_strings and action.nargs != 0:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def _finish_subparser(name: str, sub: argparse.ArgumentParser, summary: str | None) -> None:
+    """Give a subcommand's parser the shared formatter, a description and an example."""
+    sub.formatter_class = HelpFormatter
+    if not sub.description:
+        sub.description = summary
+    example = f"Example:\n  {EXAMPLES[name]}"
+    sub.epilog = f"{sub.epilog}\n\n{example}" if sub.epilog else example
+
+
 class CLIError(Exception):
     """An error reported to the user as one line, with a non-zero exit code."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="hoconv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hoconv",
+        description=__doc__.splitlines()[0],
+        epilog="Start with `hoconv demo --out demo_out`; `hoconv COMMAND --help` for each command.",
+    )
     parser.add_argument("--version", action="version", version=f"hoconv {__version__}")
     parser.add_argument(
         "--no-tune-allocator", action="store_true",
@@ -48,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"hoconv.commands.{name}").register(subparsers)
+    summaries = {a.dest: a.help for a in subparsers._choices_actions}
+    for name, sub in subparsers.choices.items():
+        _finish_subparser(name, sub, summaries.get(name))
     return parser
 
 

@@ -73,6 +73,7 @@ def _train_cfg(
         "batch_size": s["clip_batch_size"] if video else s["batch_size"],
         "lr_step": max(epochs, 1),
         "workers": 0,
+        "keep": "best",  # the demo reads best.pt only (the folder stays small)
         "device": device,
         "progress": progress,
         "data_kwargs": data_kwargs,

@@ -37,8 +37,9 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
             assert math.isfinite(r["metrics"][dim]["rmse"])
         assert (out / r["eval_dir"] / "va_over_time.png").exists()
     # the transduction chain: temporal phase trained only the new factors, then everything
-    temporal = read_checkpoint(out / "transduced_temporal" / "last.pt")
-    finetune = read_checkpoint(out / "transduced_finetune" / "last.pt")
+    assert not list(out.rglob("last.pt"))  # the demo keeps best.pt only
+    temporal = read_checkpoint(out / "transduced_temporal" / "best.pt")
+    finetune = read_checkpoint(out / "transduced_finetune" / "best.pt")
     assert temporal["model"]["transductions"] == finetune["model"]["transductions"] != []
     assert temporal["config"]["phase"] == "temporal" and finetune["config"]["phase"] == "all"
     trans = rows[1]

@@ -18,16 +18,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _names(kind: str) -> str:
+    """The registered model or data set names, comma-separated, for help texts."""
+    if kind == "model":
+        from hoconv.models import list_models
+
+        return ", ".join(list_models())
+    from hoconv.data import list_datasets
+
+    return ", ".join(list_datasets())
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `search` (every default comes from the YAML config)."""
     p.add_argument(
         "--config", help="YAML file overriding the packaged defaults (flags override it)"
     )
-    p.add_argument("--task", choices=("affect", "classify"))
-    p.add_argument("--data", help="data set name (synthetic needs no --data-root)")
+    p.add_argument(
+        "--task", choices=("affect", "classify"), help="what to predict; follows from --data"
+    )
+    p.add_argument(
+        "--data", help=f"data set, one of: {_names('data')} (synthetic needs no --data-root)"
+    )
     p.add_argument("--data-root", help="folder of the data set")
     p.add_argument("--mode", choices=("static", "video"), help="images or clips")
-    p.add_argument("--model", help="model registry name, e.g. cp_resnet18_2d")
+    p.add_argument("--model", help=f"model registry name, one of: {_names('model')}")
     p.add_argument("--init", help="start from this checkpoint (e.g. from `hoconv transduce`)")
     p.add_argument(
         "--phase",
@@ -67,6 +82,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--max-train-batches", type=_positive_int, help="cap on batches per epoch (quick runs)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
+    p.add_argument(
+        "--keep", choices=("best", "last", "both"), help="checkpoints to keep (--resume needs last)"
+    )
+
+
+def show_config_defaults(p: argparse.ArgumentParser, name: str = DEFAULTS) -> None:
+    """Append each flag's packaged default (hoconv/configs/<name>.yaml) to its help text."""
+    defaults = config_io.packaged_config(name)
+    for action in p._actions:
+        key = action.dest
+        if key in defaults and action.help is not argparse.SUPPRESS:
+            action.help = f"{action.help or ''} (default: {defaults[key]})".strip()
 
 
 def train_overrides(args: argparse.Namespace) -> dict:
@@ -104,6 +131,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             "workers",
             "device",
             "max_train_batches",
+            "keep",
         )
     }
     flags["betas"] = list(args.betas) if args.betas else None
@@ -133,6 +161,7 @@ def resolve_config(args: argparse.Namespace, resume: bool = False) -> dict:
     cfg = config_io.merge(
         cfg, {k: v for k, v in train_overrides(args).items() if v is not None}, where="command line"
     )
+    config_io.infer_auto(cfg)
     config_io.validate(cfg)
     return cfg
 
@@ -147,6 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "epochs). Under torchrun each process trains on its share of the global batch.",
     )
     add_train_arguments(p)
+    show_config_defaults(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.set_defaults(func=run)

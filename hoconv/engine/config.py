@@ -17,6 +17,7 @@ import yaml
 
 CHOICES: dict[str, tuple] = {
     "task": ("affect", "classify"),
+    "keep": ("best", "last", "both"),
     "mode": ("static", "video"),
     "phase": (None, "temporal", "all"),
     "optimizer": ("adam", "sgd"),
@@ -74,8 +75,36 @@ def resolve(name: str, config_file: str | None = None, overrides: dict | None = 
         cfg = merge(cfg, read_yaml(config_file), where=f"--config {config_file}")
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     cfg = merge(cfg, flags, where="command line")
+    infer_auto(cfg)
     validate(cfg)
     return cfg
+
+
+CLASSIFY_DATA = ("cifar10", "jester")
+
+
+def data_task(data: str) -> str:
+    """The task a data set is labelled for: cifar10 / jester -> classify, else affect."""
+    return "classify" if data in CLASSIFY_DATA else "affect"
+
+
+def infer_auto(cfg: dict) -> None:
+    """Resolve ``task: auto`` from the data set and ``workers: auto`` from the cores; in place.
+
+    Raises:
+        ValueError: an explicit task that the data set does not carry labels for.
+    """
+    if "task" in cfg and "data" in cfg:
+        wanted = data_task(cfg["data"])
+        if cfg["task"] == "auto":
+            cfg["task"] = wanted
+        elif cfg["task"] != wanted and cfg["data"] in CLASSIFY_DATA:
+            raise ValueError(
+                f"task: {cfg['task']!r} does not fit data {cfg['data']!r}, which is labelled "
+                f"for {wanted!r}; drop --task (it follows from --data) or pass --task {wanted}"
+            )
+    if cfg.get("workers") == "auto":
+        cfg["workers"] = min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
 def validate(cfg: dict) -> None:

@@ -208,9 +208,11 @@ def _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, impro
         history=history,
         best=best,
     )
-    if improved:  # best.pt first: a crash between the writes never leaves last.pt naming
-        ckpt_io.write_checkpoint(out / "best.pt", ckpt)  # a best.pt that does not exist
-    ckpt_io.write_checkpoint(out / "last.pt", ckpt)
+    keep = cfg.get("keep", "both")  # best | last | both (--keep); resume needs last.pt
+    if improved and keep in ("best", "both"):  # best.pt first: a crash between the writes
+        ckpt_io.write_checkpoint(out / "best.pt", ckpt)  # never leaves last.pt naming a lost best
+    if keep in ("last", "both"):
+        ckpt_io.write_checkpoint(out / "last.pt", ckpt)
     runlog.write_history(out, history)
 
 
