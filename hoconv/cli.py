@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "predict",
     "export",
+    "compress",
 )
 
 

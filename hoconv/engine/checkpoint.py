@@ -182,6 +182,10 @@ def build_model(spec: dict) -> torch.nn.Module:
             model = transduce(model, **args)
     if spec.get("pruned_ranks"):
         _apply_pruned_ranks(model, spec["pruned_ranks"])
+    if spec.get("factorized"):  # written by `hoconv compress`
+        from hoconv.compress.apply import apply_choices
+
+        apply_choices(model, spec["factorized"])
     return model
 
 
