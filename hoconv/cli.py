@@ -50,6 +50,8 @@ EXAMPLES: dict[str, str] = {
     "demo": "hoconv demo --out demo_out",
     "predict": "hoconv predict face.jpg clip.mp4 --checkpoint runs/vid/best.pt --out predictions/",
     "export": "hoconv export --checkpoint runs/img/best.pt --format onnx --out model.onnx",
+    "compress": "hoconv compress --checkpoint runs/img/best.pt --budget params=0.3 --kind auto "
+    "--input-shape 1,3,64,64 --out runs/compressed.pt",
 }
 
 
