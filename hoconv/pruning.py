@@ -77,6 +77,46 @@ def proximal_step(model: nn.Module, threshold: float) -> int:
     return zeros
 
 
+def _weight_threshold(weights: nn.Parameter, optimizer: torch.optim.Optimizer, gamma: float):
+    """``lr * gamma`` divided by Adam's per-weight step scale ``sqrt(v_hat) + eps`` when known.
+
+    Adam's step on a weight is ``lr * m_hat / (sqrt(v_hat) + eps)``: the proximal operator of
+    ``gamma * |w|`` in that preconditioned metric is a soft-threshold at
+    ``lr * gamma / (sqrt(v_hat) + eps)``. With a plain ``lr * gamma`` Adam's bounded (~lr)
+    steps would undo the shrinkage whatever gamma is, or any gamma > 1 would zero every weight.
+    """
+    for group in optimizer.param_groups:
+        if any(p is weights for p in group["params"]):
+            state = optimizer.state.get(weights, {})
+            if "exp_avg_sq" not in state:  # SGD (or no step yet): the plain proximal step
+                return group["lr"] * gamma
+            step = float(state["step"])
+            v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** step)  # (R,)
+            return group["lr"] * gamma / (v_hat.sqrt() + group["eps"])
+    return 0.0  # not trained (e.g. --phase temporal): leave it
+
+
+@torch.no_grad()
+def optimizer_proximal_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, gamma: float
+) -> int:
+    """The lasso's proximal step matched to the optimizer that just stepped (Adam or SGD).
+
+    Call after ``optimizer.step()``; weights of unneeded components reach exactly zero.
+
+    Returns:
+        The number of weights that are exactly zero afterwards, over all CP layers.
+    """
+    gamma = _check_threshold(gamma, "gamma")
+    zeros = 0
+    for _, layer in _require_cp(model, "optimizer_proximal_step"):
+        w = layer.weights
+        threshold = _weight_threshold(w, optimizer, gamma)
+        w.copy_(torch.sign(w) * (w.abs() - threshold).clamp_min(0))
+        zeros += int((w == 0).sum())
+    return zeros
+
+
 @torch.no_grad()
 def normalize_cp_weights(model: nn.Module) -> None:
     """Move factor norms into ``weights`` without changing any output (exact rescaling).

@@ -207,6 +207,7 @@ _PRUNING = (
     "cp_layers",
     "lasso_penalty",
     "normalize_cp_weights",
+    "optimizer_proximal_step",
     "plot_rank_report",
     "proximal_step",
     "prune",

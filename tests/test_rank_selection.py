@@ -210,3 +210,55 @@ def test_prune_reports_the_smallest_weight_and_hints_when_nothing_is_pruned():
     assert "smallest |weight| 0.25" in R.rank_report_table(report)
     pruned = R.prune(model, threshold=0.3)
     assert pruned.kept == report.total - 1 and R.prune_hint(pruned) is None
+
+
+def _train_adam(model: nn.Module, gamma: float, steps: int, lr: float = 0.01) -> None:
+    """The trainer's lasso recipe: normalise, then Adam steps each followed by the prox step."""
+    torch.manual_seed(123)
+    x = torch.randn(8, 3, 6, 6, dtype=DT)
+    target = torch.randn(8, 4, 6, 6, dtype=DT) * 0.1
+    R.normalize_cp_weights(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        (model(x) - target).square().mean().backward()
+        opt.step()
+        R.optimizer_proximal_step(model, opt, gamma)
+
+
+def test_adam_proximal_lasso_reaches_exact_zeros_and_prune_keeps_outputs():
+    model = cp_model()
+    _train_adam(model, gamma=0.001, steps=40)
+    zeros = [int((layer.weights == 0).sum()) for layer in model[::2]]
+    assert sum(zeros) > 0
+    assert all(z < layer.rank for z, layer in zip(zeros, model[::2]))
+    model.eval()
+    x = torch.randn(2, 3, 6, 6, dtype=DT)
+    before = model(x)
+    ranks = [layer.rank for layer in model[::2]]
+    report = R.prune(model, threshold=0.0)
+    assert [layer.rank for layer in model[::2]] == [r - z for r, z in zip(ranks, zeros)]
+    assert report.kept == sum(ranks) - sum(zeros)
+    torch.testing.assert_close(model(x), before)
+
+
+def test_optimizer_proximal_step_uses_adams_step_scale_and_sgds_lr():
+    for kind in ("adam", "sgd"):
+        model = cp_model()
+        opt = (
+            torch.optim.Adam(model.parameters(), lr=0.01)
+            if kind == "adam"
+            else torch.optim.SGD(model.parameters(), lr=0.01)
+        )
+        (model(torch.randn(2, 3, 6, 6, dtype=DT)).square().mean()).backward()
+        opt.step()
+        w = model[0].weights.detach().clone()
+        if kind == "adam":
+            state = opt.state[model[0].weights]
+            v_hat = state["exp_avg_sq"] / (1 - 0.999 ** float(state["step"]))
+            threshold = 0.01 * 0.5 / (v_hat.sqrt() + 1e-8)
+        else:
+            threshold = torch.full_like(w, 0.01 * 0.5)
+        R.optimizer_proximal_step(model, opt, 0.5)
+        expected = torch.sign(w) * (w.abs() - threshold).clamp_min(0)
+        torch.testing.assert_close(model[0].weights.detach(), expected)

@@ -79,6 +79,10 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     train_ds = build.make_dataset(cfg, cfg["train_split"])
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     core, spec, net = _prepare_model(cfg, state, info, train_ds)
+    if cfg.get("lasso") and state is None:
+        from hoconv.rank import normalize_cp_weights
+
+        normalize_cp_weights(core)  # exact: |weights[r]| is then component r's magnitude
     params = build.trainable_parameters(core)
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
@@ -230,7 +234,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
         bool(cfg.get("proximal")) and lasso > 0
     )  # proximal gradient: soft-threshold after the step
     if lasso:
-        from hoconv.rank import lasso_penalty, proximal_step
+        from hoconv.rank import lasso_penalty, optimizer_proximal_step
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps = 0.0, 0
     metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
@@ -269,7 +273,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
             loss.backward()
             optimizer.step()
             if proximal:
-                proximal_step(core, optimizer.param_groups[0]["lr"] * lasso)
+                optimizer_proximal_step(core, optimizer, lasso)
             total, steps = total + value, steps + 1
             bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
