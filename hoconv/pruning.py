@@ -58,6 +58,12 @@ def _check_threshold(value: float, name: str) -> float:
     return float(value)
 
 
+def _soft_threshold_(w: torch.Tensor, threshold: float | torch.Tensor) -> int:
+    """``w <- sign(w) * max(|w| - threshold, 0)`` in place; returns the count of exact zeros."""
+    w.copy_(torch.sign(w) * (w.abs() - threshold).clamp_min(0))
+    return int((w == 0).sum())
+
+
 @torch.no_grad()
 def proximal_step(model: nn.Module, threshold: float) -> int:
     """Soft-threshold every CP ``weights``: ``sign(w) * max(|w| - threshold, 0)``.
@@ -71,9 +77,7 @@ def proximal_step(model: nn.Module, threshold: float) -> int:
     threshold = _check_threshold(threshold, "threshold")
     zeros = 0
     for _, layer in _require_cp(model, "proximal_step"):
-        w = layer.weights
-        w.copy_(torch.sign(w) * (w.abs() - threshold).clamp_min(0))
-        zeros += int((w == 0).sum())
+        zeros += _soft_threshold_(layer.weights, threshold)
     return zeros
 
 
@@ -111,9 +115,7 @@ def optimizer_proximal_step(
     zeros = 0
     for _, layer in _require_cp(model, "optimizer_proximal_step"):
         w = layer.weights
-        threshold = _weight_threshold(w, optimizer, gamma)
-        w.copy_(torch.sign(w) * (w.abs() - threshold).clamp_min(0))
-        zeros += int((w == 0).sum())
+        zeros += _soft_threshold_(w, _weight_threshold(w, optimizer, gamma))
     return zeros
 
 

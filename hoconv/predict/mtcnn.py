@@ -69,6 +69,10 @@ def _dense_in(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(len(x), -1)
 
 
+def _linear(x: torch.Tensor, w: dict, name: str) -> torch.Tensor:
+    return F.linear(x, w[f"{name}.weight"], w[f"{name}.bias"])
+
+
 def rnet(x: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, 3, 24, 24)`` -> face prob ``(N,)``, box offsets ``(N, 4)``."""
     x = _prelu(_conv(x, w, "rnet.conv1"), w, "rnet.prelu1")
@@ -77,11 +81,9 @@ def rnet(x: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor]:
     x = F.max_pool2d(x, 3, 2, ceil_mode=True)
     x = _prelu(_conv(x, w, "rnet.conv3"), w, "rnet.prelu3")
     x = _dense_in(x)  # (N, 576)
-    x = F.prelu(
-        F.linear(x, w["rnet.dense4.weight"], w["rnet.dense4.bias"]), w["rnet.prelu4.weight"]
-    )
-    prob = F.softmax(F.linear(x, w["rnet.dense5_1.weight"], w["rnet.dense5_1.bias"]), dim=1)
-    return prob[:, 1], F.linear(x, w["rnet.dense5_2.weight"], w["rnet.dense5_2.bias"])
+    x = F.prelu(_linear(x, w, "rnet.dense4"), w["rnet.prelu4.weight"])
+    prob = F.softmax(_linear(x, w, "rnet.dense5_1"), dim=1)
+    return prob[:, 1], _linear(x, w, "rnet.dense5_2")
 
 
 def onet(x: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,12 +96,10 @@ def onet(x: torch.Tensor, w: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     x = F.max_pool2d(x, 2, 2, ceil_mode=True)
     x = _prelu(_conv(x, w, "onet.conv4"), w, "onet.prelu4")
     x = _dense_in(x)  # (N, 1152)
-    x = F.prelu(
-        F.linear(x, w["onet.dense5.weight"], w["onet.dense5.bias"]), w["onet.prelu5.weight"]
-    )
-    prob = F.softmax(F.linear(x, w["onet.dense6_1.weight"], w["onet.dense6_1.bias"]), dim=1)
-    reg = F.linear(x, w["onet.dense6_2.weight"], w["onet.dense6_2.bias"])
-    return prob[:, 1], reg, F.linear(x, w["onet.dense6_3.weight"], w["onet.dense6_3.bias"])
+    x = F.prelu(_linear(x, w, "onet.dense5"), w["onet.prelu5.weight"])
+    prob = F.softmax(_linear(x, w, "onet.dense6_1"), dim=1)
+    reg = _linear(x, w, "onet.dense6_2")
+    return prob[:, 1], reg, _linear(x, w, "onet.dense6_3")
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, mode: str = "union") -> np.ndarray:
