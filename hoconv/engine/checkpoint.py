@@ -21,6 +21,7 @@ one-line :class:`CheckpointError`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -103,7 +104,12 @@ def make_checkpoint(
 
 
 def write_checkpoint(path: str | os.PathLike, ckpt: dict) -> Path:
-    """Write ``ckpt`` to ``path`` atomically (temp file in the same folder + rename)."""
+    """Write ``ckpt`` to ``path`` atomically (temp file in the same folder + rename).
+
+    Raises:
+        OSError: the write failed (e.g. disk full); the message names ``path``, the temp
+            file is removed and any previous file at ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -113,12 +119,67 @@ def write_checkpoint(path: str | os.PathLike, ckpt: dict) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save wraps a failed write in RuntimeError
+        _unlink_quietly(tmp)
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]
+        raise OSError(
+            getattr(err, "errno", None) or errno.EIO,
+            f"cannot write checkpoint {path} ({reason}); any previous {path.name} is unchanged",
+        ) from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files an interrupted (killed) write left in ``folder``."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for tmp in stale:
+        _unlink_quietly(tmp)
+    return stale
+
+
+def restore_best(folder: str | os.PathLike, last: dict) -> str | None:
+    """Make ``folder/best.pt`` hold the best epoch that ``last`` (last.pt) records.
+
+    A run stopped between the best.pt and last.pt writes (or an older run that wrote them
+    the other way round) can leave best.pt missing, unreadable or from another epoch.
+    When the recorded best is last.pt's own epoch, best.pt is rebuilt from last.pt.
+
+    Returns:
+        None when best.pt was fine, else one line saying what was done or why it could
+        not be rebuilt.
+    """
+    best, path = last.get("best"), Path(folder) / "best.pt"
+    if not best:
+        return None
+    try:
+        held = read_checkpoint(path).get("epoch") if path.exists() else None
+    except CheckpointError:
+        held = None  # unreadable: as good as missing
+    if held == best["epoch"]:
+        return None
+    if best["epoch"] == last["epoch"]:
+        write_checkpoint(path, last)
+        return f"rebuilt {path} from last.pt (best epoch {best['epoch']})"
+    if held is not None and held > last["epoch"]:
+        return (
+            f"{path} holds epoch {held}, after last.pt's epoch {last['epoch']} (the run stopped "
+            "between the two writes); the resumed epoch rewrites it"
+        )
+    return (
+        f"{path} should hold epoch {best['epoch']} but {'holds epoch ' + str(held) if held else 'is missing'}"
+        f" and last.pt (epoch {last['epoch']}) cannot rebuild it; the next better epoch rewrites it"
+    )
 
 
 def _fsync_dir(folder: Path) -> None:

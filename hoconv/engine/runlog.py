@@ -26,9 +26,14 @@ def flatten_metrics(m: dict, prefix: str = "val") -> dict[str, float]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write through ``.NAME.tmp`` + rename; a failed write leaves no temp file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:

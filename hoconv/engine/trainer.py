@@ -96,6 +96,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_io.save(cfg, out / "config.yaml")
+        _tidy_run_folder(out, state, cfg)
     sizes = {"params": build.count(core), "trainable_params": build.count(params)}
     runlog.say(
         f"train {spec['name']} ({sizes['params']:,} params, {sizes['trainable_params']:,} trained) on "
@@ -218,6 +219,14 @@ def _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, impro
     if keep in ("last", "both"):
         ckpt_io.write_checkpoint(out / "last.pt", ckpt)
     runlog.write_history(out, history)
+
+
+def _tidy_run_folder(out: Path, state: dict | None, cfg: dict) -> None:
+    """Remove temp files a killed write left; on resume make best.pt match last.pt's best."""
+    ckpt_io.remove_temp_files(out)
+    if state is not None and cfg.get("keep", "both") in ("best", "both"):
+        note = ckpt_io.restore_best(out, state)
+        runlog.say(f"resume: {note}", note is not None)
 
 
 def _resume_state(path: Path) -> dict:
