@@ -79,8 +79,10 @@ class TinyAffect(torch.utils.data.Dataset):
         empty: bool = False,
         delay: float = 0.0,
         classify: bool = False,
+        unreadable_every: int = 0,
     ) -> None:
         self.delay, self.classify = delay, classify
+        self.unreadable_every = unreadable_every  # sample i is None when i % it == 0
         self.num_classes = 4 if classify else None
         self.split, self.mode, self.image_size, self.clip_length = (
             split,
@@ -106,6 +108,8 @@ class TinyAffect(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         if self.delay:
             time.sleep(self.delay)
+        if self.unreadable_every and i % self.unreadable_every == 0:
+            return None  # as AffectDataset returns for an unreadable image
         g = torch.Generator().manual_seed(self.offset + i)
         if self.mode == "static":
             v, a = (torch.rand(2, generator=g) * 2 - 1).tolist()

@@ -213,7 +213,8 @@ def test_classification_task_reports_top1_top5_on_all_samples(tmp_path):
     )
     res = train(cfg, tmp_path / "run")
     m = res["best"]["metrics"]
-    assert set(m) == {"top1", "top5", "n", "unlabelled"} and m["n"] == 32
+    assert set(m) == {"top1", "top5", "n", "unlabelled", "skipped"} and m["n"] == 32
+    assert m["skipped"] == 0
     assert m["top5"] == 1.0 and m["unlabelled"] == 0  # 4 classes
     model, _ = load_model(tmp_path / "run" / "best.pt")
     val = standins.TinyAffect("val", size=32, classify=True)

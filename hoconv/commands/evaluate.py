@@ -1,7 +1,8 @@
 """`hoconv evaluate`: metrics of a checkpoint on a split, with the paper's figures.
 
 Writes DIR/metrics.json ({"valence": {rmse, sagr, pcc, ccc}, "arousal": {...},
-"expression": {"accuracy"} when present, "n"}) computed on all gathered predictions,
+"expression": {"accuracy"} when present, "n": readable samples scored, "skipped":
+unreadable samples left out}) computed on all gathered predictions,
 DIR/predictions.csv, DIR/va_over_time.png (per video, the paper's figure 8) and
 DIR/circumplex.png.
 """

@@ -117,6 +117,22 @@ def collate_skipping(samples: list) -> dict | None:
     return default_collate(kept) if kept else None
 
 
+SKIPPED_KEY = "_skipped"
+
+
+def collate_counting(samples: list) -> dict:
+    """:func:`collate_skipping` that also says how many samples it dropped.
+
+    Returns:
+        The collated readable samples plus ``"_skipped"`` (int: unreadable samples of the
+        batch); a batch with no readable sample is ``{"_skipped": len(samples)}`` alone (no
+        ``"input"``). Works in DataLoader workers, where a counter would be lost.
+    """
+    batch = collate_skipping(samples) or {}
+    batch[SKIPPED_KEY] = sum(s is None for s in samples)
+    return batch
+
+
 def read_rgb(path: str) -> np.ndarray | None:
     """``(H, W, 3)`` uint8 RGB via ``cv2.imread``, or None if it cannot be decoded.
 
@@ -282,7 +298,8 @@ class AffectDataset(Dataset):
         key = list(entropy) if isinstance(entropy, (list, tuple)) else [int(entropy or 0)]
         return np.random.default_rng([*key, i])
 
-    def _video_item(self, i: int) -> dict:
+    def _video_item(self, i: int) -> dict | None:
+        """Clip ``i``; None when none of its frames can be read (each one is counted)."""
         v, pos, new = self.index[i]
         rec = self.records[v]
         if pos is None:
@@ -294,6 +311,8 @@ class AffectDataset(Dataset):
             image = self._frame(rec, int(p))
             if image is not None:
                 frames[t], ok[t] = image, True
+        if not ok.any():
+            return None
         x = self._to_input(frames)  # (3, T, H, W)
         if self.transform is not None:
             x = self.transform(x)

@@ -58,7 +58,12 @@ def infer_num_outputs(cfg: dict, dataset: Dataset) -> int:
         return int(classes)
     count = getattr(dataset, "num_expressions", None)
     if count is None:
-        sample = dataset[0]
+        sample = next((s for s in map(dataset.__getitem__, range(len(dataset))) if s), None)
+        if sample is None:
+            raise ValueError(
+                f"data set {cfg['data']!r}: no readable sample in split {cfg['train_split']!r} "
+                f"(all {len(dataset)} unreadable; see the data report)"
+            )
         count = (
             NUM_EXPRESSIONS if int(torch.as_tensor(sample.get("expression", -1)).max()) >= 0 else 0
         )

@@ -31,6 +31,8 @@ def evaluate(
     (``data``, ``data_root``, ``data_kwargs``, ``mode``, ``batch_size``, ``device``,
     ``workers``) replace them. A 2-D model on ``mode: video`` runs frame by frame.
     Metrics pool every labelled frame; ``per_video`` adds the mean over videos, labelled.
+    ``n`` counts the readable samples (rows) scored; ``skipped`` the unreadable ones left
+    out (never replaced by another sample).
 
     Returns:
         The metrics (also written to ``out_dir/metrics.json``).
@@ -49,6 +51,7 @@ def evaluate(
             cfg["data_root"] = None
         dataset = build.make_dataset(cfg, split)
         net = build.check_mode(model, meta["model"]["name"], cfg["mode"]).to(info.device)
+        stats: dict = {}
         preds = predict_dataset(
             net,
             dataset,
@@ -57,7 +60,13 @@ def evaluate(
             device=info.device,
             info=info,
             workers=cfg["workers"],
+            stats=stats,
         )
+        if not len(preds.get("index", ())):
+            raise ValueError(
+                f"evaluate: no readable sample in split {split!r} of {cfg['data']!r} "
+                f"({stats['skipped']} unreadable; see the data report)"
+            )
         if cfg["task"] == "classify":
             from hoconv.classification import classification_results
 
@@ -72,6 +81,7 @@ def evaluate(
             )
         else:
             metrics = tasks.metrics(cfg["task"], preds, per_video=per_video)
+        metrics["skipped"] = stats["skipped"]  # unreadable samples left out of n
         if info.is_main:
             write_results(Path(out_dir), cfg["task"], metrics, preds, plots_too=plots_too)
         return metrics

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hoconv.data.base import collate_skipping
+from hoconv.data.base import SKIPPED_KEY, collate_counting
 from hoconv.engine import tasks
 from hoconv.engine.distributed import DistInfo, ShardSampler, gather_objects
 
@@ -23,7 +23,7 @@ class Indexed(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         sample = self.dataset[i]
-        if sample is None:  # unreadable: dropped by collate_skipping, counted in the report
+        if sample is None:  # unreadable: dropped by collate_counting, counted in the report
             return None
         sample = dict(sample)
         sample["_index"] = i
@@ -63,6 +63,7 @@ def predict_dataset(
     info: DistInfo | None = None,
     workers: int = 0,
     max_batches: int | None = None,
+    stats: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over every sample of ``dataset`` and gather the rows of all processes.
 
@@ -79,6 +80,8 @@ def predict_dataset(
         info: the process's place in a torchrun job (``None``: single process).
         workers: DataLoader worker processes.
         max_batches: stop after this many batches per process (quick checks only).
+        stats: when given, ``stats["skipped"]`` is set to the number of unreadable samples
+            (over every process) that were left out; they are never replaced.
 
     Returns:
         Arrays with one entry per row (image, or labelled frame of a clip):
@@ -93,16 +96,18 @@ def predict_dataset(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_counting,
     )
     was_training = model.training
     model.eval()
     parts: list[dict[str, np.ndarray]] = []
+    skipped = 0
     try:
         for step, batch in enumerate(loader):
             if max_batches is not None and step >= max_batches:
                 break
-            if batch is None:  # every sample of this batch was unreadable
+            skipped += batch.pop(SKIPPED_KEY)
+            if "input" not in batch:  # every sample of this batch was unreadable
                 continue
             out = model(batch["input"].to(device, non_blocking=True))
             part = tasks.to_numpy(task, tasks.rows(task, batch, out))
@@ -110,8 +115,10 @@ def predict_dataset(
             parts.append(part)
     finally:
         model.train(was_training)
-    merged = [p for rank_parts in gather_objects(parts, info) for p in rank_parts]
-    return _concat_sorted(merged)
+    gathered = gather_objects((parts, skipped), info)
+    if stats is not None:
+        stats["skipped"] = sum(count for _, count in gathered)
+    return _concat_sorted([p for rank_parts, _ in gathered for p in rank_parts])
 
 
 def _concat_sorted(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

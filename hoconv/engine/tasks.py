@@ -154,10 +154,11 @@ def score(task: str, m: dict) -> float:
 
 def summary_line(task: str, m: dict) -> str:
     """Short human-readable form of the metrics."""
+    count = f"n={m['n']}" + (f", {m['skipped']} unreadable skipped" if m.get("skipped") else "")
     if task == "classify":
-        return f"top1 {m['top1']:.3f} top5 {m['top5']:.3f} (n={m['n']})"
+        return f"top1 {m['top1']:.3f} top5 {m['top5']:.3f} ({count})"
     v, a = m["valence"], m["arousal"]
     return (
         f"valence CCC {v['ccc']:.3f} RMSE {v['rmse']:.3f} | "
-        f"arousal CCC {a['ccc']:.3f} RMSE {a['rmse']:.3f} (n={m['n']})"
+        f"arousal CCC {a['ccc']:.3f} RMSE {a['rmse']:.3f} ({count})"
     )

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hoconv.data.base import collate_skipping
+from hoconv.data.base import SKIPPED_KEY, collate_counting
 from hoconv.engine import build, runlog, tasks
 from hoconv.engine import checkpoint as ckpt_io
 from hoconv.engine import config as config_io
@@ -63,16 +63,7 @@ def train(cfg: dict, out_dir: str | Path, *, resume: bool = False) -> dict:
 
 def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     start = time.perf_counter()
-    last_path = out / "last.pt"
-    state = _resume_state(last_path) if resume else None
-    if state is None and last_path.exists():
-        raise ValueError(
-            f"--out: {out} already holds a run (last.pt); use --resume or another folder"
-        )
-    if cfg["batch_size"] % info.world_size:
-        raise ValueError(
-            f"--batch-size {cfg['batch_size']} (global) is not divisible by {info.world_size} processes"
-        )
+    state = _open_run(cfg, out, resume, info)
     if state is None:
         cfg = build.inherit_data_settings(cfg)
     seed_all(cfg["seed"])
@@ -112,32 +103,12 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(
-            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history
-        )
-        preds = predict_dataset(
-            net,
-            val_ds,
-            task=cfg["task"],
-            batch_size=per_rank,
-            device=info.device,
-            info=info,
-            workers=cfg["workers"],
-        )
-        metrics = tasks.metrics(cfg["task"], preds)
+        counts = _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history)
+        metrics = _validate(net, val_ds, cfg, per_rank, info, epoch)
         value = tasks.score(cfg["task"], metrics)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(value)
-        elif scheduler is not None:
-            scheduler.step()
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": train_loss,
-            "score": value,
-            **runlog.flatten_metrics(metrics),
-            "epoch_s": round(time.perf_counter() - t0, 3),
-        }
+        _step_scheduler(scheduler, value)
+        row = {"epoch": epoch + 1, "lr": lr, **counts, "score": value}
+        row.update(runlog.flatten_metrics(metrics), epoch_s=round(time.perf_counter() - t0, 3))
         history.append(row)
         improved = best is None or value > best["score"]
         if improved:
@@ -145,7 +116,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         if info.is_main:
             _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, improved)
             runlog.say(
-                f"epoch {epoch + 1}/{cfg['epochs']} loss {train_loss:.4f} | val "
+                f"epoch {epoch + 1}/{cfg['epochs']} loss {counts['train_loss']:.4f} | val "
                 f"{tasks.summary_line(cfg['task'], metrics)}{' *' if improved else ''}",
                 cfg.get("progress", True),
             )
@@ -158,6 +129,62 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         **sizes,
         "wall_s": time.perf_counter() - start,
     }
+
+
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "log.csv", "log.json")
+
+
+def _open_run(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict | None:
+    """Check ``out`` and the batch size; the state of ``last.pt`` on resume, else None."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; expected a run folder (new, empty or a run's)")
+    last_path = out / "last.pt"
+    state = _resume_state(last_path) if resume else None
+    if state is None and last_path.exists():
+        raise ValueError(
+            f"--out: {out} already holds a run (last.pt); use --resume or another folder"
+        )
+    if state is None and out.is_dir() and any(out.iterdir()):
+        if not any((out / name).exists() for name in RUN_FILES):
+            raise ValueError(
+                f"--out: {out} holds other files and is not a hoconv run folder; "
+                "pass a new or empty folder"
+            )
+    if cfg["batch_size"] % info.world_size:
+        raise ValueError(
+            f"--batch-size {cfg['batch_size']} (global) is not divisible by {info.world_size} processes"
+        )
+    return state
+
+
+def _validate(net, val_ds, cfg: dict, per_rank: int, info: ddp.DistInfo, epoch: int) -> dict:
+    """Metrics of the whole validation split; ``"skipped"``: its unreadable samples."""
+    stats: dict = {}
+    preds = predict_dataset(
+        net,
+        val_ds,
+        task=cfg["task"],
+        batch_size=per_rank,
+        device=info.device,
+        info=info,
+        workers=cfg["workers"],
+        stats=stats,
+    )
+    metrics = tasks.metrics(cfg["task"], preds) if len(preds.get("index", ())) else {"n": 0}
+    if not metrics["n"]:
+        raise TrainingError(
+            f"epoch {epoch + 1}: no readable labelled sample in validation split "
+            f"{cfg['val_split']!r} ({stats['skipped']} unreadable; see the data report); "
+            "nothing to score the epoch on"
+        )
+    return {**metrics, "skipped": stats["skipped"]}
+
+
+def _step_scheduler(scheduler, value: float) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(value)
+    elif scheduler is not None:
+        scheduler.step()
 
 
 def _prepare_model(cfg: dict, state: dict | None, info: ddp.DistInfo, train_ds) -> tuple:
@@ -196,7 +223,7 @@ def _make_loader(train_ds, per_rank: int, cfg: dict, info: ddp.DistInfo) -> tupl
         num_workers=cfg["workers"],
         drop_last=len(sampler) >= per_rank,
         pin_memory=info.device.type == "cuda",
-        collate_fn=collate_skipping,
+        collate_fn=collate_counting,
     )
     return loader, sampler
 
@@ -235,17 +262,20 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
-def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> float:
-    """One pass over the training split; returns the mean loss of its steps."""
+def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> dict:
+    """One pass over the training split.
+
+    Returns:
+        ``{"train_loss": mean loss of the steps, "train_steps", "train_samples": rows
+        trained on (images, or labelled frames of clips, over every process),
+        "train_skipped": unreadable samples left out}``.
+
+    Raises:
+        TrainingError: a non-finite loss, or no step at all (nothing readable).
+    """
     net.train()
-    lasso = float(cfg.get("lasso") or 0.0)
-    proximal = (
-        bool(cfg.get("proximal")) and lasso > 0
-    )  # proximal gradient: soft-threshold after the step
-    if lasso:
-        from hoconv.rank import lasso_penalty, optimizer_proximal_step
     limit = cfg.get("max_train_batches") or len(loader)
-    total, steps = 0.0, 0
+    total, steps, samples, skipped = 0.0, 0, 0, 0
     metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
     last = f"{history[-1]['score']:.3f}" if history else "-"
     with runlog.progress(
@@ -256,18 +286,14 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
         for step, batch in enumerate(loader):
             if step >= limit:
                 break
-            if batch is None:  # every sample unreadable (counted in the data report)
+            skipped += batch.pop(SKIPPED_KEY)
+            if "input" not in batch:  # every sample unreadable (counted in the data report)
                 if info.world_size > 1:
                     raise TrainingError("a whole batch on one rank was unreadable; see the report")
                 continue
-            out_t = net(batch["input"].to(info.device, non_blocking=True))
-            rows = tasks.gather_rows(tasks.rows(cfg["task"], batch, out_t), info)
-            if rows["pred"].shape[0] == 0:
+            value, rows = _step(net, core, batch, optimizer, loss_fn, cfg, info)
+            if rows == 0:
                 continue
-            loss = tasks.loss(cfg["task"], rows, loss_fn)
-            if lasso and not proximal:
-                loss = loss + lasso * lasso_penalty(core)
-            value = float(loss.detach())
             if not ddp.all_true(math.isfinite(value), info):
                 kept = (
                     f"last good checkpoint: {out / 'last.pt'} (epoch {epoch})"
@@ -278,12 +304,49 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
                     f"non-finite training loss ({value}) at epoch {epoch + 1} step {step + 1}; "
                     f"stopped. {kept}. Try a lower --lr"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if proximal:
-                optimizer_proximal_step(core, optimizer, lasso)
-            total, steps = total + value, steps + 1
+            total, steps, samples = total + value, steps + 1, samples + rows
             bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
-    return total / max(steps, 1)
+    skipped = sum(ddp.gather_objects(skipped, info))
+    if steps == 0:
+        raise TrainingError(
+            f"epoch {epoch + 1}: no training step ran: no readable labelled sample in split "
+            f"{cfg['train_split']!r} ({skipped} unreadable; see the data report)"
+        )
+    return {
+        "train_loss": total / steps,
+        "train_steps": steps,
+        "train_samples": samples,
+        "train_skipped": skipped,
+    }
+
+
+def _step(net, core, batch, optimizer, loss_fn, cfg, info) -> tuple[float, int]:
+    """Forward, loss and (when finite) one optimizer step on a batch gathered over ranks.
+
+    Returns:
+        ``(loss value, rows in the global batch)``; no step when there are no rows or the
+        loss is not finite (the caller stops the run).
+    """
+    lasso = float(cfg.get("lasso") or 0.0)
+    proximal = bool(cfg.get("proximal")) and lasso > 0  # soft-threshold after the step
+    out_t = net(batch["input"].to(info.device, non_blocking=True))
+    rows = tasks.gather_rows(tasks.rows(cfg["task"], batch, out_t), info)
+    if rows["pred"].shape[0] == 0:
+        return 0.0, 0
+    loss = tasks.loss(cfg["task"], rows, loss_fn)
+    if lasso and not proximal:
+        from hoconv.rank import lasso_penalty
+
+        loss = loss + lasso * lasso_penalty(core)
+    value = float(loss.detach())
+    if not ddp.all_true(math.isfinite(value), info):
+        return value, int(rows["pred"].shape[0])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if proximal:
+        from hoconv.rank import optimizer_proximal_step
+
+        optimizer_proximal_step(core, optimizer, lasso)
+    return value, int(rows["pred"].shape[0])
