@@ -1,6 +1,8 @@
 """hoconv: factorized higher-order convolutions, transduction to video, affect estimation.
 
-User errors are printed as one line with exit code 2; set ``HOCONV_DEBUG=1`` for the traceback.
+Expected failures (bad input, unreadable data, file system errors, disk full, a stopped run)
+are printed as one line ``hoconv CMD: error: ...`` with exit code 2; Ctrl-C as one line with
+exit code 130 (128 + SIGINT); set ``HOCONV_DEBUG=1`` for the traceback.
 Before running a command the CLI applies :func:`hoconv.runtime.tune_allocator` (freed
 activations are reused instead of page-faulted afresh); ``--no-tune-allocator`` skips it.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from hoconv import __version__, runtime
@@ -101,18 +104,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_ERROR = 2  # an expected failure: bad input, unreadable data, file system, disk full
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
+
+
+def _expected(err: BaseException) -> bool:
+    """True for failures reported as one line: bad input, data, files, a stopped run."""
+    from hoconv.data.report import CorruptDataError
+
+    if isinstance(err, (CLIError, ValueError, TypeError, OSError, CorruptDataError)):
+        return True
+    trainer = sys.modules.get("hoconv.engine.trainer")
+    return trainer is not None and isinstance(err, trainer.TrainingError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line: an OSError's reason and path; a DataLoader worker's original
+    message (not its traceback)."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror + (f": {err.filename}" if err.filename else "")
+    else:
+        text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:  # re-raised from a DataLoader worker
+        return re.sub(r"^[\w.]+: ", "", lines[-1])
+    return lines[0] if lines else type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `hoconv` console script."""
+    """Entry point of the `hoconv` console script.
+
+    Returns:
+        0 on success, 2 for an expected failure (one line on stderr: ``hoconv CMD: error:
+        ...``), 130 when interrupted by Ctrl-C (one line too).
+    """
     args = build_parser().parse_args(argv)
     if not args.no_tune_allocator:
         runtime.tune_allocator()
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError) as err:
-        if os.environ.get("HOCONV_DEBUG"):  # developers: keep the traceback
+    except KeyboardInterrupt as err:
+        if os.environ.get("HOCONV_DEBUG"):
             raise
-        print(f"hoconv {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        detail = f"; {one_line(err)}" if str(err) else ""
+        print(f"hoconv {args.command}: error: interrupted (Ctrl-C){detail}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not _expected(err) or os.environ.get("HOCONV_DEBUG"):  # HOCONV_DEBUG: traceback
+            raise
+        print(f"hoconv {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-outputs", type=int)
     p.add_argument("--width", type=int, help="model width (base channels) for small CPU runs")
-    p.add_argument("--image-size", type=int, help="input image size (data set option)")
+    p.add_argument("--image-size", type=_positive_int, help="input image size (data set option)")
     p.add_argument(
-        "--clip-length", type=int, help="frames per clip in video mode (data set option)"
+        "--clip-length", type=_positive_int, help="frames per clip in video mode (data set option)"
     )
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="extra model keyword")
     p.add_argument(
@@ -192,6 +192,12 @@ def run(args: argparse.Namespace) -> int:
         result = train(cfg, args.out, resume=args.resume)
     except TrainingError as err:
         raise CLIError(str(err)) from err
+    except KeyboardInterrupt as err:
+        last = Path(args.out) / "last.pt"
+        if last.is_file():
+            hint = f"{last} keeps the last finished epoch; --resume continues"
+            raise KeyboardInterrupt(hint) from err
+        raise
     if cfg.get("progress", True) and result["best"] is not None:
         print(
             f"best epoch {result['best']['epoch']} (score {result['best']['score']:.4f}); "

@@ -45,10 +45,12 @@ def _read_json(path: str, report: LoadReport) -> dict | None:
     try:
         with open(path) as fh:
             data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError(f"top level is a {type(data).__name__}, expected an object")
         if not isinstance(data.get("frames"), dict):
             raise ValueError("no 'frames' object")
         return data
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
         report.add_corrupt(path, f"unreadable annotation ({err})")
         return None
 
@@ -57,16 +59,18 @@ def _clip_record(
     root: str, clip: str, data: dict, report: LoadReport, verify: str
 ) -> VideoRecord | None:
     rows = []
-    for key in sorted(data["frames"], key=int):
+    json_path = f"{os.path.join(root, clip, clip)}.json"
+    numeric = [k for k in data["frames"] if str(k).isascii() and str(k).isdigit()]
+    for key in sorted(set(data["frames"]) - set(numeric)):
+        report.add_corrupt(f"{json_path}#{key}", "frame key is not a frame number")
+    for key in sorted(numeric, key=int):
         entry = data["frames"][key]
         try:
             val, aro = float(entry["valence"]), float(entry["arousal"])
             lms = np.asarray(entry.get("landmarks", np.full((68, 2), np.nan)), dtype=np.float32)
             lms = lms.reshape(-1, 2)  # (68, 2)
         except (KeyError, TypeError, ValueError) as err:
-            report.add_corrupt(
-                f"{os.path.join(root, clip, clip)}.json#{key}", f"bad frame entry ({err})"
-            )
+            report.add_corrupt(f"{json_path}#{key}", f"bad frame entry ({err})")
             continue
         if not (-10 <= val <= 10 and -10 <= aro <= 10):
             report.filter("valence/arousal outside [-10, 10]")
@@ -131,7 +135,11 @@ def afew_va(
             if data is not None:
                 clips[clip] = data
     if not clips:
-        raise FileNotFoundError(f"afew_va: no <clip>/<clip>.json found under {root}")
+        bad = report.corrupt
+        raise FileNotFoundError(
+            f"afew_va: no readable <clip>/<clip>.json under {root}"
+            + (f" ({len(bad)} unreadable, e.g. {bad[0]['path']})" if bad else "")
+        )
     actors = {c: str(d.get("actor", c)) for c, d in clips.items()}
     chosen = split_subjects(list(actors.values()), split, fractions, seed)
     records = []

@@ -101,8 +101,7 @@ def _original(root: str, split: str, report: LoadReport, opts: dict) -> list[Vid
     csv_name = "validation.csv" if split == "test" else "training.csv"
     csv_path = os.path.join(root, "Manually_Annotated_file_lists", csv_name)
     images = os.path.join(root, opts["images_dir"])
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = _read_csv(csv_path)
     header, rows = rows[0], rows[1:]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
@@ -136,6 +135,18 @@ def _original(root: str, split: str, report: LoadReport, opts: dict) -> list[Vid
             continue
         groups[os.path.dirname(rel) or "."].append((i, path, val, aro, expr, box, lms))
     return [_group_record(name, items, opts["crop"]) for name, items in sorted(groups.items())]
+
+
+def _read_csv(csv_path: str) -> list[list[str]]:
+    """The rows of an annotation CSV (header first); one-line errors naming the file."""
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{csv_path}: not a readable CSV file ({err})") from err
+    if not rows:
+        raise ValueError(f"{csv_path}: empty file; expected a header row {','.join(COLUMNS)}")
+    return rows
 
 
 def _group_record(name: str, items: list, crop: str) -> VideoRecord:

@@ -232,6 +232,8 @@ def synthetic(
             raise ValueError(f"{name} must be >= 1, got {value}")
     if num_subjects < 3:
         raise ValueError(f"num_subjects must be >= 3 for train/val/test splits, got {num_subjects}")
+    if int(image_size) < 8:  # before rendering: OpenCV fails on tiny canvases
+        raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
     params = dict(
         split=split,
         mode=mode,
