@@ -133,6 +133,14 @@ def dense_source(
         raise TypeError(
             f"from_dense needs an nn.Conv1d/2d/3d or a kernel tensor, got {type(conv_or_kernel).__name__}"
         )
+    if not kernel.is_floating_point():
+        raise TypeError(
+            f"from_dense needs a floating-point kernel, got dtype {kernel.dtype}; "
+            "convert it first (e.g. kernel.float())"
+        )
+    bad = int((~torch.isfinite(kernel)).sum())
+    if bad:
+        raise ValueError(f"from_dense: the kernel has {bad} NaN/inf entries; cannot decompose it")
     for name, value in (
         ("stride", stride),
         ("padding", padding),

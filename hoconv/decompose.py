@@ -47,6 +47,8 @@ def cp_decompose_kernel(
     from hoconv.functional import cp_to_dense
 
     work = kernel.detach().to(torch.float64)
+    if not bool(work.any()):  # ALS divides by zero: the exact answer is lambda = 0
+        return _zero_cp(kernel, rank, seed)
     inits = (["svd"] if rank <= min(work.shape) else []) + ["random"] * max(1, restarts)
     best = None
     for attempt, init in enumerate(inits[: max(1, restarts)]):
@@ -63,6 +65,25 @@ def cp_decompose_kernel(
     (weights, in_f, kernel_fs, out_f), error = best
     cast = [a.to(kernel.dtype).contiguous() for a in (weights, in_f, out_f)]
     return cast[0], cast[1], [f.to(kernel.dtype).contiguous() for f in kernel_fs], cast[2], error
+
+
+def _zero_cp(kernel: torch.Tensor, rank: int, seed: int) -> tuple:
+    """The exact CP form of an all-zero kernel: zero weights, seeded unit-norm factors."""
+    g = torch.Generator().manual_seed(seed)
+
+    def unit(rows: int, cols: int) -> torch.Tensor:
+        f = torch.randn(rows, cols, generator=g, dtype=torch.float64)
+        return (f / f.norm(dim=1, keepdim=True)).to(kernel.dtype)  # (R, size): unit rows
+
+    t, c, *ksize = kernel.shape
+    weights = torch.zeros(rank, dtype=kernel.dtype)
+    return (
+        weights,
+        unit(rank, c),
+        [unit(rank, k) for k in ksize],
+        unit(rank, t).t().contiguous(),
+        0.0,
+    )
 
 
 def tucker_decompose_kernel(
@@ -121,6 +142,9 @@ def factorize(
         seed: decomposition seed.
         filter_fn: optional ``(qualified_name, conv) -> bool`` choosing which convs to replace.
 
+    A conv reachable under several names (shared) is decomposed once and the same
+    factorized layer is set under every name.
+
     Returns:
         The new model and the relative reconstruction error of each replaced conv, by name.
     """
@@ -129,14 +153,18 @@ def factorize(
         raise ValueError(f"kind must be 'cp' or 'tucker', got {kind!r}")
     new = copy.deepcopy(model)
     errors: dict[str, float] = {}
-    for name, module in list(new.named_modules()):
-        if not _is_factorizable(module, skip_pointwise) or (
-            filter_fn and not filter_fn(name, module)
-        ):
+    names: dict[int, list[str]] = {}  # a conv shared under several names: all its names
+    for name, module in new.named_modules(remove_duplicate=False):
+        if _is_factorizable(module, skip_pointwise):
+            names.setdefault(id(module), []).append(name)
+    for aliases in names.values():
+        module = new.get_submodule(aliases[0])
+        if filter_fn and not any(filter_fn(name, module) for name in aliases):
             continue
-        layer = factories[kind](module, rank, seed=seed)
-        _set_submodule(new, name, layer)
-        errors[name] = layer.decomposition_error
+        layer = factories[kind](module, rank, seed=seed)  # decomposed once
+        for name in aliases:
+            _set_submodule(new, name, layer)
+            errors[name] = layer.decomposition_error
     if not errors:
         raise ValueError(
             "factorize found no dense nn.Conv1d/2d/3d (groups=1, kernel > 1) to replace"

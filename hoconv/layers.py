@@ -14,6 +14,7 @@ sets another target (e.g. ``2 / fan_out`` for Kaiming). The bias follows ``nn.Co
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -223,13 +224,24 @@ class CPConv(FactorizedConv):
         """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)`` of any order) with CP (parafac).
 
         Stride, padding, dilation and bias are taken from the conv unless given. The relative
-        reconstruction error is stored in ``layer.decomposition_error``.
+        reconstruction error is stored in ``layer.decomposition_error``. A rank above the
+        kernel's largest useful CP rank (``prod(shape) / max(shape)``: an exact
+        decomposition never needs more) is lowered to it with a warning; an all-zero kernel
+        gives an exact zero layer (``weights`` all 0).
         """
         from hoconv.decompose import cp_decompose_kernel
 
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         r = R.cp_rank(rank, c, t, ksize)
+        useful = kernel.numel() // max(kernel.shape)
+        if r > useful:
+            warnings.warn(
+                f"CP rank {r} is above the largest useful rank {useful} of a "
+                f"{tuple(kernel.shape)} kernel; using {useful}",
+                stacklevel=2,
+            )
+            r = useful
         weights, in_f, kernel_fs, out_f, error = cp_decompose_kernel(
             kernel, r, seed=seed, n_iter_max=n_iter_max, tol=tol, restarts=restarts
         )
