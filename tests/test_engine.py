@@ -96,7 +96,7 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
     train(standins.tiny_config(epochs=1), tmp_path / "run")
     m = evaluate(tmp_path / "run" / "best.pt", tmp_path / "ev", overrides={"mode": "video"})
     on_disk = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert set(on_disk) == {"valence", "arousal", "n"}
+    assert set(on_disk) == {"valence", "arousal", "n", "skipped"} and on_disk["skipped"] == 0
     assert set(on_disk["valence"]) == {"rmse", "sagr", "pcc", "ccc"}
     assert on_disk["n"] == m["n"] > 32  # every labelled frame of the test clips
     for name in ("va_over_time.png", "circumplex.png", "predictions.csv"):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hoconv.commands import refuse_overwriting_source
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compress` subcommand."""
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hoconv.compress import compress_checkpoint, parse_budget
 
+    refuse_overwriting_source(args.checkpoint, args.out)
     budget = parse_budget(args.budget)
     sample = torch.randn(*parse_shape(args.input_shape))
     report = compress_checkpoint(args.checkpoint, args.out, sample, budget, args.kind)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from hoconv.commands import refuse_overwriting_source
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `export` subcommand."""
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Export, check, print one line; exit 0."""
     from hoconv.export import export_checkpoint
 
+    refuse_overwriting_source(args.checkpoint, args.out)
     for name in ("image_size", "clip_length"):
         value = getattr(args, name)
         if value is not None and value < 1:

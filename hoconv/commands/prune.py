@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hoconv.commands import refuse_overwriting_source
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `prune` subcommand."""
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from hoconv.engine.checkpoint import prune_checkpoint
     from hoconv.pruning import plot_rank_report, prune_hint, rank_report_table
 
+    refuse_overwriting_source(args.checkpoint, args.out)
     report = prune_checkpoint(args.checkpoint, args.out, args.threshold)
     table = rank_report_table(report)
     print(table)

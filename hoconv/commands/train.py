@@ -148,12 +148,12 @@ def resolve_config(args: argparse.Namespace, resume: bool = False) -> dict:
         return config_io.resolve(DEFAULTS, args.config, train_overrides(args))
     from hoconv.engine import read_checkpoint
 
+    last = Path(args.out) / "last.pt"
     saved = (
-        read_checkpoint(Path(args.out) / "last.pt")["config"]
-        if (Path(args.out) / "last.pt").exists()
-        else config_io.packaged_config(DEFAULTS)
+        read_checkpoint(last)["config"] if last.exists() else config_io.packaged_config(DEFAULTS)
     )
-    cfg = config_io.merge(config_io.packaged_config(DEFAULTS), saved, where="saved config")
+    recorded = config_io.merge(config_io.packaged_config(DEFAULTS), saved, where="saved config")
+    cfg = recorded
     if args.config:
         cfg = config_io.merge(
             cfg, config_io.read_yaml(args.config), where=f"--config {args.config}"
@@ -163,7 +163,58 @@ def resolve_config(args: argparse.Namespace, resume: bool = False) -> dict:
     )
     config_io.infer_auto(cfg)
     config_io.validate(cfg)
+    if last.exists():
+        _refuse_recipe_changes(recorded, cfg, last)
     return cfg
+
+
+# What a resumed run may change: how long and where it runs (and where its data now lies),
+# not what it computes.
+RESUME_CHANGEABLE = (
+    "epochs", "workers", "device", "progress", "keep", "max_train_batches", "data_root",
+)  # fmt: skip
+
+
+def _refuse_recipe_changes(recorded: dict, cfg: dict, last: Path) -> None:
+    """Raise ValueError when a flag or --config changes the recipe of the run being resumed.
+
+    The optimizer, scheduler and model state come from ``last.pt``: a new ``--lr`` (or
+    model, data, loss, ...) would be recorded in config.yaml but not be what runs.
+    """
+    recorded = dict(recorded)
+    config_io.infer_auto(recorded)
+    for key, value in cfg.items():
+        if key not in RESUME_CHANGEABLE and recorded.get(key) != value:
+            flag = {"model_kwargs": "--model-arg/--width", "data_kwargs": "--data-arg"}.get(
+                key, "--" + key.replace("_", "-")
+            )
+            raise ValueError(
+                f"--resume: {flag} {value!r} differs from the run's {recorded.get(key)!r} "
+                f"(saved in {last}); a resumed run keeps its recipe (it may change only "
+                f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGEABLE)}); "
+                f"start a new run with --init {last} to change it"
+            )
+
+
+def check_init(args: argparse.Namespace, cfg: dict) -> None:
+    """Raise ValueError when ``--init``'s checkpoint does not fit ``--model`` or the task."""
+    if not cfg.get("init") or args.resume:
+        return
+    from hoconv.engine import read_checkpoint
+
+    ckpt = read_checkpoint(cfg["init"])
+    name = ckpt["model"]["name"]
+    if args.model and args.model != name:
+        raise ValueError(
+            f"--init {cfg['init']} holds model {name!r}, not --model {args.model!r}; "
+            "drop --model (the checkpoint's model is trained) or pass a matching --init"
+        )
+    task = (ckpt.get("config") or {}).get("task")
+    if task not in (None, cfg["task"]):
+        raise ValueError(
+            f"--init {cfg['init']} was trained for task {task!r} but this run is "
+            f"{cfg['task']!r} (from --data {cfg['data']}); pass a checkpoint of the same task"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -188,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
     from hoconv.engine import TrainingError, train
 
     cfg = resolve_config(args, resume=args.resume)
+    check_init(args, cfg)
     try:
         result = train(cfg, args.out, resume=args.resume)
     except TrainingError as err:

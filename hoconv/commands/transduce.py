@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from hoconv.commands import refuse_overwriting_source
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `transduce` subcommand."""
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Transduce the checkpoint; exit code 0 on success."""
     from hoconv.engine.checkpoint import transduce_checkpoint
 
+    refuse_overwriting_source(args.checkpoint, args.out)
     padding = int(args.padding) if str(args.padding).lstrip("-").isdigit() else args.padding
     spec = transduce_checkpoint(
         args.checkpoint,
