@@ -20,12 +20,21 @@ class TinyNet(nn.Module):
     """conv (dim-D) -> ReLU -> global pool over space (keeps time for 3-D) -> linear."""
 
     def __init__(
-        self, dim: int = 2, num_outputs: int = 2, width: int = 4, nan_after_steps: int | None = None
+        self,
+        dim: int = 2,
+        num_outputs: int = 2,
+        width: int = 4,
+        nan_after_steps: int | None = None,
+        batchnorm: bool = False,
     ) -> None:
         super().__init__()
         conv = nn.Conv2d if dim == 2 else nn.Conv3d
         self.dim = dim
-        self.conv = conv(3, width, 3, padding=1)
+        # no conv bias before BN (as in ResNets): its gradient is rounding noise, which Adam
+        # turns into lr-sized steps that differ between runs
+        self.conv = conv(3, width, 3, padding=1, bias=not batchnorm)
+        bn = nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d
+        self.bn = bn(width) if batchnorm else nn.Identity()
         self.head = nn.Linear(width, num_outputs)
         self.nan_after_steps = nan_after_steps
         self._train_calls = 0
@@ -33,7 +42,7 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.dim + 2:
             raise ValueError(f"TinyNet{self.dim}d expects {self.dim + 2}-D input, got {x.dim()}-D")
-        h = torch.relu(self.conv(x))
+        h = torch.relu(self.bn(self.conv(x)))
         if self.dim == 2:
             out = self.head(h.mean(dim=(2, 3)))  # (N, O)
         else:
@@ -232,6 +241,8 @@ def install() -> None:
             return TinyNet(dim=int(name[-2]), **kwargs)
         if name == "test_tiny_cp":
             return TinyCPNet(**kwargs)
+        if name == "test_tiny_bn":
+            return TinyNet(dim=2, batchnorm=True, **kwargs)
         return real_model(name, **kwargs)
 
     def create_dataset(name, root=None, split="train", mode="static", **kwargs):

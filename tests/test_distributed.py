@@ -37,14 +37,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("model", ["test_tiny2d", "test_tiny_bn"])  # BN: all-reduced statistics
+def test_two_gloo_processes_match_one_process(tmp_path, model):
     standins.install()
     args = [
         "train",
         "--data",
         "test_tiny",
         "--model",
-        "test_tiny2d",
+        model,
         "--epochs",
         "2",
         "--batch-size",
@@ -75,7 +76,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = train(
-        standins.tiny_config(epochs=2, lr_step=15, lr_gamma=0.1, data_kwargs={"size": 32}),
+        standins.tiny_config(
+            epochs=2, lr_step=15, lr_gamma=0.1, data_kwargs={"size": 32}, model=model
+        ),
         tmp_path / "one",
     )
     ddp = read_checkpoint(tmp_path / "ddp" / "last.pt")

@@ -25,6 +25,7 @@ from hoconv.engine import checkpoint as ckpt_io
 from hoconv.engine import config as config_io
 from hoconv.engine import distributed as ddp
 from hoconv.engine.predict import predict_dataset
+from hoconv.engine.sync_bn import convert_batchnorm
 
 
 class TrainingError(RuntimeError):
@@ -207,6 +208,8 @@ def _prepare_model(cfg: dict, state: dict | None, info: ddp.DistInfo, train_ds) 
     if info.enabled:
         if info.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        else:  # SyncBatchNorm is CUDA-only: the same global statistics over gloo
+            net = convert_batchnorm(net)
         net = DistributedDataParallel(
             net, device_ids=[info.device] if info.device.type == "cuda" else None
         )
