@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hoconv.affect.metrics import gather_padded
-
 
 def clip_logits(logits: torch.Tensor) -> torch.Tensor:
     """``(N, K)`` logits as they are; per-frame ``(N, T, K)`` logits averaged over time."""
@@ -64,6 +62,22 @@ def topk_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
     """int64 ``(N, min(k, K))`` class indices, best first."""
     logits = clip_logits(logits)
     return logits.topk(min(k, logits.shape[1]), dim=1).indices
+
+
+def _topk_hits(top: torch.Tensor, labels: torch.Tensor, ks) -> dict[str, float]:
+    """``{"top{k}": accuracy}`` from ``(M, width)`` best-first classes and ``(M,)`` labels."""
+    hit = top == labels[:, None]  # (M, width)
+    n = int(labels.numel())
+    return {f"top{k}": float(hit[:, :k].any(1).double().mean()) if n else math.nan for k in ks}
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+    """Top-k accuracies of ``(M, K)`` (or per-frame ``(M, T, K)``) logits; NaN when M = 0.
+
+    ``k`` above the number of classes counts every class (top-5 of 3 classes is 1.0).
+    """
+    top = topk_predictions(logits, max(ks))  # (M, min(max k, K))
+    return _topk_hits(top, torch.as_tensor(labels).reshape(-1).long(), ks)
 
 
 def confusion_matrix(labels: Any, predictions: Any, num_classes: int) -> np.ndarray:
@@ -122,7 +136,9 @@ class ClassificationAccumulator:
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return rows
-        return gather_padded(rows)
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, rows)  # ragged sizes, any backend
+        return torch.cat(parts)
 
     def compute(self, gather: bool = True) -> dict[str, Any]:
         """``{"top1", "top5" (each k of topk), "n", "confusion"}`` on the gathered set.
@@ -143,12 +159,8 @@ class ClassificationAccumulator:
         self.duplicates_removed = rows.shape[0] - len(keep)
         rows = rows[keep]
         labels, top = rows[:, 1], rows[:, 2:]
-        hit = top == labels[:, None]  # (M, width)
-        n = int(labels.numel())
-        out: dict[str, Any] = {}
-        for k in self.topk:
-            out[f"top{k}"] = float(hit[:, :k].any(1).double().mean()) if n else math.nan
-        out["n"] = n
+        out: dict[str, Any] = _topk_hits(top, labels, self.topk)
+        out["n"] = int(labels.numel())
         out["confusion"] = confusion_matrix(labels, top[:, 0], self.num_classes)
         return out
 

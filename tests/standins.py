@@ -1,17 +1,13 @@
-"""Tiny stand-in models and data sets for the engine tests (fast, learnable, deterministic).
+"""Tiny models and data sets for the engine tests (fast, learnable, deterministic).
 
-``install()`` registers them next to the real registries (``test_*`` names), and provides
-simple stand-ins for modules that have not landed on this branch yet.
+``install()`` registers them next to the real registries under ``test_*`` names.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 import time
-import types
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -157,80 +153,8 @@ def create_tiny_dataset(name: str, root=None, split="train", mode="static", **kw
     return TinyAffect(split=split, mode=mode, **kwargs)
 
 
-# ---- stand-ins for modules not on this branch yet -------------------------------------
-
-
-def _metrics_module() -> types.ModuleType:
-    m = types.ModuleType("hoconv.affect.metrics")
-
-    def rmse(y, p):
-        return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(p, float)) ** 2)))
-
-    def sagr(y, p):
-        return float(np.mean(np.sign(np.asarray(y, float)) == np.sign(np.asarray(p, float))))
-
-    def pcc(y, p):
-        y, p = np.asarray(y, float), np.asarray(p, float)
-        sy, sp = y.std(), p.std()
-        return float(((y - y.mean()) * (p - p.mean())).mean() / (sy * sp)) if sy * sp > 0 else 0.0
-
-    def ccc(y, p):
-        y, p = np.asarray(y, float), np.asarray(p, float)
-        cov = ((y - y.mean()) * (p - p.mean())).mean()
-        return float(2 * cov / (y.var() + p.var() + (y.mean() - p.mean()) ** 2))
-
-    m.rmse, m.sagr, m.pcc, m.ccc = rmse, sagr, pcc, ccc
-    return m
-
-
-class _StandInAffectLoss(nn.Module):
-    def __init__(self, weights=None) -> None:
-        super().__init__()
-        self.weights = weights
-
-    def forward(self, prediction, batch):
-        w = self.weights or torch.rand(3).tolist()
-        pred = prediction[:, :2]
-        target = torch.stack([batch["valence"], batch["arousal"]], dim=1).to(pred.dtype)
-        rmse = ((pred - target) ** 2).mean(dim=0).clamp_min(1e-12).sqrt().sum()
-        pc = pred - pred.mean(0)
-        tc = target - target.mean(0)
-        cov = (pc * tc).mean(0)
-        pcc = cov / (pc.pow(2).mean(0).sqrt() * tc.pow(2).mean(0).sqrt() + 1e-8)
-        ccc = (
-            2
-            * cov
-            / (pc.pow(2).mean(0) + tc.pow(2).mean(0) + (pred.mean(0) - target.mean(0)) ** 2 + 1e-8)
-        )
-        total = w[0] * rmse + w[1] * (1 - pcc.mean()) + w[2] * (1 - ccc.mean())
-        return total / sum(w)
-
-
-def _install_missing() -> None:
-    try:
-        import hoconv.affect.metrics  # noqa: F401
-    except ImportError:
-        pkg = sys.modules.setdefault("hoconv.affect", types.ModuleType("hoconv.affect"))
-        pkg.__path__ = []
-        sys.modules["hoconv.affect.metrics"] = pkg.metrics = _metrics_module()
-    try:
-        import hoconv.affect.losses  # noqa: F401
-    except ImportError:
-        losses = types.ModuleType("hoconv.affect.losses")
-        losses.AffectLoss = _StandInAffectLoss
-        sys.modules["hoconv.affect.losses"] = sys.modules["hoconv.affect"].losses = losses
-    for name in ("models", "data"):
-        try:
-            __import__(f"hoconv.{name}")
-        except ImportError:
-            mod = types.ModuleType(f"hoconv.{name}")
-            mod.create_model = mod.create_dataset = None
-            sys.modules[f"hoconv.{name}"] = mod
-
-
 def install() -> None:
     """Make ``test_tiny2d`` / ``test_tiny3d`` models and the ``test_tiny`` data set available."""
-    _install_missing()
     models, data = importlib.import_module("hoconv.models"), importlib.import_module("hoconv.data")
     real_model, real_data = models.create_model, data.create_dataset
     if getattr(real_model, "_standin", False):

@@ -1,16 +1,10 @@
-"""Affect metrics against direct numpy formulas, degenerate inputs, the DDP accumulator."""
-
-import os
-import warnings
+"""Affect metrics against direct numpy formulas and degenerate inputs."""
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from hoconv.affect.metrics import (
-    AffectAccumulator,
     DegenerateMetricWarning,
     accuracy,
     ccc,
@@ -103,76 +97,3 @@ def test_regression_report_pooled_and_per_sequence():
     assert "ccc_seq_mean" not in regression_report(y, p)["valence"]
     with pytest.raises(ValueError, match="sequences"):
         regression_report(y, p, per_sequence=True)
-
-
-def _batches(rng, n_batches):
-    for b in range(n_batches):
-        pred = torch.from_numpy(rng.normal(0, 0.5, (3, 4, 5)))  # (N, T, 2 + 3 logits)
-        yield (
-            pred,
-            {
-                "valence": torch.from_numpy(rng.uniform(-1, 1, (3, 4))).float(),
-                "arousal": torch.from_numpy(rng.uniform(-1, 1, (3, 4))).float(),
-                "expression": torch.from_numpy(rng.integers(-1, 3, (3, 4))),
-                "mask": torch.from_numpy(rng.uniform(size=(3, 4)) < 0.7),
-                "video": [f"v{b}_{i}" for i in range(3)],
-                "frames": torch.arange(4).repeat(3, 1),
-            },
-        )
-
-
-def _expected(batches):
-    preds, ys, exprs, logits = [], [], [], []
-    for pred, batch in batches:
-        m = batch["mask"]
-        preds.append(pred[m][:, :2])
-        ys.append(torch.stack([batch["valence"][m], batch["arousal"][m]], 1).double())
-        exprs.append(batch["expression"][m])
-        logits.append(pred[m][:, 2:])
-    report = regression_report(torch.cat(ys), torch.cat(preds))
-    return report, accuracy(torch.cat(exprs), torch.cat(logits))
-
-
-def test_accumulator_single_process_masks_and_dedupe():
-    batches = list(_batches(np.random.default_rng(0), 3))
-    acc = AffectAccumulator()
-    for pred, batch in batches:
-        acc.update(pred, batch)
-    acc.update(*batches[0])  # a duplicate (as DistributedSampler padding would add)
-    out = acc.compute()
-    report, acc_ref = _expected(batches)
-    assert acc.duplicates_removed == int(batches[0][1]["mask"].sum())
-    for axis in ("valence", "arousal"):
-        for m in ("rmse", "pcc", "ccc", "sagr", "n"):
-            assert out[axis][m] == pytest.approx(report[axis][m], abs=1e-12)
-    assert out["expression"]["accuracy"] == pytest.approx(acc_ref)
-
-
-def _ddp_worker(rank, world, init_file, queue):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        batches = list(_batches(np.random.default_rng(0), 4))
-        acc = AffectAccumulator()
-        for pred, batch in batches[rank::world]:  # each rank sees a different share
-            acc.update(pred, batch)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = acc.compute()
-        queue.put((rank, out))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_accumulator_gathers_across_two_gloo_ranks(tmp_path):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    init_file = os.path.join(tmp_path, "init")
-    mp.spawn(_ddp_worker, args=(2, init_file, queue), nprocs=2, join=True)
-    results = dict(queue.get(timeout=30) for _ in range(2))
-    report, acc_ref = _expected(list(_batches(np.random.default_rng(0), 4)))
-    for rank in (0, 1):
-        for axis in ("valence", "arousal"):
-            for m in ("rmse", "pcc", "ccc", "sagr", "n"):
-                assert results[rank][axis][m] == pytest.approx(report[axis][m], abs=1e-12)
-        assert results[rank]["expression"]["accuracy"] == pytest.approx(acc_ref)

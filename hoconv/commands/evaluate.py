@@ -44,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the metrics; exit code 0."""
-    from hoconv.engine import evaluate
-    from hoconv.engine.tasks import summary_line
+    from hoconv.engine import evaluate, read_checkpoint, tasks
 
     overrides = {
         "data": args.data,
@@ -67,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
         plots_too=not args.no_plots,
         per_video=args.per_video,
     )
-    task = "classify" if "top1" in metrics else "affect"
-    print(f"{args.split}: {summary_line(task, metrics)}; written to {args.out}")
+    task = tasks.get(read_checkpoint(args.checkpoint)["config"]["task"])
+    print(f"{args.split}: {task.summary_line(metrics)}; written to {args.out}")
     return 0

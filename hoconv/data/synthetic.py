@@ -38,7 +38,6 @@ from hoconv.data.base import MODES, SPLITS, AffectDataset, VideoRecord, check_ch
 from hoconv.data.report import LoadReport
 from hoconv.data.synth_render import render_face, sample_identity, sample_view
 
-EXPRESSIONS = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 # (upper bound of the sector in degrees, class), sectors starting at -90 degrees.
 _SECTORS = ((60, 1), (100, 3), (122, 4), (145, 6), (168, 5), (195, 7), (270, 2))
 

@@ -11,7 +11,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hoconv.engine import checkpoint as ckpt_io
-from hoconv.engine.tasks import NUM_EXPRESSIONS
 
 
 class Framewise(nn.Module):
@@ -51,23 +50,9 @@ def infer_num_outputs(cfg: dict, dataset: Dataset) -> int:
     """Outputs the model needs: V/A (+ expression logits when the data has them), or classes."""
     if cfg.get("num_outputs"):
         return int(cfg["num_outputs"])
-    if cfg["task"] == "classify":
-        classes = getattr(dataset, "num_classes", None)
-        if not classes:
-            raise ValueError("num_outputs: the data set does not say its number of classes; set it")
-        return int(classes)
-    count = getattr(dataset, "num_expressions", None)
-    if count is None:
-        sample = next((s for s in map(dataset.__getitem__, range(len(dataset))) if s), None)
-        if sample is None:
-            raise ValueError(
-                f"data set {cfg['data']!r}: no readable sample in split {cfg['train_split']!r} "
-                f"(all {len(dataset)} unreadable; see the data report)"
-            )
-        count = (
-            NUM_EXPRESSIONS if int(torch.as_tensor(sample.get("expression", -1)).max()) >= 0 else 0
-        )
-    return 2 + int(count)
+    from hoconv.engine import tasks
+
+    return tasks.get(cfg["task"]).num_outputs(dataset)
 
 
 def spatial_dims(model: nn.Module) -> int | None:

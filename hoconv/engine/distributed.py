@@ -109,15 +109,6 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() == 0.0)
 
 
-def broadcast_object(obj: object, info: DistInfo) -> object:
-    """Send rank 0's ``obj`` to every process."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def gather_objects(obj: object, info: DistInfo) -> list:
     """All-gather one picklable object per process, in rank order."""
     if not info.enabled:

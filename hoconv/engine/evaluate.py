@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hoconv.engine import build, plots, tasks
+from hoconv.engine import build, tasks
 from hoconv.engine import checkpoint as ckpt_io
 from hoconv.engine import distributed as ddp
 from hoconv.engine.predict import predict_dataset
@@ -51,11 +51,12 @@ def evaluate(
             cfg["data_root"] = None
         dataset = build.make_dataset(cfg, split)
         net = build.check_mode(model, meta["model"]["name"], cfg["mode"]).to(info.device)
+        task = tasks.get(cfg["task"])
         stats: dict = {}
         preds = predict_dataset(
             net,
             dataset,
-            task=cfg["task"],
+            task=task,
             batch_size=cfg["batch_size"],
             device=info.device,
             info=info,
@@ -67,32 +68,22 @@ def evaluate(
                 f"evaluate: no readable sample in split {split!r} of {cfg['data']!r} "
                 f"({stats['skipped']} unreadable; see the data report)"
             )
-        if cfg["task"] == "classify":
-            from hoconv.classification import classification_results
-
-            if info.is_main:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            metrics = classification_results(
-                preds["logits"],
-                preds["label"],
-                model=model,
-                class_names=getattr(dataset, "class_names", None),
-                out_dir=out_dir if info.is_main and plots_too else None,
-            )
-        else:
-            metrics = tasks.metrics(cfg["task"], preds, per_video=per_video)
+        figures = out_dir if info.is_main and plots_too else None
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+        metrics = task.evaluation(
+            preds, model=model, dataset=dataset, out_dir=figures, per_video=per_video
+        )
         metrics["skipped"] = stats["skipped"]  # unreadable samples left out of n
         if info.is_main:
-            write_results(Path(out_dir), cfg["task"], metrics, preds, plots_too=plots_too)
+            write_results(out_dir, metrics, preds)
         return metrics
     finally:
         ddp.cleanup(info)
 
 
-def write_results(
-    out: Path, task: str, metrics: dict, preds: dict, *, plots_too: bool = True
-) -> None:
-    """metrics.json, predictions.csv and (affect) the over-time and circumplex figures."""
+def write_results(out: Path, metrics: dict, preds: dict) -> None:
+    """metrics.json and predictions.csv (one row per scored sample or frame)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
     columns = [k for k in preds if np.asarray(preds[k]).ndim == 1]
@@ -101,9 +92,6 @@ def write_results(
         writer.writerow(columns)
         for i in range(len(preds[columns[0]]) if columns else 0):
             writer.writerow([preds[k][i] for k in columns])
-    if plots_too and task == "affect":
-        plots.plot_over_time(preds, out / "va_over_time.png")
-        plots.plot_circumplex(preds, out / "circumplex.png")
 
 
 def _json_safe(obj):

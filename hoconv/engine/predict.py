@@ -31,7 +31,7 @@ class Indexed(Dataset):
 
 
 def _ids(batch: dict, out: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-row sample index, video id and frame index, matching :func:`tasks.rows`."""
+    """Per-row sample index, video id and frame index, matching ``Task.rows``."""
     index = batch["_index"].cpu().numpy()
     video = np.asarray(batch["video"], dtype=object) if "video" in batch else None
     if out.dim() == 3 and "mask" in batch:
@@ -57,7 +57,7 @@ def predict_dataset(
     model: nn.Module,
     dataset: Dataset,
     *,
-    task: str = "affect",
+    task: str | tasks.Task = "affect",
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     info: DistInfo | None = None,
@@ -74,7 +74,7 @@ def predict_dataset(
     Args:
         model: the network (its train/eval mode is restored afterwards).
         dataset: a data set of dict samples (see ``hoconv.data``).
-        task: ``"affect"`` or ``"classify"``.
+        task: ``"affect"`` / ``"classify"`` or its :class:`hoconv.engine.tasks.Task`.
         batch_size: samples per forward pass on each process.
         device: where to run.
         info: the process's place in a torchrun job (``None``: single process).
@@ -90,6 +90,7 @@ def predict_dataset(
         ``label`` (classify).
     """
     info = info or DistInfo(device=torch.device(device))
+    task = tasks.get(task) if isinstance(task, str) else task
     sampler = ShardSampler(len(dataset), info, shuffle=False)
     loader = DataLoader(
         Indexed(dataset),
@@ -110,7 +111,7 @@ def predict_dataset(
             if "input" not in batch:  # every sample of this batch was unreadable
                 continue
             out = model(batch["input"].to(device, non_blocking=True))
-            part = tasks.to_numpy(task, tasks.rows(task, batch, out))
+            part = task.to_numpy(task.rows(batch, out))
             part.update(_ids(batch, out))
             parts.append(part)
     finally:

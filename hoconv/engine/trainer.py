@@ -78,7 +78,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     params = build.trainable_parameters(core)
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
-    loss_fn = build.make_affect_loss(cfg) if cfg["task"] == "affect" else None
+    task = tasks.get(cfg["task"], cfg)  # its loss, metrics and score
     first_epoch, history, best = 0, [], None
     if state:
         optimizer.load_state_dict(state["optimizer"])
@@ -104,9 +104,9 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        counts = _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history)
-        metrics = _validate(net, val_ds, cfg, per_rank, info, epoch)
-        value = tasks.score(cfg["task"], metrics)
+        counts = _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, history)
+        metrics = _validate(net, val_ds, task, cfg, per_rank, info, epoch)
+        value = task.score(metrics)
         _step_scheduler(scheduler, value)
         row = {"epoch": epoch + 1, "lr": lr, **counts, "score": value}
         row.update(runlog.flatten_metrics(metrics), epoch_s=round(time.perf_counter() - t0, 3))
@@ -118,7 +118,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
             _save_epoch(out, spec, core, cfg, optimizer, scheduler, history, best, improved)
             runlog.say(
                 f"epoch {epoch + 1}/{cfg['epochs']} loss {counts['train_loss']:.4f} | val "
-                f"{tasks.summary_line(cfg['task'], metrics)}{' *' if improved else ''}",
+                f"{task.summary_line(metrics)}{' *' if improved else ''}",
                 cfg.get("progress", True),
             )
         ddp.barrier(info)
@@ -158,20 +158,20 @@ def _open_run(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict | 
     return state
 
 
-def _validate(net, val_ds, cfg: dict, per_rank: int, info: ddp.DistInfo, epoch: int) -> dict:
+def _validate(net, val_ds, task, cfg: dict, per_rank: int, info, epoch: int) -> dict:
     """Metrics of the whole validation split; ``"skipped"``: its unreadable samples."""
     stats: dict = {}
     preds = predict_dataset(
         net,
         val_ds,
-        task=cfg["task"],
+        task=task,
         batch_size=per_rank,
         device=info.device,
         info=info,
         workers=cfg["workers"],
         stats=stats,
     )
-    metrics = tasks.metrics(cfg["task"], preds) if len(preds.get("index", ())) else {"n": 0}
+    metrics = task.metrics(preds) if len(preds.get("index", ())) else {"n": 0}
     if not metrics["n"]:
         raise TrainingError(
             f"epoch {epoch + 1}: no readable labelled sample in validation split "
@@ -265,7 +265,7 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
-def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> dict:
+def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, history) -> dict:
     """One pass over the training split.
 
     Returns:
@@ -279,7 +279,6 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
     net.train()
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps, samples, skipped = 0.0, 0, 0, 0
-    metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
     last = f"{history[-1]['score']:.3f}" if history else "-"
     with runlog.progress(
         min(limit, len(loader)),
@@ -294,7 +293,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
                 if info.world_size > 1:
                     raise TrainingError("a whole batch on one rank was unreadable; see the report")
                 continue
-            value, rows = _step(net, core, batch, optimizer, loss_fn, cfg, info)
+            value, rows = _step(net, core, batch, optimizer, task, cfg, info)
             if rows == 0:
                 continue
             if not ddp.all_true(math.isfinite(value), info):
@@ -308,7 +307,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
                     f"stopped. {kept}. Try a lower --lr"
                 )
             total, steps, samples = total + value, steps + 1, samples + rows
-            bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
+            bar.set_postfix({"loss": f"{total / steps:.4f}", task.progress_metric: last})
             bar.update(1)
     skipped = sum(ddp.gather_objects(skipped, info))
     if steps == 0:
@@ -324,7 +323,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
     }
 
 
-def _step(net, core, batch, optimizer, loss_fn, cfg, info) -> tuple[float, int]:
+def _step(net, core, batch, optimizer, task, cfg, info) -> tuple[float, int]:
     """Forward, loss and (when finite) one optimizer step on a batch gathered over ranks.
 
     Returns:
@@ -334,10 +333,10 @@ def _step(net, core, batch, optimizer, loss_fn, cfg, info) -> tuple[float, int]:
     lasso = float(cfg.get("lasso") or 0.0)
     proximal = bool(cfg.get("proximal")) and lasso > 0  # soft-threshold after the step
     out_t = net(batch["input"].to(info.device, non_blocking=True))
-    rows = tasks.gather_rows(tasks.rows(cfg["task"], batch, out_t), info)
+    rows = tasks.gather_rows(task.rows(batch, out_t), info)
     if rows["pred"].shape[0] == 0:
         return 0.0, 0
-    loss = tasks.loss(cfg["task"], rows, loss_fn)
+    loss = task.loss(rows)
     if lasso and not proximal:
         from hoconv.rank import lasso_penalty
 

@@ -16,12 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hoconv.affect.labels import EXPRESSIONS
 from hoconv.data.transforms import frames_to_tensor
 from hoconv.engine.build import spatial_dims
-
-# AffectNet's eight classes, in AffectNet order (the synthetic data set uses the same).
-EXPRESSIONS = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
-
 
 SYNTHETIC_WARNING = (
     "checkpoint trained on the synthetic data set: its scores are not meaningful for real "
