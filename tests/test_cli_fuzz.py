@@ -242,3 +242,27 @@ def test_bad_entries_are_counted_not_fatal(tmp_path):
     ds = create_dataset("affectnet", str(an), split="test", verbose=False)
     assert ds.summary["loaded"] == 6
     assert [c["path"].endswith("validation.csv:8") for c in ds.summary["corrupt"]] == [True]
+
+
+@pytest.mark.slow
+def test_real_sigint_during_training_is_one_line_exit_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    run = tmp_path / "run"
+    argv = [sys.executable, str(here / "standin_cli.py"), "train", "--data", "test_tiny",
+            *TINY, "--epochs", "1000", "--data-arg", "size=64", "--out", str(run)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(here.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    err = stderr.strip().splitlines()
+    check_one_line(proc.returncode, err, "train", 130, "interrupted (Ctrl-C)", "--resume")
+    assert not list(run.glob(".*.tmp"))  # an interrupted write removes its temp file
