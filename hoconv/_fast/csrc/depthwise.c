@@ -1,24 +1,14 @@
-/* Native depthwise kernels for hoconv's fast CP path (built and loaded by native.py).
+/* Depthwise kernels of the fast CP path (see hoconv_native.h for the layouts).
 
-   Tensors are float32, contiguous, channels-last 5-D: (N, D, H, W, R). Each call handles the
-   channels [r0, r1) (multiples of 16; dw_wgrad_f32's last range may end in a partial vector),
-   so threads split the channels and never write the same memory. Vectors are GCC vector
-   extensions of 16 floats (one AVX-512 register, two AVX2).
-
-   dw_sep_f32:   stride-1 depthwise conv with a separable kernel fd[a] fh[b] fw[c] (a CP
-                 kernel's spatial part): three 1-D passes (9 taps for 3x3x3 instead of 27) per
-                 32-channel block, the W and H passes into a small compact scratch that stays
-                 in L2, the D pass from a ring of frames straight into the output.
-   dw_wgrad_f32: the kernel gradient of a stride-1 depthwise conv (27 taps), accumulated. */
-#include <string.h>
-
-typedef float v16 __attribute__((vector_size(64)));
-static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void st(float* p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline long lmax(long a, long b) { return a > b ? a : b; }
-static inline long lmin(long a, long b) { return a < b ? a : b; }
-
-#define MAXK 16 /* taps per axis (native.py checks) */
+   hc_dw_sep:   stride-1 depthwise conv with a separable kernel fd[a] fh[b] fw[c] (a CP
+                kernel's spatial part): three 1-D passes (9 taps for 3x3x3 instead of 27) per
+                32-channel block, the W and H passes into a small compact scratch that stays
+                in L2, the D pass from a ring of frames straight into the output.
+   hc_dw_wgrad: the kernel gradient of a stride-1 depthwise conv (27 taps), accumulated.
+   taps / pass_axis: the 1-D tap passes, also used by the fused passes. Each call handles the
+   channels [r0, r1) (multiples of 16; dw_wgrad's last range may end in a partial vector), so
+   threads split the channels and never write the same memory. */
+#include "hoconv_native.h"
 
 /* The 3-tap case of taps for NV vectors, position by position (all NV vectors of one
    position, then the next): 30 % faster than vector by vector on 64-rank blocks in L2
@@ -44,7 +34,7 @@ TAPS3(3)
 TAPS3(4)
 
 /* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv, over nk taps. */
-static void taps(float* d, long ds, const float* const* s, long ss, long count,
+void taps(float* d, long ds, const float* const* s, long ss, long count,
                  const float* const* w, long nk, long nv) {
   if (nk == 3 && nv >= 1 && nv <= 4) {
     if (nv == 4) taps3_4(d, ds, s, ss, count, w);
@@ -85,7 +75,7 @@ static void taps(float* d, long ds, const float* const* s, long ss, long count,
 /* One 1-D pass along an axis, for o < Lo and j < inner:
    d[(o inner + j) ds] = sum_k wt[k R] s[((o + k dil - pad) inner + j) ss], taps outside [0, L)
    skipped. The output positions whose taps are all inside run as one flat stretch. */
-static void pass_axis(float* d, long ds, const float* s, long ss, long Lo, long L, long inner,
+void pass_axis(float* d, long ds, const float* s, long ss, long Lo, long L, long inner,
                       const float* wt, long R, long K, long dil, long pad, long nv) {
   const float* sp[MAXK];
   const float* wp[MAXK];
@@ -257,28 +247,54 @@ static void split(long R, long i, long n, long* r0, long* r1) {
   *r1 = i + 1 == n ? R : 16 * (vectors * (i + 1) / n);
 }
 
-/* Entry points: `threads` OpenMP threads (the runtime PyTorch already loaded) split the
-   channels; dw_sep_f32 takes R a multiple of 16 and `scratch_len` floats of scratch each. */
-void dw_sep_f32(const float* x, float* out, const float* fd, const float* fh, const float* fw,
-                float* scratch, long scratch_len, long threads, long N, long D, long H, long W,
-                long Do, long Ho, long Wo, long R, long KD, long KH, long KW, long pd, long ph,
-                long pw, long dd, long dh, long dw) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i) {
-    long r0, r1;
-    split(R, i, threads, &r0, &r1);
-    sep_range(x, out, fd, fh, fw, scratch + i * scratch_len, r0, r1, N, D, H, W, Do, Ho, Wo, R,
-              KD, KH, KW, pd, ph, pw, dd, dh, dw);
-  }
+/* Why the geometry of a depthwise call is wrong (NULL if it is not). */
+static const char* check_dw(long threads, long N, long D, long H, long W, long Do, long Ho,
+                            long Wo, long R, long KD, long KH, long KW, long dd, long dh,
+                            long dw) {
+  if (threads < 1) return "threads must be >= 1";
+  if (N < 0 || D < 1 || H < 1 || W < 1) return "N, D, H, W must be >= 0, 1, 1, 1";
+  if (Do < 1 || Ho < 1 || Wo < 1) return "Do, Ho, Wo must be >= 1";
+  if (R < 1) return "R must be >= 1";
+  if (KD < 1 || KH < 1 || KW < 1 || KD > MAXK || KH > MAXK || KW > MAXK)
+    return "KD, KH, KW must be in [1, 16] (MAXK)";
+  if (dd < 1 || dh < 1 || dw < 1) return "dilations dd, dh, dw must be >= 1";
+  return NULL;
 }
 
-void dw_wgrad_f32(const float* gy, const float* h, float* acc, long threads, long N, long D,
-                  long H, long W, long Do, long Ho, long Wo, long R, long KD, long KH, long KW,
-                  long pd, long ph, long pw, long dd, long dh, long dw) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i) {
+/* Entry points: `threads` OpenMP threads (the runtime PyTorch already loaded) split the
+   channels; hc_dw_sep takes R a multiple of 16 and `scratch_len` floats of scratch each. */
+const char* hc_dw_sep(const DwSep* a) {
+  const char* err = check_dw(a->threads, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                             a->KD, a->KH, a->KW, a->dd, a->dh, a->dw);
+  if (err) return err;
+  if (a->R % 16) return "R must be a multiple of 16 (whole vectors)";
+  long span = (a->KD - 1) * a->dd + 1;
+  if (a->scratch_len < (a->H * a->Wo + span * a->Ho * a->Wo) * 32)
+    return "scratch_len must be >= (H Wo + ((KD - 1) dd + 1) Ho Wo) 32";
+  if (a->N > 0 && (!a->x || !a->out || !a->fd || !a->fh || !a->fw || !a->scratch))
+    return "x, out, fd, fh, fw, scratch must not be NULL";
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long i = 0; i < a->threads; ++i) {
     long r0, r1;
-    split(R, i, threads, &r0, &r1);
-    wgrad_range(gy, h, acc, r0, r1, N, D, H, W, Do, Ho, Wo, R, KD, KH, KW, pd, ph, pw, dd, dh, dw);
+    split(a->R, i, a->threads, &r0, &r1);
+    sep_range(a->x, a->out, a->fd, a->fh, a->fw, a->scratch + i * a->scratch_len, r0, r1, a->N,
+              a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R, a->KD, a->KH, a->KW, a->pd, a->ph,
+              a->pw, a->dd, a->dh, a->dw);
   }
+  return NULL;
+}
+
+const char* hc_dw_wgrad(const DwWgrad* a) {
+  const char* err = check_dw(a->threads, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                             a->KD, a->KH, a->KW, a->dd, a->dh, a->dw);
+  if (err) return err;
+  if (a->N > 0 && (!a->gy || !a->h || !a->acc)) return "gy, h, acc must not be NULL";
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long i = 0; i < a->threads; ++i) {
+    long r0, r1;
+    split(a->R, i, a->threads, &r0, &r1);
+    wgrad_range(a->gy, a->h, a->acc, r0, r1, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                a->KD, a->KH, a->KW, a->pd, a->ph, a->pw, a->dd, a->dh, a->dw);
+  }
+  return NULL;
 }
