@@ -16,16 +16,16 @@
 #define TAPS3(NV)                                                                         \
   static void taps3_##NV(float* d, long ds, const float* const* s, long ss, long count,   \
                          const float* const* w) {                                         \
-    v16 w0[NV], w1[NV], w2[NV];                                                           \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      w0[v] = ld(w[0] + 16 * v);                                                          \
-      w1[v] = ld(w[1] + 16 * v);                                                          \
-      w2[v] = ld(w[2] + 16 * v);                                                          \
+    vf w0[NV * L16], w1[NV * L16], w2[NV * L16];                                                           \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      w0[v] = ld(w[0] + VW * v);                                                          \
+      w1[v] = ld(w[1] + VW * v);                                                          \
+      w2[v] = ld(w[2] + VW * v);                                                          \
     }                                                                                     \
     for (long m = 0; m < count; ++m)                                                      \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        long o = m * ss + 16 * v;                                                         \
-        st(d + m * ds + 16 * v, w0[v] * ld(s[0] + o) + w1[v] * ld(s[1] + o) + w2[v] * ld(s[2] + o)); \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        long o = m * ss + VW * v;                                                         \
+        st(d + m * ds + VW * v, w0[v] * ld(s[0] + o) + w1[v] * ld(s[1] + o) + w2[v] * ld(s[2] + o)); \
       }                                                                                   \
   }
 TAPS3(1)
@@ -33,7 +33,7 @@ TAPS3(2)
 TAPS3(3)
 TAPS3(4)
 
-/* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv, over nk taps. */
+/* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv * L16, over nk taps. */
 void taps(float* d, long ds, const float* const* s, long ss, long count,
                  const float* const* w, long nk, long nv) {
   if (nk == 3 && nv >= 1 && nv <= 4) {
@@ -43,28 +43,28 @@ void taps(float* d, long ds, const float* const* s, long ss, long count,
     else taps3_1(d, ds, s, ss, count, w);
     return;
   }
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v;
+  for (long v = 0; v < nv * L16; ++v) {
+    long o = VW * v;
     if (nk == 3) {
-      v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
+      vf w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
       const float *s0 = s[0] + o, *s1 = s[1] + o, *s2 = s[2] + o;
       for (long m = 0; m < count; ++m)
         st(d + m * ds + o, w0 * ld(s0 + m * ss) + w1 * ld(s1 + m * ss) + w2 * ld(s2 + m * ss));
     } else if (nk == 2) {
-      v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o);
+      vf w0 = ld(w[0] + o), w1 = ld(w[1] + o);
       const float *s0 = s[0] + o, *s1 = s[1] + o;
       for (long m = 0; m < count; ++m)
         st(d + m * ds + o, w0 * ld(s0 + m * ss) + w1 * ld(s1 + m * ss));
     } else if (nk == 1) {
-      v16 w0 = ld(w[0] + o);
+      vf w0 = ld(w[0] + o);
       const float* s0 = s[0] + o;
       for (long m = 0; m < count; ++m) st(d + m * ds + o, w0 * ld(s0 + m * ss));
     } else if (nk == 0) {
-      v16 zero = {0};
+      vf zero = {0};
       for (long m = 0; m < count; ++m) st(d + m * ds + o, zero);
     } else {
       for (long m = 0; m < count; ++m) {
-        v16 acc = ld(w[0] + o) * ld(s[0] + m * ss + o);
+        vf acc = ld(w[0] + o) * ld(s[0] + m * ss + o);
         for (long k = 1; k < nk; ++k) acc += ld(w[k] + o) * ld(s[k] + m * ss + o);
         st(d + m * ds + o, acc);
       }
@@ -160,22 +160,22 @@ static void sep_range(const float* x, float* out, const float* fd, const float* 
 /* ac[c R] += sum_ow g[ow R] x[(ow + c - pw) R] for c = 0, 1, 2 (x zero outside [0, W)), one
    16-channel vector: two output positions per step, the input carried in registers. */
 static void row3(float* ac, long R, const float* g, const float* x, long W, long Wo, long pw) {
-  v16 zero = {0};
+  vf zero = {0};
 #define X(i) (((i) >= 0 && (i) < W) ? ld(x + (i) * R) : zero)
-  v16 a0 = ld(ac), a1 = ld(ac + R), a2 = ld(ac + 2 * R);
-  v16 b0 = zero, b1 = zero, b2 = zero;
-  v16 xa = X(-pw), xb = X(1 - pw);
+  vf a0 = ld(ac), a1 = ld(ac + R), a2 = ld(ac + 2 * R);
+  vf b0 = zero, b1 = zero, b2 = zero;
+  vf xa = X(-pw), xb = X(1 - pw);
   long ow = 0;
   for (; ow + 1 < Wo; ow += 2) {
     long i = ow - pw;
-    v16 xc = X(i + 2), xd = X(i + 3);
-    v16 g0 = ld(g + ow * R), g1 = ld(g + (ow + 1) * R);
+    vf xc = X(i + 2), xd = X(i + 3);
+    vf g0 = ld(g + ow * R), g1 = ld(g + (ow + 1) * R);
     a0 += g0 * xa; a1 += g0 * xb; a2 += g0 * xc;
     b0 += g1 * xb; b1 += g1 * xc; b2 += g1 * xd;
     xa = xc; xb = xd;
   }
   if (ow < Wo) {
-    v16 g0 = ld(g + ow * R);
+    vf g0 = ld(g + ow * R);
     a0 += g0 * xa; a1 += g0 * xb; a2 += g0 * X(ow - pw + 2);
   }
 #undef X
@@ -185,8 +185,8 @@ static void row3(float* ac, long R, const float* g, const float* x, long W, long
 /* ac[c R] += sum_ow g[ow R] x[(ow + c dw - pw) R] for c < KW (x zero outside [0, W)), nv vectors. */
 static void row_taps(float* ac, long R, const float* g, const float* x, long W, long Wo,
                      long KW, long dw, long pw, long nv) {
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v;
+  for (long v = 0; v < nv * L16; ++v) {
+    long o = VW * v;
     if (KW == 3 && dw == 1) {
       row3(ac + o, R, g + o, x + o, W, Wo, pw);
       continue;
@@ -194,7 +194,7 @@ static void row_taps(float* ac, long R, const float* g, const float* x, long W, 
     for (long c = 0; c < KW; ++c) {
       long shift = c * dw - pw;
       long ow0 = lmax(0, -shift), ow1 = lmin(Wo, W - shift);
-      v16 s0 = ld(ac + c * R + o), s1 = {0};
+      vf s0 = ld(ac + c * R + o), s1 = {0};
       long ow = ow0;
       for (; ow + 1 < ow1; ow += 2) {
         s0 += ld(g + ow * R + o) * ld(x + (ow + shift) * R + o);

@@ -18,29 +18,29 @@
    accumulates its own parameter grads (summed in native.py). */
 #include "hoconv_native.h"
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV: position by position
+/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV * L16: position by position
    (as taps in native.c), two accumulators per vector. */
 #define DOT(NV)                                                                           \
   static void dot_##NV(float* ac, const float* a, long as, const float* b, long bs,       \
                        long count) {                                                      \
-    v16 s0[NV], s1[NV];                                                                   \
-    for (int v = 0; v < NV; ++v) s0[v] = s1[v] = bc(0.f);                                 \
+    vf s0[NV * L16], s1[NV * L16];                                                                   \
+    for (int v = 0; v < NV * L16; ++v) s0[v] = s1[v] = bc(0.f);                                 \
     long m = 0;                                                                           \
     for (; m + 1 < count; m += 2)                                                         \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                       \
-        s1[v] += ld(a + (m + 1) * as + 16 * v) * ld(b + (m + 1) * bs + 16 * v);           \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        s0[v] += ld(a + m * as + VW * v) * ld(b + m * bs + VW * v);                       \
+        s1[v] += ld(a + (m + 1) * as + VW * v) * ld(b + (m + 1) * bs + VW * v);           \
       }                                                                                   \
-    for (int v = 0; v < NV && m < count; ++v)                                             \
-      s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                         \
-    for (int v = 0; v < NV; ++v) st(ac + 16 * v, ld(ac + 16 * v) + s0[v] + s1[v]);        \
+    for (int v = 0; v < NV * L16 && m < count; ++v)                                             \
+      s0[v] += ld(a + m * as + VW * v) * ld(b + m * bs + VW * v);                         \
+    for (int v = 0; v < NV * L16; ++v) st(ac + VW * v, ld(ac + VW * v) + s0[v] + s1[v]);        \
   }
 DOT(1)
 DOT(2)
 DOT(3)
 DOT(4)
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv (1 to 4). */
+/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv * L16 (1 to 4). */
 static void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
                     long nv) {
   if (nv == 4) dot_4(ac, a, as, b, bs, count);
@@ -54,26 +54,26 @@ static void dot_acc(float* ac, const float* a, long as, const float* b, long bs,
 #define TAPS3_DOT(NV)                                                                     \
   static void taps3_dot_##NV(float* h, const float* gh, const float* const* s,            \
                              const float* const* w, float* const* dw, long count, long cs) { \
-    v16 w0[NV], w1[NV], w2[NV], a0[NV], a1[NV], a2[NV];                                   \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      w0[v] = ld(w[0] + 16 * v);                                                          \
-      w1[v] = ld(w[1] + 16 * v);                                                          \
-      w2[v] = ld(w[2] + 16 * v);                                                          \
+    vf w0[NV * L16], w1[NV * L16], w2[NV * L16], a0[NV * L16], a1[NV * L16], a2[NV * L16];                                   \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      w0[v] = ld(w[0] + VW * v);                                                          \
+      w1[v] = ld(w[1] + VW * v);                                                          \
+      w2[v] = ld(w[2] + VW * v);                                                          \
       a0[v] = a1[v] = a2[v] = bc(0.f);                                                    \
     }                                                                                     \
     for (long m = 0; m < count; ++m)                                                      \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        long o = m * cs + 16 * v;                                                         \
-        v16 x0 = ld(s[0] + o), x1 = ld(s[1] + o), x2 = ld(s[2] + o), g = ld(gh + o);      \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        long o = m * cs + VW * v;                                                         \
+        vf x0 = ld(s[0] + o), x1 = ld(s[1] + o), x2 = ld(s[2] + o), g = ld(gh + o);      \
         st(h + o, w0[v] * x0 + w1[v] * x1 + w2[v] * x2);                                  \
         a0[v] += g * x0;                                                                  \
         a1[v] += g * x1;                                                                  \
         a2[v] += g * x2;                                                                  \
       }                                                                                   \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      st(dw[0] + 16 * v, ld(dw[0] + 16 * v) + a0[v]);                                     \
-      st(dw[1] + 16 * v, ld(dw[1] + 16 * v) + a1[v]);                                     \
-      st(dw[2] + 16 * v, ld(dw[2] + 16 * v) + a2[v]);                                     \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      st(dw[0] + VW * v, ld(dw[0] + VW * v) + a0[v]);                                     \
+      st(dw[1] + VW * v, ld(dw[1] + VW * v) + a1[v]);                                     \
+      st(dw[2] + VW * v, ld(dw[2] + VW * v) + a2[v]);                                     \
     }                                                                                     \
   }
 TAPS3_DOT(1)
@@ -273,11 +273,10 @@ static void bias_grad(float* restrict db, const float* restrict g, long oc, long
   }
   for (long t = 0; t < T; ++t) {
     const float* row = g + t * oc;
-    v16 acc = bc(0.f);
+    vf acc = bc(0.f);
     long q = 0;
-    for (; op == 1 && q + 16 <= count; q += 16) acc += ld(row + q);
-    float sum = 0.f;
-    for (int i = 0; i < 16; ++i) sum += acc[i];
+    for (; op == 1 && q + VW <= count; q += VW) acc += ld(row + q);
+    float sum = hsum(acc);
     for (; q < count; ++q) sum += row[q * op];
     db[t] += sum;
   }

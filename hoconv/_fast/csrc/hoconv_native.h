@@ -5,8 +5,7 @@
    gemm.c (register-tiled GEMMs, transposed stores, frame packing), fused_fwd.c and
    fused_bwd.c (a whole stride-1 CP conv per sample, each way), abi.c (struct sizes).
 
-   Tensors are float32. Vectors are GCC vector extensions of 16 floats (one AVX-512 register,
-   two AVX2 ones, four SSE ones); channel counts handed to the kernels are multiples of 16.
+   Tensors are float32; vectors are GCC vector extensions of one register (vf, below).
    Every entry point takes one struct (mirrored by ctypes.Structure in native_abi.py; abi.c
    reports the sizes, checked at load) and returns NULL, or a message naming the field that
    is wrong. */
@@ -19,14 +18,37 @@
 #define MAXK 16 /* taps per axis */
 #define RB 64   /* ranks per block of the fused passes */
 
-typedef float v16 __attribute__((vector_size(64)));
-static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void st(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+/* vf: one vector register of VW floats (AVX-512 16, AVX / AVX2 8, SSE 4). Channel counts
+   handed to the kernels are multiples of 16, i.e. of L16 = 16 / VW registers. A kernel
+   written for 16-float vectors on a narrower ISA (GCC's generic vectors) keeps every vector
+   on the stack: the AVX2 build of such kernels ran 3-3.5x slower than the eager ones. */
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+#define L16 (16 / VW)
+typedef float vf __attribute__((vector_size(4 * VW)));
+static inline vf ld(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void st(float* p, vf v) { memcpy(p, &v, sizeof v); }
 static inline long lmax(long a, long b) { return a > b ? a : b; }
 static inline long lmin(long a, long b) { return a < b ? a : b; }
-static inline v16 bc(float s) {
-  v16 v = {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
-  return v;
+static inline vf bc(float s) { /* an initializer: GCC emits one vbroadcastss (s + 0 adds) */
+#if VW == 16
+  return (vf){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+#elif VW == 8
+  return (vf){s, s, s, s, s, s, s, s};
+#else
+  return (vf){s, s, s, s};
+#endif
+}
+/* the sum of a vector's lanes */
+static inline float hsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < VW; ++i) s += v[i];
+  return s;
 }
 
 /* ---- entry-point structs (keep in step with native_abi.py) ---- */
