@@ -34,8 +34,9 @@ from hoconv._fast.native_build import VARIANT_FLAGS, cpu_variants, library, vari
 from hoconv._fast.native_fused import fused_backward, fused_forward
 
 # The instruction sets on which the native kernels are measured faster than the eager ones
-# (benchmarks/native_route.py).
-NATIVE_FASTER_ON = ("avx512",)
+# (benchmarks/native_route.py, (4, 64, 16, 32, 32), ranks 64 and 273, 1 and 2 threads, fwd
+# and fwd+bwd: AVX2 0.26-0.86 of eager in all 8 cases, generic 0.33-1.39; docs/performance.md).
+NATIVE_FASTER_ON = ("avx512", "avx2")
 MAX_TAPS = 16  # taps per axis (MAXK in hoconv_native.h)
 
 

@@ -186,22 +186,23 @@ def _build_with_fallback(isa: str) -> Path:
 
 def library() -> ctypes.CDLL | None:
     """The library of :func:`variant`, built, loaded and checked on first use; None if not."""
+    if os.environ.get("HOCONV_NATIVE", "1") == "0":  # off now; not remembered
+        return None
     isa = variant()
     if isa in _STATE:
         return _STATE[isa]
     with _LOCK:
         if isa not in _STATE:
             lib = None
-            if os.environ.get("HOCONV_NATIVE", "1") != "0":
-                try:
-                    lib = native_abi.bind(ctypes.CDLL(str(_build_with_fallback(isa))))
-                except OSError as err:
-                    warnings.warn(
-                        f"hoconv: native kernels unavailable ({err}); using the eager kernels "
-                        "(set HOCONV_NATIVE=0 to silence)",
-                        RuntimeWarning,
-                        stacklevel=4,
-                    )
+            try:
+                lib = native_abi.bind(ctypes.CDLL(str(_build_with_fallback(isa))))
+            except OSError as err:
+                warnings.warn(
+                    f"hoconv: native kernels unavailable ({err}); using the eager kernels "
+                    "(set HOCONV_NATIVE=0 to silence)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             _STATE[isa] = lib
     return _STATE[isa]
 

@@ -33,7 +33,7 @@ TAPS3(2)
 TAPS3(3)
 TAPS3(4)
 
-/* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv * L16, over nk taps. */
+/* d[m ds + c] = sum_k w[k][c] s[k][m ss + c] for m < count, c < 16 nv, over nk taps. */
 void taps(float* d, long ds, const float* const* s, long ss, long count,
                  const float* const* w, long nk, long nv) {
   if (nk == 3 && nv >= 1 && nv <= 4) {

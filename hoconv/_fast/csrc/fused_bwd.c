@@ -18,7 +18,7 @@
    accumulates its own parameter grads (summed in native.py). */
 #include "hoconv_native.h"
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV * L16: position by position
+/* ac[c] += sum_{m < count} a[m as + c] b[m bs + c], c < 16 NV: position by position
    (as taps in native.c), two accumulators per vector. */
 #define DOT(NV)                                                                           \
   static void dot_##NV(float* ac, const float* a, long as, const float* b, long bs,       \
@@ -40,7 +40,7 @@ DOT(2)
 DOT(3)
 DOT(4)
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv * L16 (1 to 4). */
+/* ac[c] += sum_{m < count} a[m as + c] b[m bs + c], c < 16 nv (nv 1 to 4). */
 static void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
                     long nv) {
   if (nv == 4) dot_4(ac, a, as, b, bs, count);
