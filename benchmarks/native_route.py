@@ -1,10 +1,15 @@
-"""Native (C) kernels vs the eager fast path vs the dense conv, interleaved in one process.
+"""Dense conv vs the eager CP route vs the native builds, interleaved in one process.
 
-Usage: ``PYTHONPATH=. python benchmarks/native_route.py [--reps 5] [--threads 1]``.
-Prints per-repetition medians (ms) of fwd and fwd+bwd for the issue's shape (4, 64, 16, 32,
-32) at rank 64, on the variant this process builds (``HOCONV_NATIVE_ISA`` forces one), with
-the native route forced (``HOCONV_NATIVE=1``) and turned off (the eager kernels) by
-switching the route's rule between calls, and the route ``auto`` takes.
+Usage: ``PYTHONPATH=. python benchmarks/native_route.py [--reps 3] [--rounds 2]
+[--ranks 64 273] [--threads 1 2]``.
+
+For the input (4, 64, 16, 32, 32), 3x3x3 kernels, 64 -> 64 channels: the dense
+``nn.Conv3d``, the CP layer (``implementation="fast"``) on the eager route (the native
+kernels off) and on the native route with each build variant this CPU runs (``avx512``,
+``avx2`` = ``-march=x86-64-v3``, ``generic``), forced with ``HOCONV_NATIVE=1`` and
+``HOCONV_NATIVE_ISA``. Per (threads, rank): medians over rounds of per-round medians (ms),
+fwd (no grad) and fwd+bwd, the speed-up over dense and the ratio to eager. The load average
+is printed before and after (the numbers are only comparable within one run).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import torch
 
 import hoconv
-from hoconv._fast import native
+from hoconv._fast import native, native_build
 
 
 def _time(fn, reps: int) -> float:
@@ -30,46 +35,74 @@ def _time(fn, reps: int) -> float:
     return statistics.median(out) * 1e3
 
 
+def _measure(module, x, reps: int) -> tuple[float, float]:
+    def fwd():
+        with torch.no_grad():
+            module(x)
+
+    def fwdbwd():
+        xg = x.clone().requires_grad_(True)
+        module(xg).sum().backward()
+
+    return _time(fwd, reps), _time(fwdbwd, reps)
+
+
+def _route(name: str) -> None:
+    """Set the environment and the route rule so that the next calls take route ``name``."""
+    native.NATIVE_FASTER_ON = ()  # eager unless HOCONV_NATIVE=1 forces the native route
+    os.environ["HOCONV_NATIVE"] = "1" if name.startswith("native-") else ""
+    os.environ["HOCONV_NATIVE_ISA"] = name.removeprefix("native-") if "-" in name else ""
+
+
+def _medians(vals: list[tuple[float, float]]) -> list[float]:
+    return [statistics.median(v[i] for v in vals) for i in (0, 1)]
+
+
+def _threads_table(threads: int, x: torch.Tensor, args) -> None:
+    """One table: every route at every rank, rounds interleaved (dense, then each route)."""
+    torch.set_num_threads(threads)
+    dense = torch.nn.Conv3d(64, 64, 3, padding=1)
+    layers = {r: hoconv.CPConv(64, 64, 3, dim=3, rank=r, padding=1, implementation="fast")
+              for r in args.ranks}  # fmt: skip
+    names = ["eager", *(f"native-{v}" for v in native_build.cpu_variants())]
+    rows: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    dense_rows = []
+    default_rule = native.NATIVE_FASTER_ON
+    for _ in range(args.rounds):
+        dense_rows.append(_measure(dense, x, args.reps))
+        for rank, layer in layers.items():
+            for name in names:
+                _route(name)
+                rows.setdefault((rank, name), []).append(_measure(layer, x, args.reps))
+    native.NATIVE_FASTER_ON = default_rule
+    os.environ.pop("HOCONV_NATIVE", None)
+    os.environ.pop("HOCONV_NATIVE_ISA", None)
+    dense_ms = _medians(dense_rows)
+    print(f"threads {threads}: dense nn.Conv3d fwd {dense_ms[0]:.1f} ms, "
+          f"fwd+bwd {dense_ms[1]:.1f} ms; load {os.getloadavg()}")  # fmt: skip
+    for (rank, name), vals in rows.items():
+        ms, eager = _medians(vals), _medians(rows[(rank, "eager")])
+        cells = [
+            f"{m:7.1f} ms ({d / m:4.2f}x dense, {m / e:4.2f} of eager)"
+            for m, d, e in zip(ms, dense_ms, eager)
+        ]
+        print(f"  rank {rank:3d} {name:15s} fwd {cells[0]}  fwd+bwd {cells[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[64, 273])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
     x = torch.randn(4, 64, 16, 32, 32)
-    layer = hoconv.CPConv(64, 64, 3, dim=3, rank=args.rank, padding=1, implementation="fast")
-    dense = torch.nn.Conv3d(64, 64, 3, padding=1)
-
-    def fwd(m):
-        with torch.no_grad():
-            m(x)
-
-    def fwdbwd(m):
-        xg = x.requires_grad_(False).clone().requires_grad_(True)
-        m(xg).sum().backward()
-
-    print(f"variant {native.variant()} (runnable {native.cpu_variants()}), load {os.getloadavg()}")
-    rows: dict[str, list[tuple[float, float]]] = {"native": [], "eager": [], "dense": []}
-    for _ in range(args.rounds):
-        for name in rows:
-            os.environ["HOCONV_NATIVE"] = "1" if name == "native" else ""
-            old = native.NATIVE_FASTER_ON
-            native.NATIVE_FASTER_ON = () if name == "eager" else old
-            m = dense if name == "dense" else layer
-            rows[name].append(
-                (_time(lambda m=m: fwd(m), args.reps), _time(lambda m=m: fwdbwd(m), args.reps))
-            )
-            native.NATIVE_FASTER_ON = old
-    os.environ.pop("HOCONV_NATIVE", None)
-    for name, vals in rows.items():
-        f = statistics.median(v[0] for v in vals)
-        b = statistics.median(v[1] for v in vals)
-        print(
-            f"{name:7s} fwd {f:7.1f} ms  fwd+bwd {b:7.1f} ms   rounds {[(round(a), round(c)) for a, c in vals]}"
-        )
-    print(f"auto route now takes native: {native.native_faster()}; load {os.getloadavg()}")
+    print(f"variants {native_build.cpu_variants()}; native route by default on "
+          f"{native.NATIVE_FASTER_ON}; load {os.getloadavg()}")  # fmt: skip
+    for threads in args.threads:
+        _threads_table(threads, x, args)
+    print(f"load {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 
 from hoconv import functional as HF
 from hoconv._fast import cp as fast_cp
-from hoconv._fast import native
+from hoconv._fast import native, native_build
 from hoconv.layers import CPConv
 
 
@@ -144,12 +144,12 @@ def test_fast_path_with_native_kernels_matches_plain(
 
 
 def test_disabled_or_missing_compiler_falls_back(monkeypatch):
-    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native_build, "_STATE", {})
     monkeypatch.setenv("HOCONV_NATIVE", "0")
     assert not native.available()
     g = x = torch.zeros(1, 1, 2, 2, 16)
     assert native.depthwise_weight_grad(g, x, (1, 1, 1), (0, 0, 0), (1, 1, 1)) is None
-    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native_build, "_STATE", {})
     monkeypatch.setenv("HOCONV_NATIVE", "1")
     monkeypatch.setenv("CC", "no-such-compiler-hoconv")
     with pytest.warns(RuntimeWarning, match="no C compiler"):
@@ -174,7 +174,7 @@ def test_a_compiler_without_openmp_builds_serial_kernels(monkeypatch, tmp_path):
         f'exec {real} "$@"\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native_build, "_STATE", {})
     monkeypatch.setenv("CC", str(fake))
     monkeypatch.setenv("HOCONV_CACHE", str(tmp_path / "cache"))
     with pytest.warns(RuntimeWarning, match="without OpenMP.*unsupported -fopenmp"):
@@ -263,10 +263,10 @@ def test_variant_rejects_unknown_or_unrunnable_isa(monkeypatch):
 def test_every_runnable_variant_builds_its_own_library_and_matches(monkeypatch, isa):
     """Each variant this CPU runs: its own cached library (key holds the variant), exact."""
     monkeypatch.setenv("HOCONV_NATIVE_ISA", isa)
-    path = native._build()
+    path = native_build.build()
     assert f"hoconv-native-{isa}-" in path.name
     lib = ctypes.CDLL(str(path))
-    assert lib.cp_fwd_ws_floats is not None
+    assert lib.hc_cp_fwd_ws_floats is not None
 
 
 def test_transduce_keeps_the_layers_implementation():

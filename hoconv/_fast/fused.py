@@ -33,46 +33,87 @@ def _contiguous(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-class FusedFunction(torch.autograd.Function):
-    """``out = B · sep_conv(A · x) + bias`` with the factors as separate inputs.
+# The fused pass as two torch.library ops (registered once, at import), so that torch.compile
+# and torch.export keep it in their graphs: each has a fake kernel (output shapes and layouts
+# only) and the forward's autograd is the backward op.
+@torch.library.custom_op("hoconv::cp_fused", mutates_args=(), device_types="cpu")
+def cp_fused(
+    x: torch.Tensor,
+    in_factor: torch.Tensor,
+    out_matrix: torch.Tensor,
+    bias: torch.Tensor | None,
+    factors: list[torch.Tensor],
+    before: list[int],
+    dilation: list[int],
+    out_spatial: list[int],
+) -> torch.Tensor:
+    """``out = B · sep_conv(A · x) + bias``: x (N, C, *S) contiguous in either layout, A (R, C),
+    B (T, R), bias (T,) or None, one kernel factor (R, K_i) per spatial axis."""
+    out = empty_like_layout(x, x.shape[0], out_matrix.shape[0], *out_spatial)
+    return native.fused_forward(x, in_factor.t(), tuple(factors), out_matrix, bias, out,
+                                tuple(before), tuple(dilation))  # fmt: skip
 
-    Inputs: ``x`` (N, C, *S), ``in_factor`` ``A`` (R, C), ``out_matrix`` ``B`` (T, R), bias
-    (T,) or None, ``geometry`` = (leading pads, dilation, output spatial shape), then one
-    kernel factor (R, K_i) per spatial axis. Gradients flow to all of them.
-    """
 
-    @staticmethod
-    def forward(ctx, x, in_factor, out_matrix, bias, geometry, *factors):
-        before, dilation, out_spatial = geometry
-        ctx.geometry, ctx.has_bias = geometry, bias is not None
-        ctx.save_for_backward(x, in_factor, out_matrix, *factors)
-        out = empty_like_layout(x, x.shape[0], out_matrix.shape[0], *out_spatial)
-        return native.fused_forward(
-            x, in_factor.t(), factors, out_matrix, bias, out, before, dilation
-        )
+@cp_fused.register_fake
+def _cp_fused_fake(x, in_factor, out_matrix, bias, factors, before, dilation, out_spatial):
+    return empty_like_layout(x, x.shape[0], out_matrix.shape[0], *out_spatial)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, in_factor, out_matrix, *factors = ctx.saved_tensors
-        before, dilation, _ = ctx.geometry
-        grad_out = _contiguous(grad_out)
-        grad_x, grad_in, grad_matrix, grad_factors, grad_bias = native.fused_backward(
-            grad_out, x, in_factor, tuple(factors), out_matrix, before, dilation
-        )
-        if not (ctx.has_bias and ctx.needs_input_grad[3]):
-            grad_bias = None
-        return grad_x, grad_in, grad_matrix, grad_bias, None, *grad_factors
+
+@torch.library.custom_op("hoconv::cp_fused_backward", mutates_args=(), device_types="cpu")
+def cp_fused_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    in_factor: torch.Tensor,
+    out_matrix: torch.Tensor,
+    factors: list[torch.Tensor],
+    before: list[int],
+    dilation: list[int],
+) -> list[torch.Tensor]:
+    """Gradients of :func:`cp_fused`: ``[grad_x, grad_A, grad_B, *grad_factors, grad_bias]``."""
+    grad_x, grad_in, grad_matrix, grad_factors, grad_bias = native.fused_backward(
+        grad_out, x, in_factor, tuple(factors), out_matrix, tuple(before), tuple(dilation)
+    )
+    # the parameter gradients are views of one sum: op outputs must not alias each other
+    params = (grad_in, grad_matrix, *grad_factors, grad_bias)
+    return [grad_x, *(g.clone(memory_format=torch.contiguous_format) for g in params)]
+
+
+@cp_fused_backward.register_fake
+def _cp_fused_backward_fake(grad_out, x, in_factor, out_matrix, factors, before, dilation):
+    params = (in_factor, out_matrix, *factors)
+    return [torch.empty_like(x), *(p.new_empty(p.shape) for p in params),
+            out_matrix.new_empty(out_matrix.shape[0])]  # fmt: skip
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, in_factor, out_matrix, bias, factors, before, dilation, _ = inputs
+    ctx.save_for_backward(x, in_factor, out_matrix, *factors)
+    ctx.before, ctx.dilation, ctx.has_bias = before, dilation, bias is not None
+
+
+def _backward(ctx, grad_out):
+    x, in_factor, out_matrix, *factors = ctx.saved_tensors
+    grads = torch.ops.hoconv.cp_fused_backward(
+        _contiguous(grad_out), x, in_factor, out_matrix, factors, ctx.before, ctx.dilation
+    )
+    grad_x, grad_in, grad_matrix, *grad_factors, grad_bias = grads
+    grad_bias = grad_bias if ctx.has_bias else None
+    return grad_x, grad_in, grad_matrix, grad_bias, grad_factors, None, None, None
+
+
+cp_fused.register_autograd(_backward, setup_context=_setup_context)
 
 
 def fused_conv(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation) -> torch.Tensor:
-    """The stride-1 CP conv through :class:`FusedFunction` (rank already a multiple of 16)."""
+    """The stride-1 CP conv through the ``hoconv::cp_fused`` op (rank a multiple of 16)."""
     out_spatial = tuple(
         out_len(size, f.shape[1], 1, pad, d)
         for size, f, pad, d in zip(x.shape[2:], kernel_factors, pads, dilation)
     )
-    geometry = (tuple(a for a, _ in pads), tuple(dilation), out_spatial)
-    return FusedFunction.apply(_contiguous(x), in_factor, out_matrix, bias, geometry,
-                               *kernel_factors)  # fmt: skip
+    before = [a for a, _ in pads]
+    return torch.ops.hoconv.cp_fused(_contiguous(x), in_factor, out_matrix, bias,
+                                     list(kernel_factors), before, list(dilation),
+                                     list(out_spatial))  # fmt: skip
 
 
 def frame_positions(x_shape) -> int:
@@ -86,4 +127,4 @@ def workspace_bytes(x_shape, rank: int, kernel: tuple[int, ...], dilation) -> in
     return 2 * span * frame_positions(x_shape) * rank * 4
 
 
-__all__ = ["FusedFunction", "frame_positions", "fused_conv", "workspace_bytes"]
+__all__ = ["cp_fused", "cp_fused_backward", "frame_positions", "fused_conv", "workspace_bytes"]

@@ -1,24 +1,14 @@
-/* Native depthwise kernels for hoconv's fast CP path (built and loaded by native.py).
+/* Depthwise kernels of the fast CP path (see hoconv_native.h for the layouts).
 
-   Tensors are float32, contiguous, channels-last 5-D: (N, D, H, W, R). Each call handles the
-   channels [r0, r1) (multiples of 16; dw_wgrad_f32's last range may end in a partial vector),
-   so threads split the channels and never write the same memory. Vectors are GCC vector
-   extensions of 16 floats (one AVX-512 register, two AVX2).
-
-   dw_sep_f32:   stride-1 depthwise conv with a separable kernel fd[a] fh[b] fw[c] (a CP
-                 kernel's spatial part): three 1-D passes (9 taps for 3x3x3 instead of 27) per
-                 32-channel block, the W and H passes into a small compact scratch that stays
-                 in L2, the D pass from a ring of frames straight into the output.
-   dw_wgrad_f32: the kernel gradient of a stride-1 depthwise conv (27 taps), accumulated. */
-#include <string.h>
-
-typedef float v16 __attribute__((vector_size(64)));
-static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline void st(float* p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline long lmax(long a, long b) { return a > b ? a : b; }
-static inline long lmin(long a, long b) { return a < b ? a : b; }
-
-#define MAXK 16 /* taps per axis (native.py checks) */
+   hc_dw_sep:   stride-1 depthwise conv with a separable kernel fd[a] fh[b] fw[c] (a CP
+                kernel's spatial part): three 1-D passes (9 taps for 3x3x3 instead of 27) per
+                32-channel block, the W and H passes into a small compact scratch that stays
+                in L2, the D pass from a ring of frames straight into the output.
+   hc_dw_wgrad: the kernel gradient of a stride-1 depthwise conv (27 taps), accumulated.
+   taps / pass_axis: the 1-D tap passes, also used by the fused passes. Each call handles the
+   channels [r0, r1) (multiples of 16; dw_wgrad's last range may end in a partial vector), so
+   threads split the channels and never write the same memory. */
+#include "hoconv_native.h"
 
 /* The 3-tap case of taps for NV vectors, position by position (all NV vectors of one
    position, then the next): 30 % faster than vector by vector on 64-rank blocks in L2
@@ -26,16 +16,16 @@ static inline long lmin(long a, long b) { return a < b ? a : b; }
 #define TAPS3(NV)                                                                         \
   static void taps3_##NV(float* d, long ds, const float* const* s, long ss, long count,   \
                          const float* const* w) {                                         \
-    v16 w0[NV], w1[NV], w2[NV];                                                           \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      w0[v] = ld(w[0] + 16 * v);                                                          \
-      w1[v] = ld(w[1] + 16 * v);                                                          \
-      w2[v] = ld(w[2] + 16 * v);                                                          \
+    vf w0[NV * L16], w1[NV * L16], w2[NV * L16];                                                           \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      w0[v] = ld(w[0] + VW * v);                                                          \
+      w1[v] = ld(w[1] + VW * v);                                                          \
+      w2[v] = ld(w[2] + VW * v);                                                          \
     }                                                                                     \
     for (long m = 0; m < count; ++m)                                                      \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        long o = m * ss + 16 * v;                                                         \
-        st(d + m * ds + 16 * v, w0[v] * ld(s[0] + o) + w1[v] * ld(s[1] + o) + w2[v] * ld(s[2] + o)); \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        long o = m * ss + VW * v;                                                         \
+        st(d + m * ds + VW * v, w0[v] * ld(s[0] + o) + w1[v] * ld(s[1] + o) + w2[v] * ld(s[2] + o)); \
       }                                                                                   \
   }
 TAPS3(1)
@@ -43,8 +33,8 @@ TAPS3(2)
 TAPS3(3)
 TAPS3(4)
 
-/* d[m ds + 16 v] = sum_k w[k][16 v] s[k][m ss + 16 v] for m < count, v < nv, over nk taps. */
-static void taps(float* d, long ds, const float* const* s, long ss, long count,
+/* d[m ds + c] = sum_k w[k][c] s[k][m ss + c] for m < count, c < 16 nv, over nk taps. */
+void taps(float* d, long ds, const float* const* s, long ss, long count,
                  const float* const* w, long nk, long nv) {
   if (nk == 3 && nv >= 1 && nv <= 4) {
     if (nv == 4) taps3_4(d, ds, s, ss, count, w);
@@ -53,28 +43,28 @@ static void taps(float* d, long ds, const float* const* s, long ss, long count,
     else taps3_1(d, ds, s, ss, count, w);
     return;
   }
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v;
+  for (long v = 0; v < nv * L16; ++v) {
+    long o = VW * v;
     if (nk == 3) {
-      v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
+      vf w0 = ld(w[0] + o), w1 = ld(w[1] + o), w2 = ld(w[2] + o);
       const float *s0 = s[0] + o, *s1 = s[1] + o, *s2 = s[2] + o;
       for (long m = 0; m < count; ++m)
         st(d + m * ds + o, w0 * ld(s0 + m * ss) + w1 * ld(s1 + m * ss) + w2 * ld(s2 + m * ss));
     } else if (nk == 2) {
-      v16 w0 = ld(w[0] + o), w1 = ld(w[1] + o);
+      vf w0 = ld(w[0] + o), w1 = ld(w[1] + o);
       const float *s0 = s[0] + o, *s1 = s[1] + o;
       for (long m = 0; m < count; ++m)
         st(d + m * ds + o, w0 * ld(s0 + m * ss) + w1 * ld(s1 + m * ss));
     } else if (nk == 1) {
-      v16 w0 = ld(w[0] + o);
+      vf w0 = ld(w[0] + o);
       const float* s0 = s[0] + o;
       for (long m = 0; m < count; ++m) st(d + m * ds + o, w0 * ld(s0 + m * ss));
     } else if (nk == 0) {
-      v16 zero = {0};
+      vf zero = {0};
       for (long m = 0; m < count; ++m) st(d + m * ds + o, zero);
     } else {
       for (long m = 0; m < count; ++m) {
-        v16 acc = ld(w[0] + o) * ld(s[0] + m * ss + o);
+        vf acc = ld(w[0] + o) * ld(s[0] + m * ss + o);
         for (long k = 1; k < nk; ++k) acc += ld(w[k] + o) * ld(s[k] + m * ss + o);
         st(d + m * ds + o, acc);
       }
@@ -85,7 +75,7 @@ static void taps(float* d, long ds, const float* const* s, long ss, long count,
 /* One 1-D pass along an axis, for o < Lo and j < inner:
    d[(o inner + j) ds] = sum_k wt[k R] s[((o + k dil - pad) inner + j) ss], taps outside [0, L)
    skipped. The output positions whose taps are all inside run as one flat stretch. */
-static void pass_axis(float* d, long ds, const float* s, long ss, long Lo, long L, long inner,
+void pass_axis(float* d, long ds, const float* s, long ss, long Lo, long L, long inner,
                       const float* wt, long R, long K, long dil, long pad, long nv) {
   const float* sp[MAXK];
   const float* wp[MAXK];
@@ -170,22 +160,22 @@ static void sep_range(const float* x, float* out, const float* fd, const float* 
 /* ac[c R] += sum_ow g[ow R] x[(ow + c - pw) R] for c = 0, 1, 2 (x zero outside [0, W)), one
    16-channel vector: two output positions per step, the input carried in registers. */
 static void row3(float* ac, long R, const float* g, const float* x, long W, long Wo, long pw) {
-  v16 zero = {0};
+  vf zero = {0};
 #define X(i) (((i) >= 0 && (i) < W) ? ld(x + (i) * R) : zero)
-  v16 a0 = ld(ac), a1 = ld(ac + R), a2 = ld(ac + 2 * R);
-  v16 b0 = zero, b1 = zero, b2 = zero;
-  v16 xa = X(-pw), xb = X(1 - pw);
+  vf a0 = ld(ac), a1 = ld(ac + R), a2 = ld(ac + 2 * R);
+  vf b0 = zero, b1 = zero, b2 = zero;
+  vf xa = X(-pw), xb = X(1 - pw);
   long ow = 0;
   for (; ow + 1 < Wo; ow += 2) {
     long i = ow - pw;
-    v16 xc = X(i + 2), xd = X(i + 3);
-    v16 g0 = ld(g + ow * R), g1 = ld(g + (ow + 1) * R);
+    vf xc = X(i + 2), xd = X(i + 3);
+    vf g0 = ld(g + ow * R), g1 = ld(g + (ow + 1) * R);
     a0 += g0 * xa; a1 += g0 * xb; a2 += g0 * xc;
     b0 += g1 * xb; b1 += g1 * xc; b2 += g1 * xd;
     xa = xc; xb = xd;
   }
   if (ow < Wo) {
-    v16 g0 = ld(g + ow * R);
+    vf g0 = ld(g + ow * R);
     a0 += g0 * xa; a1 += g0 * xb; a2 += g0 * X(ow - pw + 2);
   }
 #undef X
@@ -195,8 +185,8 @@ static void row3(float* ac, long R, const float* g, const float* x, long W, long
 /* ac[c R] += sum_ow g[ow R] x[(ow + c dw - pw) R] for c < KW (x zero outside [0, W)), nv vectors. */
 static void row_taps(float* ac, long R, const float* g, const float* x, long W, long Wo,
                      long KW, long dw, long pw, long nv) {
-  for (long v = 0; v < nv; ++v) {
-    long o = 16 * v;
+  for (long v = 0; v < nv * L16; ++v) {
+    long o = VW * v;
     if (KW == 3 && dw == 1) {
       row3(ac + o, R, g + o, x + o, W, Wo, pw);
       continue;
@@ -204,7 +194,7 @@ static void row_taps(float* ac, long R, const float* g, const float* x, long W, 
     for (long c = 0; c < KW; ++c) {
       long shift = c * dw - pw;
       long ow0 = lmax(0, -shift), ow1 = lmin(Wo, W - shift);
-      v16 s0 = ld(ac + c * R + o), s1 = {0};
+      vf s0 = ld(ac + c * R + o), s1 = {0};
       long ow = ow0;
       for (; ow + 1 < ow1; ow += 2) {
         s0 += ld(g + ow * R + o) * ld(x + (ow + shift) * R + o);
@@ -257,28 +247,54 @@ static void split(long R, long i, long n, long* r0, long* r1) {
   *r1 = i + 1 == n ? R : 16 * (vectors * (i + 1) / n);
 }
 
-/* Entry points: `threads` OpenMP threads (the runtime PyTorch already loaded) split the
-   channels; dw_sep_f32 takes R a multiple of 16 and `scratch_len` floats of scratch each. */
-void dw_sep_f32(const float* x, float* out, const float* fd, const float* fh, const float* fw,
-                float* scratch, long scratch_len, long threads, long N, long D, long H, long W,
-                long Do, long Ho, long Wo, long R, long KD, long KH, long KW, long pd, long ph,
-                long pw, long dd, long dh, long dw) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i) {
-    long r0, r1;
-    split(R, i, threads, &r0, &r1);
-    sep_range(x, out, fd, fh, fw, scratch + i * scratch_len, r0, r1, N, D, H, W, Do, Ho, Wo, R,
-              KD, KH, KW, pd, ph, pw, dd, dh, dw);
-  }
+/* Why the geometry of a depthwise call is wrong (NULL if it is not). */
+static const char* check_dw(long threads, long N, long D, long H, long W, long Do, long Ho,
+                            long Wo, long R, long KD, long KH, long KW, long dd, long dh,
+                            long dw) {
+  if (threads < 1) return "threads must be >= 1";
+  if (N < 0 || D < 1 || H < 1 || W < 1) return "N, D, H, W must be >= 0, 1, 1, 1";
+  if (Do < 1 || Ho < 1 || Wo < 1) return "Do, Ho, Wo must be >= 1";
+  if (R < 1) return "R must be >= 1";
+  if (KD < 1 || KH < 1 || KW < 1 || KD > MAXK || KH > MAXK || KW > MAXK)
+    return "KD, KH, KW must be in [1, 16] (MAXK)";
+  if (dd < 1 || dh < 1 || dw < 1) return "dilations dd, dh, dw must be >= 1";
+  return NULL;
 }
 
-void dw_wgrad_f32(const float* gy, const float* h, float* acc, long threads, long N, long D,
-                  long H, long W, long Do, long Ho, long Wo, long R, long KD, long KH, long KW,
-                  long pd, long ph, long pw, long dd, long dh, long dw) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i) {
+/* Entry points: `threads` OpenMP threads (the runtime PyTorch already loaded) split the
+   channels; hc_dw_sep takes R a multiple of 16 and `scratch_len` floats of scratch each. */
+const char* hc_dw_sep(const DwSep* a) {
+  const char* err = check_dw(a->threads, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                             a->KD, a->KH, a->KW, a->dd, a->dh, a->dw);
+  if (err) return err;
+  if (a->R % 16) return "R must be a multiple of 16 (whole vectors)";
+  long span = (a->KD - 1) * a->dd + 1;
+  if (a->scratch_len < (a->H * a->Wo + span * a->Ho * a->Wo) * 32)
+    return "scratch_len must be >= (H Wo + ((KD - 1) dd + 1) Ho Wo) 32";
+  if (a->N > 0 && (!a->x || !a->out || !a->fd || !a->fh || !a->fw || !a->scratch))
+    return "x, out, fd, fh, fw, scratch must not be NULL";
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long i = 0; i < a->threads; ++i) {
     long r0, r1;
-    split(R, i, threads, &r0, &r1);
-    wgrad_range(gy, h, acc, r0, r1, N, D, H, W, Do, Ho, Wo, R, KD, KH, KW, pd, ph, pw, dd, dh, dw);
+    split(a->R, i, a->threads, &r0, &r1);
+    sep_range(a->x, a->out, a->fd, a->fh, a->fw, a->scratch + i * a->scratch_len, r0, r1, a->N,
+              a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R, a->KD, a->KH, a->KW, a->pd, a->ph,
+              a->pw, a->dd, a->dh, a->dw);
   }
+  return NULL;
+}
+
+const char* hc_dw_wgrad(const DwWgrad* a) {
+  const char* err = check_dw(a->threads, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                             a->KD, a->KH, a->KW, a->dd, a->dh, a->dw);
+  if (err) return err;
+  if (a->N > 0 && (!a->gy || !a->h || !a->acc)) return "gy, h, acc must not be NULL";
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long i = 0; i < a->threads; ++i) {
+    long r0, r1;
+    split(a->R, i, a->threads, &r0, &r1);
+    wgrad_range(a->gy, a->h, a->acc, r0, r1, a->N, a->D, a->H, a->W, a->Do, a->Ho, a->Wo, a->R,
+                a->KD, a->KH, a->KW, a->pd, a->ph, a->pw, a->dd, a->dh, a->dw);
+  }
+  return NULL;
 }

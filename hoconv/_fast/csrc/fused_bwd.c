@@ -1,4 +1,4 @@
-/* Fused backward of a stride-1 CP convolution (built after fused.c, in the same unit).
+/* Fused backward of a stride-1 CP convolution.
 
    Forward, per sample: h1[f] = x[f] V^T, u[f] = W(h1[f]), g[f] = H(u[f]) (the W and H passes
    of the separable kernel), h2[o] = sum_a fd[a] g[o + a dd - pd], out[o] = h2[o] U^T + bias.
@@ -16,30 +16,31 @@
    of a sample's output frames when there are fewer samples than threads (the span - 1 input
    frames two ranges share get their gradient in two parts, summed at the end); each thread
    accumulates its own parameter grads (summed in native.py). */
+#include "hoconv_native.h"
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < NV: position by position
+/* ac[c] += sum_{m < count} a[m as + c] b[m bs + c], c < 16 NV: position by position
    (as taps in native.c), two accumulators per vector. */
 #define DOT(NV)                                                                           \
   static void dot_##NV(float* ac, const float* a, long as, const float* b, long bs,       \
                        long count) {                                                      \
-    v16 s0[NV], s1[NV];                                                                   \
-    for (int v = 0; v < NV; ++v) s0[v] = s1[v] = bc(0.f);                                 \
+    vf s0[NV * L16], s1[NV * L16];                                                                   \
+    for (int v = 0; v < NV * L16; ++v) s0[v] = s1[v] = bc(0.f);                                 \
     long m = 0;                                                                           \
     for (; m + 1 < count; m += 2)                                                         \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                       \
-        s1[v] += ld(a + (m + 1) * as + 16 * v) * ld(b + (m + 1) * bs + 16 * v);           \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        s0[v] += ld(a + m * as + VW * v) * ld(b + m * bs + VW * v);                       \
+        s1[v] += ld(a + (m + 1) * as + VW * v) * ld(b + (m + 1) * bs + VW * v);           \
       }                                                                                   \
-    for (int v = 0; v < NV && m < count; ++v)                                             \
-      s0[v] += ld(a + m * as + 16 * v) * ld(b + m * bs + 16 * v);                         \
-    for (int v = 0; v < NV; ++v) st(ac + 16 * v, ld(ac + 16 * v) + s0[v] + s1[v]);        \
+    for (int v = 0; v < NV * L16 && m < count; ++v)                                             \
+      s0[v] += ld(a + m * as + VW * v) * ld(b + m * bs + VW * v);                         \
+    for (int v = 0; v < NV * L16; ++v) st(ac + VW * v, ld(ac + VW * v) + s0[v] + s1[v]);        \
   }
 DOT(1)
 DOT(2)
 DOT(3)
 DOT(4)
 
-/* ac[16 v] += sum_{m < count} a[m as + 16 v] b[m bs + 16 v], v < nv (1 to 4). */
+/* ac[c] += sum_{m < count} a[m as + c] b[m bs + c], c < 16 nv (nv 1 to 4). */
 static void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
                     long nv) {
   if (nv == 4) dot_4(ac, a, as, b, bs, count);
@@ -53,26 +54,26 @@ static void dot_acc(float* ac, const float* a, long as, const float* b, long bs,
 #define TAPS3_DOT(NV)                                                                     \
   static void taps3_dot_##NV(float* h, const float* gh, const float* const* s,            \
                              const float* const* w, float* const* dw, long count, long cs) { \
-    v16 w0[NV], w1[NV], w2[NV], a0[NV], a1[NV], a2[NV];                                   \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      w0[v] = ld(w[0] + 16 * v);                                                          \
-      w1[v] = ld(w[1] + 16 * v);                                                          \
-      w2[v] = ld(w[2] + 16 * v);                                                          \
+    vf w0[NV * L16], w1[NV * L16], w2[NV * L16], a0[NV * L16], a1[NV * L16], a2[NV * L16];                                   \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      w0[v] = ld(w[0] + VW * v);                                                          \
+      w1[v] = ld(w[1] + VW * v);                                                          \
+      w2[v] = ld(w[2] + VW * v);                                                          \
       a0[v] = a1[v] = a2[v] = bc(0.f);                                                    \
     }                                                                                     \
     for (long m = 0; m < count; ++m)                                                      \
-      for (int v = 0; v < NV; ++v) {                                                      \
-        long o = m * cs + 16 * v;                                                         \
-        v16 x0 = ld(s[0] + o), x1 = ld(s[1] + o), x2 = ld(s[2] + o), g = ld(gh + o);      \
+      for (int v = 0; v < NV * L16; ++v) {                                                      \
+        long o = m * cs + VW * v;                                                         \
+        vf x0 = ld(s[0] + o), x1 = ld(s[1] + o), x2 = ld(s[2] + o), g = ld(gh + o);      \
         st(h + o, w0[v] * x0 + w1[v] * x1 + w2[v] * x2);                                  \
         a0[v] += g * x0;                                                                  \
         a1[v] += g * x1;                                                                  \
         a2[v] += g * x2;                                                                  \
       }                                                                                   \
-    for (int v = 0; v < NV; ++v) {                                                        \
-      st(dw[0] + 16 * v, ld(dw[0] + 16 * v) + a0[v]);                                     \
-      st(dw[1] + 16 * v, ld(dw[1] + 16 * v) + a1[v]);                                     \
-      st(dw[2] + 16 * v, ld(dw[2] + 16 * v) + a2[v]);                                     \
+    for (int v = 0; v < NV * L16; ++v) {                                                        \
+      st(dw[0] + VW * v, ld(dw[0] + VW * v) + a0[v]);                                     \
+      st(dw[1] + VW * v, ld(dw[1] + VW * v) + a1[v]);                                     \
+      st(dw[2] + VW * v, ld(dw[2] + VW * v) + a2[v]);                                     \
     }                                                                                     \
   }
 TAPS3_DOT(1)
@@ -87,15 +88,6 @@ static void taps3_dot(float* h, const float* gh, const float* const* s, const fl
   else if (nv == 2) taps3_dot_2(h, gh, s, w, dw, count, cs);
   else taps3_dot_1(h, gh, s, w, dw, count, cs);
 }
-
-typedef struct {
-  Fwd f;            /* x, V^T (C, R) as vt, the factors and the geometry (out unused) */
-  const float* gy;  /* G: (N, T, Do, Ho, Wo) with strides on, oc, op of f */
-  const float* um;  /* U: (T, R) */
-  const float* vp;  /* V: (R, Cp), zero-padded to Cp columns */
-  float* dx;        /* (N, C, D, H, W) with the strides of x */
-  long Cp;
-} Bwd;
 
 /* Per-thread gradient accumulators, in this order in `grads`. */
 typedef struct {
@@ -281,11 +273,10 @@ static void bias_grad(float* restrict db, const float* restrict g, long oc, long
   }
   for (long t = 0; t < T; ++t) {
     const float* row = g + t * oc;
-    v16 acc = bc(0.f);
+    vf acc = bc(0.f);
     long q = 0;
-    for (; op == 1 && q + 16 <= count; q += 16) acc += ld(row + q);
-    float sum = 0.f;
-    for (int i = 0; i < 16; ++i) sum += acc[i];
+    for (; op == 1 && q + VW <= count; q += VW) acc += ld(row + q);
+    float sum = hsum(acc);
     for (; q < count; ++q) sum += row[q * op];
     db[t] += sum;
   }
@@ -336,66 +327,84 @@ static void bwd_range(const Bwd* b, const Work* w, const Grads* d, long n, long 
     bias_grad(d->db, b->gy + n * p->on + next_db * frame * p->op, p->oc, p->op, p->T, frame);
 }
 
-/* Floats of one thread's cp_bwd_f32 workspace: the layout of Work (cp_bwd_f32). */
-long cp_bwd_ws_floats(long C, long Cp, long H, long W, long Ho, long Wo, long R, long T,
-                      long span) {
-  long hw = H * W, frame = Ho * Wo;
-  return 2 * span * frame * R + (2 * hw + H * Wo + Wo + 2 * frame) * RB + hw * Cp +
-         C * packed_ld(hw) + span * T * packed_ld(frame);
+/* Floats of one thread's hc_cp_bwd workspace: the layout of Work (work_at). */
+long hc_cp_bwd_ws_floats(const Bwd* b) {
+  const Fwd* p = &b->f;
+  long hw = p->H * p->W, frame = p->Ho * p->Wo, span = span_of(p);
+  return 2 * span * frame * p->R + (2 * hw + p->H * p->Wo + p->Wo + 2 * frame) * RB +
+         hw * b->Cp + p->C * packed_ld(hw) + span * p->T * packed_ld(frame);
+}
+
+/* Thread i's Work in ws (the layout hc_cp_bwd_ws_floats counts). */
+static Work work_at(const Bwd* b, float* q) {
+  const Fwd* p = &b->f;
+  long span = span_of(p), hw = p->H * p->W, frame = p->Ho * p->Wo, R = p->R;
+  Work w;
+  w.g = q; q += span * frame * R;
+  w.gh2 = q; q += span * frame * R;
+  w.h1 = q; q += hw * RB;
+  w.tw = q; q += p->H * p->Wo * RB;
+  w.h2 = q; q += frame * RB;
+  w.s = q; q += frame * RB;
+  w.t = q; q += p->Wo * RB;
+  w.gh1 = q; q += hw * RB;
+  w.dx = q; q += hw * b->Cp;
+  w.xpack = packing(R, q); q += p->C * packed_ld(hw);
+  w.gpack = packing(R, q);
+  return w;
+}
+
+/* Thread i's Grads in its grads_len floats at a (the layout of BwdCall's grads). */
+static Grads grads_at(const Fwd* p, float* a) {
+  long R = p->R, T = p->T, C = p->C, KD = p->KD, KH = p->KH, KW = p->KW;
+  Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R,
+             a + (T + C + KD + KH + KW) * R};
+  return d;
+}
+
+/* The frames two units shared: the later unit's part (in side) added to the stored one. */
+static void add_shared(const BwdCall* a, long side_len) {
+  const Fwd* p = &a->b.f;
+  long span = span_of(p), hw = p->H * p->W, chunks = a->chunks;
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long u = 0; u < p->N * chunks; ++u) {
+    long n = u / chunks, o0 = p->Do * (u % chunks) / chunks;
+    if (o0 == 0) continue;
+    long start = lmax(0, o0 - p->pd), shared = lmin(p->D, o0 - p->pd + span - 1);
+    for (long f = start; f < shared; ++f)
+      add_rows(a->b.dx + n * p->xn + f * hw * p->xp, p->xc, p->xp,
+               a->side + u * side_len + (f - start) * hw * a->b.Cp, a->b.Cp, hw, p->C);
+  }
 }
 
 /* Entry point: the work is N x chunks units (a range of at least `span` output frames of one
    sample: chunks > 1 when there are fewer samples than threads), taken by `threads` OpenMP
-   threads. Each thread has `ws_len` floats of `ws` (cp_bwd_ws_floats, laid out as Work) and
-   `grads_len` floats of `grads` (zeroed, laid out as Grads); each unit (span - 1) H W Cp
-   floats of `side`. Pointers as cp_fwd_f32's, then G, U (T, R), V (R, Cp) and dx (the
-   strides of x). */
-void cp_bwd_f32(const float* x, const float* vt, const float* fd, const float* fh,
-                const float* fw, const float* gy, const float* um, const float* vp, float* dx,
-                float* ws, float* grads, float* side, long ws_len, long grads_len, long threads,
-                long chunks, long N, long C, long Cp, long D, long H, long W, long Do, long Ho,
-                long Wo, long R, long T, long KD, long KH, long KW, long pd, long ph, long pw,
-                long dd, long dh, long dw, long xn, long xc, long xp, long on, long oc,
-                long op) {
-  Bwd b = {{x, vt, fd, fh, fw, NULL, NULL, NULL, N, C, D, H, W, Do, Ho, Wo, R, T, T, KD, KH, KW,
-            pd, ph, pw, dd, dh, dw, xn, xc, xp, on, oc, op},
-           gy, um, vp, dx, Cp};
-  long span = (KD - 1) * dd + 1, hw = H * W, frame = Ho * Wo, units = N * chunks;
-  long side_len = (span - 1) * hw * Cp;
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long i = 0; i < threads; ++i) {
-    float* q = ws + i * ws_len;
-    Work w;
-    w.g = q; q += span * frame * R;
-    w.gh2 = q; q += span * frame * R;
-    w.h1 = q; q += hw * RB;
-    w.tw = q; q += H * Wo * RB;
-    w.h2 = q; q += frame * RB;
-    w.s = q; q += frame * RB;
-    w.t = q; q += Wo * RB;
-    w.gh1 = q; q += hw * RB;
-    w.dx = q; q += hw * Cp;
-    w.xpack = packing(R, q); q += C * packed_ld(hw);
-    w.gpack = packing(R, q);
-    float* a = grads + i * grads_len;
-    Grads d = {a, a + T * R, a + (T + C) * R, a + (T + C + KD) * R, a + (T + C + KD + KH) * R,
-               a + (T + C + KD + KH + KW) * R};
-    for (long u = i; u < units; u += threads) {
-      long n = u / chunks, c = u % chunks;
-      bwd_range(&b, &w, &d, n, Do * c / chunks, Do * (c + 1) / chunks, side + u * side_len);
+   threads (the layouts of ws, grads and side: BwdCall). */
+const char* hc_cp_bwd(const BwdCall* a) {
+  const Bwd* b = &a->b;
+  const Fwd* p = &b->f;
+  const char* err = check_fwd(p);
+  if (err) return err;
+  if (p->N > 0 && (!b->gy || !b->um || !b->vp || !b->dx || !a->ws || !a->grads || !a->side))
+    return "gy, um, vp, dx, ws, grads, side must not be NULL";
+  if (p->Tp != p->T) return "Tp must equal T in the backward";
+  if (b->Cp < p->C || b->Cp % 16) return "Cp must be a multiple of 16, >= C";
+  if (a->threads < 1 || a->chunks < 1) return "threads and chunks must be >= 1";
+  if (a->ws_len < hc_cp_bwd_ws_floats(b)) return "ws_len must be >= hc_cp_bwd_ws_floats";
+  if (a->grads_len < (p->T + p->C + p->KD + p->KH + p->KW) * p->R + p->T)
+    return "grads_len must be >= (T + C + KD + KH + KW) R + T";
+  long side_len = (span_of(p) - 1) * p->H * p->W * b->Cp, units = p->N * a->chunks;
+#pragma omp parallel for num_threads(a->threads) schedule(static, 1)
+  for (long i = 0; i < a->threads; ++i) {
+    Work w = work_at(b, a->ws + i * a->ws_len);
+    Grads d = grads_at(p, a->grads + i * a->grads_len);
+    for (long u = i; u < units; u += a->threads) {
+      long n = u / a->chunks, c = u % a->chunks;
+      bwd_range(b, &w, &d, n, p->Do * c / a->chunks, p->Do * (c + 1) / a->chunks,
+                a->side + u * side_len);
     }
-#ifdef __AVX512F__
-    _mm_sfence(); /* store_rows' non-temporal stores are visible before the sums below */
-#endif
+    stream_fence(); /* store_rows' non-temporal stores are visible before the sums below */
   }
-  /* the frames two units shared: the later unit's part (in side) added to the stored one */
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (long u = 0; u < units; ++u) {
-    long n = u / chunks, o0 = Do * (u % chunks) / chunks;
-    if (o0 == 0) continue;
-    long start = lmax(0, o0 - pd), shared = lmin(D, o0 - pd + span - 1);
-    for (long f = start; f < shared; ++f)
-      add_rows(dx + n * xn + f * hw * xp, xc, xp, side + u * side_len + (f - start) * hw * Cp,
-               Cp, hw, C);
-  }
+  add_shared(a, side_len);
+  return NULL;
 }
