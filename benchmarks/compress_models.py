@@ -33,7 +33,9 @@ def write_jester_fixture(root: Path, clips: int = 160, size: int = 32, seed: int
     splits, frames = {"train": [], "validation": []}, {}
     for i in range(clips):
         clip, label = str(1000 + i), i % 4
-        splits["train" if i < clips * 3 // 4 else "validation"].append((clip, JESTER_CLASSES[label]))
+        splits["train" if i < clips * 3 // 4 else "validation"].append(
+            (clip, JESTER_CLASSES[label])
+        )
         frames[clip] = [
             (f"{t + 1:05d}.jpg", f) for t, f in enumerate(moving_square(rng, label, 16, size))
         ]
@@ -54,9 +56,9 @@ def recipes(out: Path) -> dict[str, tuple[list[str], list[str]]]:
     train = {
         "resnet18": ["--model", "resnet18_2d", "--width", "32", "--epochs", "6", "--lr", "2e-3",
                      "--batch-size", "32"],
-        "mobilenet": ["--model", "mobilenet_v2_cifar", "--width", "50", "--epochs", "4",
+        "mobilenet": ["--model", "mobilenet_v2_cifar", "--width", "50", "--epochs", "3",
                       "--optimizer", "adam", "--lr", "2e-3", "--batch-size", "32"],
-        "convnet3d": ["--model", "convnet3d", "--width", "16", "--epochs", "6", "--optimizer",
+        "convnet3d": ["--model", "convnet3d", "--width", "16", "--epochs", "4", "--optimizer",
                       "adam", "--lr", "1e-3", "--batch-size", "8",
                       "--model-arg", "temporal_output=clip"],
     }  # fmt: skip

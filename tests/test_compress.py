@@ -197,3 +197,19 @@ def test_compress_with_distillation_finetune_and_report(tmp_path, capsys):
     assert (rep / "compress_layers.png").stat().st_size > 1000
     new, _ = ck.load_model(out)
     assert isinstance(new.conv, CPConv)
+
+
+def test_evbmf_recovers_planted_rank_and_noise():
+    import numpy as np
+
+    from hoconv.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
+
+    rng = np.random.default_rng(0)
+    for rank in (3, 10):
+        signal = 0.5 * rng.normal(size=(60, rank)) @ rng.normal(size=(rank, 200))
+        found, sigma2 = evbmf_rank(signal + rng.normal(size=(60, 200)))
+        assert found == rank and sigma2 == pytest.approx(1.0, rel=0.05)
+    assert evbmf_rank(rng.normal(size=(50, 80)))[0] == 0  # pure noise: nothing kept
+    kernel = torch.einsum("tr,rc,k->tck", torch.randn(16, 4), torch.randn(4, 12), torch.randn(9))
+    kernel = (kernel + 0.01 * torch.randn(16, 12, 9)).reshape(16, 12, 3, 3)
+    assert tucker_ranks_evbmf(kernel) == (4, 4)

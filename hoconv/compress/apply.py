@@ -66,7 +66,13 @@ def _cost_tables(infos, cands, metric: str, latency):
 def _search(infos, kinds, metric, latency, errors, target_of):
     """Coarse grid, solve, refine around each pick, solve again; returns (choice, table, dense)."""
     search_latency = latency if metric == "latency" else None
-    cands = {i.name: C.layer_candidates(i, kinds, C.COARSE, search_latency, errors) for i in infos}
+    _, dense = _cost_tables(infos, {i.name: [] for i in infos}, metric, latency)
+    attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
+    useful = {i.name: (lambda c, d=dense[i.name]: getattr(c, attr) < d) for i in infos}
+    cands = {
+        i.name: C.layer_candidates(i, kinds, C.COARSE, search_latency, errors, useful[i.name])
+        for i in infos
+    }
     table, dense = _cost_tables(infos, cands, metric, latency)
     total = target_of(dense)
     choice = solve(table, dense, total["fixed"], total["target"])
@@ -74,7 +80,7 @@ def _search(infos, kinds, metric, latency, errors, target_of):
         picked = choice[info.name]["cand"] if choice[info.name] else None
         extra = C.refine_fractions(picked, C.COARSE)
         known = {(c.kind, c.rank) for c in cands[info.name]}
-        fresh = C.layer_candidates(info, kinds, extra, search_latency, errors)
+        fresh = C.layer_candidates(info, kinds, extra, search_latency, errors, useful[info.name])
         cands[info.name] += [c for c in fresh if (c.kind, c.rank) not in known]
     table, dense = _cost_tables(infos, cands, metric, latency)
     return solve(table, dense, total["fixed"], total["target"]), table, dense
@@ -128,7 +134,8 @@ def compress_model(
     errors = errors if errors is not None else C.ErrorCache()
     report = CompressReport(budget)
     orig = {"params": param_count(model), "macs": model_macs(model, sample)}
-    orig["ms"] = interleaved_ms({"m": model}, sample, repeats=timing_repeats)["m"]
+    # the solver's whole-model ms is a minimum, like the per-layer entries it is split into
+    orig["ms"] = interleaved_ms({"m": model}, sample, timing_repeats, statistic="min")["m"]
     whole = {"params": orig["params"], "macs": orig["macs"], "latency": orig["ms"]}[budget.metric]
     scale = [budget.fraction]
 

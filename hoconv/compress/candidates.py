@@ -150,7 +150,12 @@ class ErrorCache:
 
 
 def layer_candidates(
-    info: LayerInfo, kinds: tuple[str, ...], fractions=COARSE, latency=None, errors=None
+    info: LayerInfo,
+    kinds: tuple[str, ...],
+    fractions=COARSE,
+    latency=None,
+    errors=None,
+    useful=None,
 ) -> list[Candidate]:
     """One candidate per distinct (kind, rank) the ``fractions`` of the dense parameters give.
 
@@ -160,6 +165,8 @@ def layer_candidates(
         fractions: target parameter fractions (rank resolved by hoconv.rank).
         latency: optional :class:`LatencyTable` to measure forward ms at ``info.input_shape``.
         errors: :class:`ErrorCache` (a fresh in-memory one when None).
+        useful: optional predicate on a candidate's params / MACs / ms; candidates it rejects
+            (e.g. no cheaper than dense) are dropped before their decomposition is computed.
     """
     errors = errors if errors is not None else ErrorCache(os.devnull)
     out, seen = [], set()
@@ -171,12 +178,14 @@ def layer_candidates(
             seen.add((kind, rank))
             layer = empty_layer(info.conv, kind, rank)
             cand = Candidate(
-                kind, rank, errors.error(info.conv, kind, rank),
-                sum(p.numel() for p in layer.parameters()), int(layer.macs(info.input_shape)),
-                fraction=fraction,
+                kind, rank, float("nan"), sum(p.numel() for p in layer.parameters()),
+                int(layer.macs(info.input_shape)), fraction=fraction,
             )  # fmt: skip
             if latency is not None:
                 cand.ms = latency.forward_ms(layer_key(info, kind, rank), layer, info.input_shape)
+            if useful is not None and not useful(cand):
+                continue
+            cand.error = errors.error(info.conv, kind, rank)
             out.append(cand)
     return out
 
