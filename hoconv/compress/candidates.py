@@ -139,6 +139,7 @@ class ErrorCache:
         if key not in self.entries:
             self.entries[key] = float(decompose(kind, conv, rank, iters).decomposition_error)
             self.computed += 1
+            self.save()  # a long search killed half-way keeps what it computed
         return self.entries[key]
 
     def save(self) -> None:
@@ -181,6 +182,8 @@ def layer_candidates(
                 kind, rank, float("nan"), sum(p.numel() for p in layer.parameters()),
                 int(layer.macs(info.input_shape)), fraction=fraction,
             )  # fmt: skip
+            if cand.macs >= info.macs:  # more work than the dense conv: never faster, not timed
+                continue
             if latency is not None:
                 cand.ms = latency.forward_ms(layer_key(info, kind, rank), layer, info.input_shape)
             if useful is not None and not useful(cand):
