@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 
-EXAMPLE = """example:
-  hoconv compress --checkpoint runs/r18/best.pt --out runs/r18/small.pt --budget latency=0.5 \\
-      --input-shape 8,3,48,48 --finetune-epochs 2 --report-dir runs/r18/compress"""
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compress` subcommand."""
-    p = subparsers.add_parser("compress", help="factorize a model to a budget", description=__doc__,
-                              epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subparsers.add_parser("compress", help="factorize a model to a budget", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="checkpoint to compress (e.g. RUN/best.pt)")
     p.add_argument("--out", required=True, help="compressed checkpoint to write")
     p.add_argument("--budget", required=True, help="params=F | macs=F | latency=F, 0 < F <= 1")
     p.add_argument(
-        "--kind", default="auto", choices=("cp", "tucker", "auto"), help="(default: auto)"
+        "--kind",
+        default="auto",
+        choices=("cp", "tucker", "auto"),
+        help="CP, Tucker, or either per layer",
     )
     p.add_argument("--input-shape", required=True, help="shape the model runs at, e.g. 1,3,64,64")
     p.add_argument("--pointwise", action="store_true", help="also factorize 1x1 convs (low rank)")
@@ -45,14 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, help="batch size of fine-tune and validation")
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
     f = p.add_argument_group("distillation fine-tune (from the original model)")
-    f.add_argument("--finetune-epochs", type=int, default=0, help="epochs (default: 0, none)")
-    f.add_argument("--finetune-lr", type=float, default=5e-4, help="Adam lr (default: 5e-4)")
-    f.add_argument("--task-weight", type=float, default=1.0, help="task loss (default: 1)")
+    f.add_argument("--finetune-epochs", type=int, default=0, help="epochs (0: no fine-tune)")
+    f.add_argument("--finetune-lr", type=float, default=5e-4, help="Adam lr")
+    f.add_argument("--task-weight", type=float, default=1.0, help="task loss")
     f.add_argument("--mse-weight", type=float, default=1.0,
-                   help="MSE to the teacher's V/A, affect (default: 1)")  # fmt: skip
+                   help="MSE to the teacher's V/A, affect")  # fmt: skip
     f.add_argument("--kl-weight", type=float, default=1.0,
-                   help="KL to the teacher's logits (expression / classes) (default: 1)")  # fmt: skip
-    f.add_argument("--temperature", type=float, default=4.0, help="KL temperature (default: 4)")
+                   help="KL to the teacher's logits (expression / classes)")  # fmt: skip
+    f.add_argument("--temperature", type=float, default=4.0, help="KL temperature")
     f.add_argument("--max-train-batches", type=int, help="cap on batches per fine-tune epoch")
     p.set_defaults(func=run)
 

@@ -23,7 +23,7 @@ from hoconv.decompose import _is_factorizable
 from hoconv.layers import CPConv, TuckerConv
 
 COARSE = (0.1, 0.25, 0.5)
-CANDIDATE_ITERS = {"cp": 30, "tucker": 20}
+CANDIDATE_ITERS = {"cp": 30, "tucker": 20}  # short runs: the errors only rank candidates
 
 
 @dataclass
