@@ -1,10 +1,32 @@
-"""Tests of hoconv.compress: budgets, the solver, the latency cache, end to end."""
+"""Tests of hoconv.compress: budgets, the solver, caches, MACs, distillation, end to end."""
+
+import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hoconv.compress import LatencyTable, compress_model, parse_budget, solve
+from hoconv.compress import (
+    DistillSettings,
+    ErrorCache,
+    LatencyTable,
+    compress_model,
+    distillation_loss,
+    interleaved_ms,
+    layer_candidates,
+    model_macs,
+    parse_budget,
+    record_shapes,
+    solve,
+)
+from hoconv.compress.candidates import Candidate, refine_fractions
+from hoconv.layers import CPConv
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3))
 
 
 def test_parse_budget_and_errors():
@@ -40,29 +62,102 @@ def test_latency_table_caches(tmp_path):
     assert t2.forward_ms("k", conv, (1, 4, 8, 8)) == ms and t2.measured == 0
 
 
+def test_model_macs_counts_convs_linears_and_factorized_layers_once():
+    conv, grouped = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=4)
+    cp = CPConv(8, 6, 3, dim=2, rank=5, padding=1, norm=True, activation="relu")
+    model = nn.Sequential(conv, grouped, cp, nn.Flatten(), nn.Linear(6 * 5 * 5, 7))
+    x = torch.randn(2, 3, 5, 5)
+    expected = 2 * 8 * 25 * 3 * 9 + 2 * 8 * 25 * 2 * 9 + cp.macs((2, 8, 5, 5)) + 2 * 7 * 150
+    assert model_macs(model, x) == expected
+
+
+def test_error_cache_and_candidates(tmp_path):
+    info = record_shapes(_net(), torch.randn(1, 8, 8, 8))[1]
+    cache = ErrorCache(tmp_path / "err.json")
+    cands = layer_candidates(info, ("cp", "tucker"), (0.2, 0.5), errors=cache)
+    assert {c.kind for c in cands} == {"cp", "tucker"} and cache.computed == len(cands)
+    assert all(0 <= c.error < 1 and c.params < info.params for c in cands)
+    cache.save()
+    again = ErrorCache(tmp_path / "err.json")
+    assert [
+        c.error for c in layer_candidates(info, ("cp", "tucker"), (0.2, 0.5), errors=again)
+    ] == [c.error for c in cands]
+    assert again.computed == 0
+
+
+def test_refine_fractions_brackets_the_pick():
+    grid = (0.1, 0.25, 0.5)
+    low, high = refine_fractions(Candidate("cp", 4, 0.1, 1, 1, fraction=0.25), grid)
+    assert 0.1 < low < 0.25 < high < 0.5
+    assert refine_fractions(None, grid)[0] > 0.5
+
+
 def test_compress_model_meets_params_budget():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3))
-    x = torch.randn(1, 8, 8, 8)
-    new, spec, report = compress_model(model, x, parse_budget("params=0.6"), kind="tucker")
-    assert spec and report.params_after <= 0.6 * report.params_before
-    assert sum(p.numel() for p in new.parameters()) == report.params_after
+    model, x = _net(), torch.randn(1, 8, 8, 8)
+    new, spec, report = compress_model(model, x, parse_budget("params=0.6"), kind="tucker",
+                                       latency=LatencyTable("/dev/null", repeats=1),
+                                       timing_repeats=2)  # fmt: skip
+    w = report.whole
+    assert spec and w["compressed"]["params"] <= 0.6 * w["original"]["params"]
+    assert sum(p.numel() for p in new.parameters()) == w["compressed"]["params"]
     assert new(x).shape == model(x).shape
+    assert all(r["ms"] > 0 for r in report.rows) and w["compressed"]["ms"] > 0
 
 
-def test_compress_checkpoint_cli_reloads(tmp_path, capsys):
-    from hoconv.cli import main
+def test_macs_budget_is_of_the_whole_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.Flatten(), nn.Linear(32 * 64, 64))
+    x = torch.randn(1, 8, 8, 8)
+    whole = model_macs(model, x)
+    linear = 64 * 32 * 64
+    _, _, report = compress_model(model, x, parse_budget("macs=0.6"), kind="tucker",
+                                  latency=LatencyTable("/dev/null", repeats=1), timing_repeats=2)  # fmt: skip
+    assert report.whole["original"]["macs"] == whole
+    assert report.whole["compressed"]["macs"] <= 0.6 * whole
+    conv_after = report.rows[0]["macs"]
+    assert report.whole["compressed"]["macs"] == conv_after + linear  # the head counts too
+
+
+def test_distillation_loss_against_hand_formulas():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    st = DistillSettings(temperature=2.0, kl_weight=0.5, mse_weight=3.0)
+    p_t = F.softmax(t / 2, 1)
+    kl = (p_t * (p_t.log() - F.log_softmax(s / 2, 1))).sum(1).mean() * 4
+    assert torch.allclose(distillation_loss("classify", s, t, st), 0.5 * kl)
+    pt3 = F.softmax(t[:, 2:] / 2, 1)
+    kl3 = (pt3 * (pt3.log() - F.log_softmax(s[:, 2:] / 2, 1))).sum(1).mean() * 4
+    mse = ((s[:, :2] - t[:, :2]) ** 2).mean()
+    assert torch.allclose(distillation_loss("affect", s, t, st), 3.0 * mse + 0.5 * kl3)
+    assert float(distillation_loss("affect", t, t, st)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        DistillSettings(temperature=0)
+
+
+def test_interleaved_ms_times_every_model():
+    ms = interleaved_ms({"a": nn.Conv2d(3, 4, 3), "b": nn.Identity()}, torch.randn(1, 3, 8, 8), 3)
+    assert set(ms) == {"a", "b"} and min(ms.values()) > 0
+
+
+def _tiny_checkpoint(tmp_path, config):
     from hoconv.engine import checkpoint as ck
     from tests import standins
 
     standins.install()
     torch.manual_seed(0)
-    model = standins.TinyNet(dim=2, num_outputs=2)
-    spec = {"name": "test_tiny2d", "kwargs": {"num_outputs": 2}, "transductions": []}
-    src = ck.write_checkpoint(
-        tmp_path / "a.pt",
-        ck.make_checkpoint(model_spec=spec, state_dict=model.state_dict(), epoch=1, config={}),
+    model = standins.TinyNet(dim=2, num_outputs=10, width=8)
+    spec = {"name": "test_tiny2d", "kwargs": {"num_outputs": 10, "width": 8}, "transductions": []}
+    ckpt = ck.make_checkpoint(
+        model_spec=spec, state_dict=model.state_dict(), epoch=1, config=config
     )
+    return model, ck.write_checkpoint(tmp_path / "a.pt", ckpt)
+
+
+def test_compress_checkpoint_cli_reloads(tmp_path, capsys):
+    from hoconv.cli import main
+    from hoconv.engine import checkpoint as ck
+
+    model, src = _tiny_checkpoint(tmp_path, {})
     out = tmp_path / "b.pt"
     argv = ["compress", "--checkpoint", str(src), "--out", str(out), "--budget", "params=0.9",
             "--kind", "tucker", "--input-shape", "2,3,8,8"]  # fmt: skip
@@ -77,3 +172,44 @@ def test_compress_checkpoint_cli_reloads(tmp_path, capsys):
     bad = [a if a != "params=0.9" else "flops=2" for a in argv]
     assert main(bad) == 2
     assert "budget 'flops=2'" in capsys.readouterr().err
+    assert main([*argv[:-2], "--input-shape", "2,3,8,8", "--finetune-epochs", "1"]) == 2
+    assert "needs data" in capsys.readouterr().err
+
+
+def test_compress_with_distillation_finetune_and_report(tmp_path, capsys):
+    from hoconv.cli import main
+    from hoconv.engine import checkpoint as ck
+
+    data = {"data": "test_tiny", "mode": "static", "task": "affect", "batch_size": 8,
+            "workers": 0, "data_kwargs": {"size": 16, "image_size": 16}}  # fmt: skip
+    _, src = _tiny_checkpoint(tmp_path, data)
+    out, rep = tmp_path / "b.pt", tmp_path / "rep"
+    argv = ["compress", "--checkpoint", str(src), "--out", str(out), "--budget", "params=0.95",
+            "--kind", "cp", "--input-shape", "2,3,16,16", "--finetune-epochs", "2",
+            "--report-dir", str(rep)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "fine-tune: epoch 0" in text and "| finetuned |" in text
+    report = json.loads((rep / "compress.json").read_text())
+    scores = {k: v["score"] for k, v in report["whole"].items()}
+    assert set(scores) == {"original", "compressed", "finetuned"}
+    assert all(-1 <= s <= 1 for s in scores.values())
+    assert (rep / "compress_layers.png").stat().st_size > 1000
+    new, _ = ck.load_model(out)
+    assert isinstance(new.conv, CPConv)
+
+
+def test_evbmf_recovers_planted_rank_and_noise():
+    import numpy as np
+
+    from hoconv.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
+
+    rng = np.random.default_rng(0)
+    for rank in (3, 10):
+        signal = 0.5 * rng.normal(size=(60, rank)) @ rng.normal(size=(rank, 200))
+        found, sigma2 = evbmf_rank(signal + rng.normal(size=(60, 200)))
+        assert found == rank and sigma2 == pytest.approx(1.0, rel=0.05)
+    assert evbmf_rank(rng.normal(size=(50, 80)))[0] == 0  # pure noise: nothing kept
+    kernel = torch.einsum("tr,rc,k->tck", torch.randn(16, 4), torch.randn(4, 12), torch.randn(9))
+    kernel = (kernel + 0.01 * torch.randn(16, 12, 9)).reshape(16, 12, 3, 3)
+    assert tucker_ranks_evbmf(kernel) == (4, 4)

@@ -1,40 +1,40 @@
-"""Put the solver's choices into a model and write a checkpoint the existing loaders read."""
+"""Search candidates, solve, rebuild the model; for a latency budget, measure and iterate."""
 
 from __future__ import annotations
 
 import copy
-import os
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from hoconv.compress.candidates import LayerInfo, layer_candidates, record_shapes
+from hoconv.compress import candidates as C
 from hoconv.compress.latency import LatencyTable
+from hoconv.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.compress.solver import Budget, solve
 from hoconv.decompose import _set_submodule
-from hoconv.layers import CPConv, TuckerConv
+
+KINDS = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}
 
 
 @dataclass
 class CompressReport:
-    """Per-layer rows (name, kind, rank, error, params, macs, ms) and whole-model totals."""
+    """Per-layer rows, whole-model numbers per stage, the latency rounds and the search cost.
 
+    ``whole`` maps a stage (``"original"``, ``"compressed"``, later ``"finetuned"``) to
+    ``{"params", "macs", "ms", "score"}``; ``ms`` of the original and the compressed model are
+    timed together, interleaved. ``rounds`` lists, per solve, the target, the solver's predicted
+    cost and (latency budgets) the measured whole-forward ratio.
+    """
+
+    budget: Budget
     rows: list[dict] = field(default_factory=list)
-    params_before: int = 0
-    params_after: int = 0
-    macs_before: int = 0
-    macs_after: int = 0
-
-
-def _empty_layer(conv: nn.Module, kind: str, rank) -> nn.Module:
-    """A factorized layer with ``conv``'s geometry at ``rank`` (weights come later)."""
-    cls = {"cp": CPConv, "tucker": TuckerConv}[kind]
-    return cls(
-        conv.in_channels, conv.out_channels, conv.kernel_size, dim=len(conv.kernel_size),
-        rank=tuple(rank) if kind == "tucker" else int(rank), stride=conv.stride,
-        padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
-    )  # fmt: skip
+    whole: dict[str, dict] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
+    search_s: float = 0.0
+    decompositions: int = 0
+    latency_measured: int = 0
 
 
 def apply_choices(model: nn.Module, factorized: dict[str, dict]) -> None:
@@ -47,13 +47,57 @@ def apply_choices(model: nn.Module, factorized: dict[str, dict]) -> None:
             conv = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"factorized layer {name!r} is not in the model") from None
-        _set_submodule(model, name, _empty_layer(conv, choice["kind"], choice["rank"]))
+        _set_submodule(model, name, C.empty_layer(conv, choice["kind"], choice["rank"]))
 
 
-def _costs(info: LayerInfo, cands, dense_ms, metric: str):
-    key = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
-    dense = {"params": info.params, "macs": info.macs, "ms": dense_ms}[key]
-    return [dict(vars(c), cost=getattr(c, key)) for c in cands], dense
+def _cost_tables(infos, cands, metric: str, latency):
+    """Solver input: per-layer options with their ``cost`` in ``metric``, and the dense costs."""
+    attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
+    table, dense = {}, {}
+    for info in infos:
+        table[info.name] = [dict(vars(c), cost=getattr(c, attr), cand=c) for c in cands[info.name]]
+        if metric == "latency":
+            dense[info.name] = C.dense_ms(info, latency)
+        else:
+            dense[info.name] = info.params if metric == "params" else info.macs
+    return table, dense
+
+
+def _search(infos, kinds, metric, latency, errors, target_of):
+    """Coarse grid, solve, refine around each pick, solve again; returns (choice, table, dense)."""
+    search_latency = latency if metric == "latency" else None
+    _, dense = _cost_tables(infos, {i.name: [] for i in infos}, metric, latency)
+    attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
+    useful = {i.name: (lambda c, d=dense[i.name]: getattr(c, attr) < d) for i in infos}
+    cands = {
+        i.name: C.layer_candidates(i, kinds, C.COARSE, search_latency, errors, useful[i.name])
+        for i in infos
+    }
+    table, dense = _cost_tables(infos, cands, metric, latency)
+    total = target_of(dense)
+    choice = solve(table, dense, total["fixed"], total["target"])
+    for info in infos:
+        picked = choice[info.name]["cand"] if choice[info.name] else None
+        extra = C.refine_fractions(picked, C.COARSE)
+        known = {(c.kind, c.rank) for c in cands[info.name]}
+        fresh = C.layer_candidates(info, kinds, extra, search_latency, errors, useful[info.name])
+        cands[info.name] += [c for c in fresh if (c.kind, c.rank) not in known]
+    table, dense = _cost_tables(infos, cands, metric, latency)
+    return solve(table, dense, total["fixed"], total["target"]), table, dense
+
+
+def _build(model, infos, choice, built: dict) -> nn.Module:
+    """A copy of ``model`` with the chosen layers decomposed (full iterations; memoised)."""
+    new = copy.deepcopy(model)
+    for info in infos:
+        picked = choice[info.name]
+        if picked is None:
+            continue
+        key = (info.name, picked["kind"], picked["rank"])
+        if key not in built:
+            built[key] = C.decompose(picked["kind"], info.conv, picked["rank"])
+        _set_submodule(new, info.name, copy.deepcopy(built[key]))
+    return new.eval()
 
 
 def compress_model(
@@ -62,89 +106,98 @@ def compress_model(
     budget: Budget,
     kind: str = "auto",
     latency: LatencyTable | None = None,
-    seed: int = 0,
+    errors: C.ErrorCache | None = None,
+    pointwise: bool = False,
+    max_rounds: int = 4,
+    timing_repeats: int = 15,
 ) -> tuple[nn.Module, dict[str, dict], CompressReport]:
-    """Factorize ``model``'s convs so that its params / MACs / conv latency meet ``budget``.
+    """Factorize ``model``'s convs so that its params / MACs / forward latency meet ``budget``.
 
-    For ``latency`` the budget applies to the summed measured forward ms of the candidate convs
-    plus the rest of the model (measured once as whole-model ms minus the dense convs' ms).
+    Budgets are fractions of the whole model (all parameters; every conv and linear layer's
+    MACs; the whole forward on ``sample``). For latency the solver predicts the forward as the
+    rest of the model (whole minus the dense convs) plus each layer's measured ms; the result
+    is then timed against the original (interleaved) and, while it misses, the target is
+    scaled by ``fraction x original / measured`` and solved again (``max_rounds`` in all).
 
     Returns:
         ``(new_model, factorized_spec, report)``; ``factorized_spec`` maps layer name to
         ``{"kind", "rank"}`` (what the checkpoint records).
     """
-    kinds = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}.get(kind)
+    kinds = KINDS.get(kind)
     if kinds is None:
         raise ValueError(f"--kind must be cp, tucker or auto, got {kind!r}")
-    infos = record_shapes(model, sample)
+    model = model.eval()
+    infos = C.record_shapes(model, sample, pointwise)
     if not infos:
         raise ValueError("compress found no dense conv (groups=1, kernel > 1) to factorize")
-    if budget.metric == "latency" and latency is None:
-        latency = LatencyTable()
-    table, dense_cost, all_cands = {}, {}, {}
-    for info in infos:
-        cands, dense_ms = layer_candidates(info, kinds, latency=latency)
-        all_cands[info.name] = cands
-        table[info.name], dense_cost[info.name] = _costs(info, cands, dense_ms, budget.metric)
-    total = _model_total(model, sample, infos, budget.metric, dense_cost)
-    fixed = total - sum(dense_cost.values())
-    choice = solve(table, dense_cost, fixed, budget.fraction * total)
-    new = copy.deepcopy(model)
-    spec, report = {}, CompressReport()
+    latency = latency if latency is not None else LatencyTable()
+    errors = errors if errors is not None else C.ErrorCache()
+    report = CompressReport(budget)
+    orig = {"params": param_count(model), "macs": model_macs(model, sample)}
+    # the solver's whole-model ms is a minimum, like the per-layer entries it is split into
+    orig["ms"] = interleaved_ms({"m": model}, sample, timing_repeats, statistic="min")["m"]
+    whole = {"params": orig["params"], "macs": orig["macs"], "latency": orig["ms"]}[budget.metric]
+    scale = [budget.fraction]
+
+    def target_of(dense):
+        return {"fixed": max(0.0, whole - sum(dense.values())), "target": scale[0] * whole}
+
+    start = time.perf_counter()
+    choice, table, dense = _search(infos, kinds, budget.metric, latency, errors, target_of)
+    report.search_s = time.perf_counter() - start
+    built: dict = {}
+    new = _build(model, infos, choice, built)
+    best = (new, choice)
+    for _ in range(max_rounds):
+        predicted = target_of(dense)["fixed"] + sum(
+            dense[n] if o is None else o["cost"] for n, o in choice.items()
+        )
+        entry = {"target": scale[0] * whole, "predicted": predicted}
+        report.rounds.append(entry)
+        if budget.metric != "latency":
+            break
+        ms = interleaved_ms({"original": model, "compressed": new}, sample, timing_repeats)
+        entry["measured_ratio"] = ms["compressed"] / ms["original"]
+        best = (new, choice)
+        if entry["measured_ratio"] <= budget.fraction:
+            break
+        scale[0] *= budget.fraction / entry["measured_ratio"]
+        try:
+            choice = solve(table, dense, target_of(dense)["fixed"], scale[0] * whole)
+        except ValueError:  # even the cheapest candidates cannot go lower: keep the last
+            entry["note"] = "no cheaper choice: the cheapest candidates were reached"
+            break
+        new = _build(model, infos, choice, built)
+    new, choice = best
+    spec = _fill_report(report, model, new, infos, choice, latency, sample, orig, timing_repeats)
+    report.decompositions, report.latency_measured = errors.computed, latency.measured
+    errors.save()
+    return new, spec, report
+
+
+def _fill_report(report, model, new, infos, choice, latency, sample, orig, repeats) -> dict:
+    """Per-layer rows (measured ms of dense and chosen layer) and whole-model numbers."""
+    spec = {}
     for info in infos:
         picked = choice[info.name]
+        layer = new.get_submodule(info.name)
         row = {"name": info.name, "kind": "dense", "rank": "-", "error": 0.0,
-               "params": info.params, "macs": info.macs,
-               "ms": dense_cost[info.name] if budget.metric == "latency" else None}  # fmt: skip
+               "params": info.params, "macs": info.macs, "dense_params": info.params,
+               "dense_macs": info.macs, "dense_ms": C.dense_ms(info, latency)}  # fmt: skip
+        row["ms"] = row["dense_ms"]
         if picked is not None:
-            torch.manual_seed(seed)
-            factories = {"cp": CPConv.from_dense, "tucker": TuckerConv.from_dense}
-            layer = factories[picked["kind"]](info.conv, picked["rank"], seed=seed)
-            _set_submodule(new, info.name, layer)
             rank = picked["rank"]
             spec[info.name] = {
                 "kind": picked["kind"],
                 "rank": list(rank) if isinstance(rank, tuple) else rank,
             }
-            row.update({k: picked[k] for k in ("kind", "rank", "error", "params", "macs", "ms")})
+            row.update(kind=picked["kind"], rank=rank, error=float(layer.decomposition_error),
+                       params=picked["params"], macs=picked["macs"],
+                       ms=latency.forward_ms(C.layer_key(info, picked["kind"], rank), layer,
+                                             info.input_shape))  # fmt: skip
         report.rows.append(row)
-    report.params_before = sum(p.numel() for p in model.parameters())
-    report.params_after = sum(p.numel() for p in new.parameters())
-    report.macs_before = sum(i.macs for i in infos)
-    report.macs_after = sum(r["macs"] for r in report.rows)
-    return new, spec, report
-
-
-def _model_total(model, sample, infos, metric, dense_cost) -> float:
-    if metric == "params":
-        return float(sum(p.numel() for p in model.parameters()))
-    if metric == "macs":
-        return float(sum(dense_cost.values()))  # MACs counted over the candidate convs only
-    from hoconv.compress.latency import median_ms
-
-    with torch.no_grad():
-        whole = median_ms(lambda: model.eval()(sample), repeats=5)
-    return max(whole, sum(dense_cost.values()))
-
-
-def compress_checkpoint(
-    src: str | os.PathLike, dst: str | os.PathLike, sample: torch.Tensor, budget: Budget,
-    kind: str = "auto", latency: LatencyTable | None = None,
-) -> CompressReport:  # fmt: skip
-    """Compress a checkpoint's model and write one that ``load_model`` / evaluate / predict read."""
-    from hoconv.engine.checkpoint import load_model, make_checkpoint, write_checkpoint
-
-    model, meta = load_model(src)
-    if meta["model"].get("factorized"):
-        raise ValueError(f"checkpoint {src} is already compressed; compress the original")
-    new, factorized, report = compress_model(model, sample, budget, kind, latency)
-    spec = dict(meta["model"])
-    ckpt = make_checkpoint(model_spec=spec, state_dict=new.state_dict(), epoch=int(meta.get("epoch", 0)),
-                           config=dict(meta.get("config") or {}), history=meta.get("history"),
-                           best=meta.get("best"))  # fmt: skip
-    ckpt["model"]["factorized"] = factorized
-    from hoconv.engine.checkpoint import digest
-
-    ckpt["digest"] = digest(ckpt)
-    write_checkpoint(dst, ckpt)
-    return report
+    ms = interleaved_ms({"original": model, "compressed": new}, sample, repeats)
+    report.whole["original"] = {**orig, "ms": ms["original"], "score": None}
+    report.whole["compressed"] = {"params": param_count(new), "macs": model_macs(new, sample),
+                                  "ms": ms["compressed"], "score": None}  # fmt: skip
+    return spec

@@ -1,17 +1,29 @@
-"""Per-layer candidates: CP / Tucker ranks with their error, parameters, MACs and measured ms."""
+"""Per-layer candidates: CP / Tucker ranks with their error, parameters, MACs and measured ms.
+
+Search speed: ranks come from a coarse grid of parameter fractions (``COARSE``), refined
+around each layer's pick (``refine_fractions``); a candidate's error is a short decomposition
+(``CANDIDATE_ITERS``) cached on disk by kernel digest, kind and rank (:class:`ErrorCache`), and
+its parameters / MACs are counted on an empty layer, so nothing is decomposed twice.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from math import prod
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from hoconv import rank as R
 from hoconv.decompose import _is_factorizable
 from hoconv.layers import CPConv, TuckerConv
 
-FRACTIONS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75)
+COARSE = (0.1, 0.25, 0.5)
+CANDIDATE_ITERS = {"cp": 30, "tucker": 20}  # short runs: the errors only rank candidates
 
 
 @dataclass
@@ -38,7 +50,7 @@ class LayerInfo:
 
 @dataclass
 class Candidate:
-    """One factorized option of a layer."""
+    """One factorized option of a layer (``fraction``: the parameter fraction it came from)."""
 
     kind: str
     rank: int | tuple[int, int]
@@ -46,14 +58,23 @@ class Candidate:
     params: int
     macs: int
     ms: float | None = None
+    fraction: float = 0.0
 
 
-def record_shapes(model: nn.Module, sample: torch.Tensor) -> list[LayerInfo]:
-    """Run ``sample`` through ``model`` and record every factorizable conv's in / out shapes."""
+def record_shapes(
+    model: nn.Module, sample: torch.Tensor, pointwise: bool = False
+) -> list[LayerInfo]:
+    """Run ``sample`` through ``model`` and record every factorizable conv's in / out shapes.
+
+    Args:
+        model: the network.
+        sample: a batch at the size the model will run.
+        pointwise: also consider 1x1 convs (a low-rank pair of 1x1 projections).
+    """
     shapes: dict[str, tuple] = {}
     hooks = []
     for name, module in model.named_modules():
-        if _is_factorizable(module, skip_pointwise=True):
+        if _is_factorizable(module, skip_pointwise=not pointwise):
 
             def hook(mod, inputs, output, name=name):
                 shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
@@ -69,50 +90,127 @@ def record_shapes(model: nn.Module, sample: torch.Tensor) -> list[LayerInfo]:
     return [LayerInfo(n, modules[n], *s) for n, s in shapes.items()]
 
 
-def _factorized(kind: str, conv: nn.Module, fraction: float) -> nn.Module:
+def empty_layer(conv: nn.Module, kind: str, rank) -> nn.Module:
+    """A factorized layer with ``conv``'s geometry at ``rank`` (random weights)."""
+    cls = {"cp": CPConv, "tucker": TuckerConv}[kind]
+    return cls(
+        conv.in_channels, conv.out_channels, conv.kernel_size, dim=len(conv.kernel_size),
+        rank=tuple(rank) if kind == "tucker" else int(rank), stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+    )  # fmt: skip
+
+
+def resolve_rank(kind: str, conv: nn.Module, fraction: float):
+    """The rank a parameter ``fraction`` gives (``hoconv.rank``), without decomposing."""
+    t, c, *ksize = conv.weight.shape
     if kind == "cp":
-        return CPConv.from_dense(conv, fraction, n_iter_max=50)
+        return R.cp_rank(fraction, c, t, ksize)
     if kind == "tucker":
-        return TuckerConv.from_dense(conv, fraction)
+        return tuple(R.tucker_ranks(fraction, c, t, ksize))
     raise ValueError(f"kind must be 'cp', 'tucker' or 'auto', got {kind!r}")
 
 
+def decompose(kind: str, conv: nn.Module, rank, n_iter_max: int | None = None) -> nn.Module:
+    """The factorized layer of ``conv`` at ``rank`` (error in ``decomposition_error``)."""
+    kw = {} if n_iter_max is None else {"n_iter_max": n_iter_max}
+    if kind == "cp":
+        return CPConv.from_dense(conv, int(rank), **kw)
+    return TuckerConv.from_dense(conv, tuple(rank), **kw)
+
+
+class ErrorCache:
+    """Candidate reconstruction errors on disk, keyed by kernel digest, kind, rank and iterations."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        root = os.environ.get("HOCONV_CACHE") or os.path.expanduser("~/.cache/hoconv")
+        self.path = Path(path) if path is not None else Path(root) / "compress-errors.json"
+        self.computed = 0
+        try:
+            self.entries: dict[str, float] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def error(self, conv: nn.Module, kind: str, rank) -> float:
+        """Relative error of a short decomposition of ``conv`` (cached)."""
+        weight = conv.weight.detach().contiguous().cpu()
+        digest = hashlib.sha1(weight.numpy().tobytes()).hexdigest()[:16]
+        iters = CANDIDATE_ITERS[kind]
+        key = f"{digest}|{tuple(weight.shape)}|{kind}|{rank}|it={iters}"
+        if key not in self.entries:
+            self.entries[key] = float(decompose(kind, conv, rank, iters).decomposition_error)
+            self.computed += 1
+            self.save()  # a long search killed half-way keeps what it computed
+        return self.entries[key]
+
+    def save(self) -> None:
+        """Write the cache (temp file + rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
 def layer_candidates(
-    info: LayerInfo, kinds: tuple[str, ...], fractions=FRACTIONS, latency=None
-) -> tuple[list[Candidate], float | None]:
-    """Decompose ``info.conv`` at each kind x fraction of its dense parameters.
+    info: LayerInfo,
+    kinds: tuple[str, ...],
+    fractions=COARSE,
+    latency=None,
+    errors=None,
+    useful=None,
+) -> list[Candidate]:
+    """One candidate per distinct (kind, rank) the ``fractions`` of the dense parameters give.
 
     Args:
         info: the layer.
         kinds: ``("cp",)``, ``("tucker",)`` or both.
         fractions: target parameter fractions (rank resolved by hoconv.rank).
         latency: optional :class:`LatencyTable` to measure forward ms at ``info.input_shape``.
-
-    Returns:
-        ``(candidates, dense_ms)``; ``dense_ms`` is None without a latency table.
+        errors: :class:`ErrorCache` (a fresh in-memory one when None).
+        useful: optional predicate on a candidate's params / MACs / ms; candidates it rejects
+            (e.g. no cheaper than dense) are dropped before their decomposition is computed.
     """
+    errors = errors if errors is not None else ErrorCache(os.devnull)
     out, seen = [], set()
     for kind in kinds:
-        for fraction in fractions:
-            layer = _factorized(kind, info.conv, fraction)
-            rank = layer.rank if kind == "cp" else tuple(layer.rank)
+        for fraction in sorted(fractions):
+            rank = resolve_rank(kind, info.conv, fraction)
             if (kind, rank) in seen:
                 continue
             seen.add((kind, rank))
+            layer = empty_layer(info.conv, kind, rank)
             cand = Candidate(
-                kind, rank, float(layer.decomposition_error),
-                sum(p.numel() for p in layer.parameters()), int(layer.macs(info.input_shape)),
+                kind, rank, float("nan"), sum(p.numel() for p in layer.parameters()),
+                int(layer.macs(info.input_shape)), fraction=fraction,
             )  # fmt: skip
+            if cand.macs >= info.macs:  # more work than the dense conv: never faster, not timed
+                continue
             if latency is not None:
-                cand.ms = latency.forward_ms(_key(info, kind, rank), layer, info.input_shape)
+                cand.ms = latency.forward_ms(layer_key(info, kind, rank), layer, info.input_shape)
+            if useful is not None and not useful(cand):
+                continue
+            cand.error = errors.error(info.conv, kind, rank)
             out.append(cand)
-    dense_ms = None
-    if latency is not None:
-        dense_ms = latency.forward_ms(_key(info, "dense", 0), info.conv, info.input_shape)
-    return out, dense_ms
+    return out
 
 
-def _key(info: LayerInfo, kind: str, rank) -> str:
+def dense_ms(info: LayerInfo, latency) -> float:
+    """Measured (cached) forward ms of the dense layer at its input shape."""
+    return latency.forward_ms(layer_key(info, "dense", 0), info.conv, info.input_shape)
+
+
+def refine_fractions(picked: Candidate | None, fractions) -> list[float]:
+    """The fine grid around a pick: the geometric midpoints to its neighbours in ``fractions``."""
+    grid = sorted(set(fractions))
+    if picked is None:  # dense: try above the largest coarse fraction
+        return [min(0.8, grid[-1] * 1.5)]
+    i = grid.index(picked.fraction)
+    lower = grid[i - 1] if i > 0 else grid[0] / 2
+    upper = grid[i + 1] if i + 1 < len(grid) else min(0.9, grid[-1] * 1.5)
+    return [round((lower * picked.fraction) ** 0.5, 4), round((upper * picked.fraction) ** 0.5, 4)]
+
+
+def layer_key(info: LayerInfo, kind: str, rank) -> str:
+    """What a layer's latency depends on besides the input shape: kind, rank, geometry, bias."""
     c = info.conv
     geometry = (c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation)
     return f"{kind}|{rank}|{geometry}|bias={c.bias is not None}"
