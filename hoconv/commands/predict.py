@@ -32,6 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="face detector: MTCNN with aligned 5-point crops, or the Haar fallback",
     )
     p.add_argument(
+        "--min-face",
+        type=float,
+        metavar="PX",
+        help="MTCNN: smallest face side in pixels (default: 8%% of the frame's short side)",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="videos, MTCNN: full detection every K frames, landmark tracking in between",
+    )
+    p.add_argument(
         "--cascade",
         default="alt2",
         choices=("alt2", "alt", "default"),
@@ -67,7 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("smooth", "step", "image_size", "clip_length", "batch_size", "max_frames"):
+    names = (
+        "smooth",
+        "step",
+        "image_size",
+        "clip_length",
+        "batch_size",
+        "max_frames",
+        "detect_every",
+    )
+    for name in names:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "smooth" else 1):
             flag = "--" + name.replace("_", "-")
@@ -75,6 +97,8 @@ def _check(args: argparse.Namespace) -> None:
                 f"{flag}: expected a {'non-negative' if name == 'smooth' else 'positive'} "
                 f"integer, got {value}"
             )
+    if args.min_face is not None and args.min_face < 12:
+        raise ValueError(f"--min-face: expected at least 12 pixels, got {args.min_face}")
     if args.margin is not None and args.margin < 0:
         raise ValueError(f"--margin: expected >= 0, got {args.margin}")
 
@@ -86,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     options = Options(
         detect=not args.no_detect, all_faces=args.all_faces, cascade=args.cascade, detector=args.detector,
+        min_face=args.min_face, detect_every=args.detect_every,
         smooth=args.smooth, step=args.step, batch_size=args.batch_size,
         max_frames=args.max_frames, progress=False if args.no_progress else None,
     )  # fmt: skip

@@ -90,6 +90,8 @@ def predict(
         "clip_stride": scorer.clip_stride if scorer.temporal else None,
         "margin": scorer.margin, "num_outputs": scorer.num_outputs,
         "expressions": list(scorer.expressions), "detect": options.detect,
+        "detector": options.detector if options.detect else None,
+        "min_face": options.min_face, "detect_every": options.detect_every,
         "all_faces": options.all_faces, "cascade": options.cascade, "smooth": options.smooth,
         "step": options.step, "normalisation": "RGB, (x / 255 - 0.5) / 0.5",
     }  # fmt: skip

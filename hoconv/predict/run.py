@@ -22,7 +22,7 @@ from hoconv.data.faces import crop_face
 from hoconv.predict.detect import FaceDetector, IoUTracker
 from hoconv.predict.model import Scorer
 from hoconv.predict.mtcnn import MTCNN, Face, align_face
-from hoconv.predict.track import FaceTracker
+from hoconv.predict.track import FaceTracker, VideoFaces
 from hoconv.predict.video import Source, SourceError, iter_frames, open_source
 
 COLUMNS = (
@@ -41,6 +41,10 @@ class Options:
         all_faces: every face of a frame (tracked), not only the largest.
         cascade: Haar cascade name (see :data:`hoconv.predict.detect.CASCADES`).
         detector: ``"mtcnn"`` (aligned 5-point crops, default) or ``"haar"`` (fallback).
+        min_face: MTCNN's smallest face side in pixels (None: 8 % of the frame's short side,
+            58 px at 720p); frames are downscaled so that it becomes P-Net's 12 px.
+        detect_every: videos with MTCNN: a full detection every this many frames, O-Net
+            tracking of the previous faces in between (1: full detection on every frame).
         smooth: centred moving average over this many frames per face track (<= 1: off).
         step: frames between the starts of consecutive clips (temporal models;
             None: half a clip).
@@ -53,6 +57,8 @@ class Options:
     all_faces: bool = False
     cascade: str = "alt2"
     detector: str = "mtcnn"
+    min_face: float | None = None
+    detect_every: int = 10
     smooth: int = 0
     step: int | None = None
     batch_size: int = 32
@@ -131,14 +137,35 @@ def _box_row(source: Source, frame: int, time_s: float | None) -> dict:
     return row
 
 
-def _faces(image: np.ndarray, detector: FaceDetector | None, options: Options) -> list:
+def _face_finder(source: Source, detector, options: Options):
+    """``image -> [(track id, (x, y, w, h), Face or None)]`` for the frames of ``source``.
+
+    MTCNN on a video or webcam: :class:`VideoFaces` (tracking between full detections);
+    otherwise a detection per frame, linked by a tracker with ``all_faces``.
+    """
+    keep = None if options.all_faces else 1
     if detector is None:
-        h, w = image.shape[:2]
-        return [((0.0, 0.0, float(w), float(h)), None)]
-    found = detector(image)
-    boxes = [f.xywh for f in found] if isinstance(detector, MTCNN) else found
-    faces = found if isinstance(detector, MTCNN) else [None] * len(found)
-    return list(zip(boxes, faces)) if options.all_faces else list(zip(boxes, faces))[:1]
+        return lambda image: [(0, (0.0, 0.0, float(image.shape[1]), float(image.shape[0])), None)]
+    if isinstance(detector, MTCNN) and source.kind != "image":
+        stream = VideoFaces(detector, options.detect_every, max_faces=keep)
+        return lambda image: [(tid if keep is None else 0, f.xywh, f) for tid, f in stream(image)]
+    if isinstance(detector, MTCNN):
+        tracker = FaceTracker()
+
+        def still(image: np.ndarray) -> list:
+            faces = detector(image)[:keep]
+            ids = tracker.update(faces) if options.all_faces else [0] * len(faces)
+            return [(tid, f.xywh, f) for tid, f in zip(ids, faces)]
+
+        return still
+    boxes_tracker = IoUTracker()
+
+    def haar(image: np.ndarray) -> list:
+        boxes = detector(image)[:keep]
+        ids = boxes_tracker.update(boxes) if options.all_faces else [0] * len(boxes)
+        return [(tid, box, None) for tid, box in zip(ids, boxes)]
+
+    return haar
 
 
 class _Collector:
@@ -226,9 +253,7 @@ def predict_source(
         result.rows.append(row)
         return result
     col = _Collector(scorer, options.batch_size)
-    tracker = None
-    if options.all_faces:
-        tracker = FaceTracker() if isinstance(detector, MTCNN) else IoUTracker()
+    find = _face_finder(source, detector, options)
     total = source.frame_count if source.kind != "image" else None
     frames = iter_frames(source)
     bar = tqdm(
@@ -241,15 +266,11 @@ def predict_source(
     )
     for index, time_s, image in bar:
         result.frames += 1
-        found = _faces(image, detector, options)
-        boxes = [b for b, _ in found]
-        if not boxes:
+        found = find(image)
+        if not found:
             result.rows.append({**_box_row(source, index, time_s), "reason": NO_FACE})
             continue
-        marks = [f for _, f in found]
-        keys = marks if isinstance(tracker, FaceTracker) else boxes
-        ids = tracker.update(keys) if tracker is not None else [0] * len(boxes)
-        for track, box, face in zip(ids, boxes, marks):
+        for track, box, face in found:
             row = _box_row(source, index, time_s)
             row.update(face=track, box_x=round(box[0]), box_y=round(box[1]),
                        box_w=round(box[2]), box_h=round(box[3]))  # fmt: skip
@@ -273,8 +294,10 @@ DETECTORS = ("mtcnn", "haar")
 
 def make_detector(options: Options) -> MTCNN | FaceDetector:
     """The face detector ``options.detector`` names (see :data:`DETECTORS`)."""
+    if options.detect_every < 1:
+        raise ValueError(f"detect_every: expected a positive integer, got {options.detect_every}")
     if options.detector == "mtcnn":
-        return MTCNN()
+        return MTCNN(min_face_px=options.min_face)
     if options.detector == "haar":
         return FaceDetector(options.cascade)
     raise ValueError(f"detector: unknown {options.detector!r}; expected one of {DETECTORS}")
