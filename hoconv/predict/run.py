@@ -7,8 +7,10 @@ the training frame step), so every frame gets a prediction: windows overlap by
 hold it; a track shorter than one clip is padded by repeating its last frame. Tracks are
 cut into segments at frames where the face is missing (no clip spans a gap).
 
-Every frame yields at least one row; a frame without a face is a row with empty values
-and a ``reason``; an input that cannot be read is one row with its reason.
+MTCNN rows also hold ``landmarks`` (5 x, y points: eyes, nose, mouth corners), written to
+the JSON and drawn on the annotated images, not to the CSV. Every frame yields at least
+one row; a frame without a face is a row with empty values and a ``reason``; an input
+that cannot be read is one row with its reason.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class SourceResult:
     error: str | None = None
     frames: int = 0
     scored: int = 0
+    clamped: int = 0  # valence / arousal values outside [-1, 1], clamped to it
 
 
 def window_starts(n: int, length: int, step: int) -> list[int]:
@@ -213,12 +216,21 @@ def _fill(row: dict, out: np.ndarray, scorer: Scorer) -> None:
         row["expression_prob"] = float(out[2 + k])
 
 
-def _finish(col: _Collector, rows: list[dict], scorer: Scorer, options: Options) -> int:
-    """Temporal scoring, softmax, smoothing, and the values written into the rows."""
+def clamp_affect(out: np.ndarray) -> tuple[np.ndarray, int]:
+    """Valence / arousal (columns 0, 1 of ``(n, O)``) clamped to [-1, 1], and how many were not.
+
+    A tanh-bounded head never leaves the range (count 0); older, unbounded heads can.
+    """
+    va = out[:, :2]
+    outside = int((np.abs(va) > 1.0).sum())
+    return np.concatenate([np.clip(va, -1.0, 1.0), out[:, 2:]], axis=1), outside
+
+
+def _finish(col: _Collector, result: SourceResult, scorer: Scorer, options: Options) -> None:
+    """Temporal scoring, softmax, clamping, smoothing, and the values written into the rows."""
     if not scorer.temporal:
         col.flush()
     step = options.step or max(1, scorer.clip_length // 2)
-    scored = 0
     for seg in col.segments():
         if scorer.temporal:
             out = score_segment(
@@ -230,11 +242,12 @@ def _finish(col: _Collector, rows: list[dict], scorer: Scorer, options: Options)
             logits = out[:, 2:] - out[:, 2:].max(axis=1, keepdims=True)
             probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
             out = np.concatenate([out[:, :2], probs], axis=1)  # (n, 2 + K) V, A, probs
+        out, outside = clamp_affect(out)
+        result.clamped += outside
         out = moving_average(out, options.smooth)
         for r, o in zip(seg, out):
-            _fill(rows[r], o, scorer)
-            scored += 1
-    return scored
+            _fill(result.rows[r], o, scorer)
+            result.scored += 1
 
 
 def predict_source(
@@ -274,12 +287,14 @@ def predict_source(
             row = _box_row(source, index, time_s)
             row.update(face=track, box_x=round(box[0]), box_y=round(box[1]),
                        box_w=round(box[2]), box_h=round(box[3]))  # fmt: skip
+            if face is not None:  # JSON only (the CSV keeps COLUMNS)
+                row["landmarks"] = np.round(face.landmarks, 1).tolist()
             result.rows.append(row)
             crop_box = box if detector is not None else None
             crop = _crop(image, crop_box, face, scorer)
             col.add(track, index, len(result.rows) - 1, crop)
     bar.close()
-    result.scored = _finish(col, result.rows, scorer, options)
+    _finish(col, result, scorer, options)
     return result
 
 
