@@ -114,7 +114,7 @@ def report(frames: list[np.ndarray], res: dict, configs: dict, tilted: range) ->
                   f" cpu {res['cpu']['old'] / res['cpu'][key]:.1f}x")  # fmt: skip
 
 
-def count_tracks(path: str, min_face: float, detect_every: int) -> None:
+def count_tracks(path: str, min_face: float | None, detect_every: int) -> None:
     """Track ids and their lengths with ``--all-faces`` settings on a whole video."""
     frames = video_frames(path, hd=False)
     stream = VideoFaces(MTCNN(min_face_px=min_face), detect_every=detect_every)
@@ -149,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--video", default="/tmp/realdata/Megamind.avi")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min-face", type=float, default=48.0)
+    parser.add_argument("--min-face", type=float, help="pixels (default: predict's, 8 %%)")
     parser.add_argument("--detect-every", type=int, default=10)
     parser.add_argument("--frames", type=int, help="only the first N frames")
     parser.add_argument("--no-haar", action="store_true")

@@ -101,3 +101,27 @@ def test_predict_end_to_end_with_the_default_detector(photo, tmp_path):
     assert box_iou((box[0], box[1], box[0] + box[2], box[1] + box[3]), FACE_BOX) > 0.8
     settings = json.loads((out / "predictions.json").read_text())["settings"]
     assert settings["detector"] == "mtcnn" and settings["detect_every"] == 5
+
+
+def test_aligned_crop_is_framed_like_the_loaders_box_crop(photo):
+    from hoconv.data.faces import square_box
+
+    face = MTCNN()(photo)[0]
+    cx, cy, side = square_box(face.xywh, 0.2)  # crop_face(box, margin=0.2), as the loaders
+    in_box_crop = (face.landmarks - [cx - side / 2, cy - side / 2]) / side
+    in_aligned = template_points(1, margin=0.2)
+    eye_ratio = np.ptp(in_box_crop[:2, 0]) / np.ptp(in_aligned[:2, 0])
+    assert abs(eye_ratio - 1) < 0.1
+    for part in (slice(0, 2), slice(3, 5)):  # eye line, mouth line: within 2 std of 124 faces
+        assert abs(in_box_crop[part, 1].mean() - in_aligned[part, 1].mean()) < 0.06
+
+
+def test_synthetic_checkpoints_align_with_the_renders_margin():
+    from hoconv.predict.model import SYNTHETIC_MARGIN, Scorer
+    from tests.test_predict import Static, meta
+
+    assert Scorer(Static(), meta()).align_margin == SYNTHETIC_MARGIN
+    assert Scorer(Static(), meta(), margin=0.3).align_margin == 0.3
+    real = meta()
+    real["config"]["data"] = "affectnet"
+    assert Scorer(Static(), real).align_margin == Scorer(Static(), real).margin == 0.2

@@ -90,7 +90,7 @@ def predict(
         "model": scorer.name, "mode": scorer.mode, "image_size": scorer.image_size,
         "clip_length": scorer.clip_length if scorer.temporal else None,
         "clip_stride": scorer.clip_stride if scorer.temporal else None,
-        "margin": scorer.margin, "num_outputs": scorer.num_outputs,
+        "margin": scorer.margin, "align_margin": scorer.align_margin, "num_outputs": scorer.num_outputs,
         "expressions": list(scorer.expressions), "detect": options.detect,
         "detector": options.detector if options.detect else None,
         "min_face": options.min_face, "detect_every": options.detect_every,

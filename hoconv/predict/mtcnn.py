@@ -308,10 +308,14 @@ class MTCNN:
             torch.set_num_threads(old)
 
 
-# Canonical 5 points (ArcFace's 112 x 112 template), as fractions of the crop side.
-TEMPLATE = (
-    np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]])
-    / 112.0
+# Canonical 5 points as fractions of the crop side: MTCNN's mean landmarks inside its own
+# face box made square (margin 0), measured on 124 near-frontal real faces (scikit-image's
+# lfw_subset and astronaut, Megamind.avi; |roll| < 10 degrees), mirrored to be symmetric.
+# With this template an aligned crop of margin m frames a face like the data loaders'
+# ``crop_face(box, margin=m)`` (ArcFace's recognition template sits 8 % lower and 10 %
+# smaller: eyes at 0.46 of the side instead of 0.40 at margin 0.2).
+TEMPLATE = np.array(
+    [[0.323, 0.382], [0.677, 0.382], [0.500, 0.588], [0.352, 0.765], [0.648, 0.765]]
 )
 
 

@@ -321,5 +321,5 @@ def make_detector(options: Options) -> MTCNN | FaceDetector:
 def _crop(image: np.ndarray, box, face: Face | None, scorer: Scorer) -> np.ndarray:
     """Aligned crop for an MTCNN face, else the training-style square box crop."""
     if face is not None:
-        return align_face(image, face, scorer.image_size, margin=scorer.margin)
+        return align_face(image, face, scorer.image_size, margin=scorer.align_margin)
     return crop_face(image, box=box, margin=scorer.margin, size=scorer.image_size)
