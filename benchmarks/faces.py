@@ -114,9 +114,9 @@ def report(frames: list[np.ndarray], res: dict, configs: dict, tilted: range) ->
                   f" cpu {res['cpu']['old'] / res['cpu'][key]:.1f}x")  # fmt: skip
 
 
-def count_tracks(path: str, min_face: float | None, detect_every: int) -> None:
-    """Track ids and their lengths with ``--all-faces`` settings on a whole video."""
-    frames = video_frames(path, hd=False)
+def count_tracks(path: str, min_face: float | None, detect_every: int, n: int | None) -> None:
+    """Track ids and their lengths with ``--all-faces`` settings on a video (``n`` frames)."""
+    frames = video_frames(path, hd=False)[:n]
     stream = VideoFaces(MTCNN(min_face_px=min_face), detect_every=detect_every)
     lengths: dict[int, int] = {}
     faces = 0
@@ -163,7 +163,7 @@ def main() -> None:
         return stills()
     if args.tracks:
         for path in args.tracks:
-            count_tracks(path, args.min_face, args.detect_every)
+            count_tracks(path, args.min_face, args.detect_every, args.frames)
         return
     frames = video_frames(args.video)[: args.frames]
     configs = {} if args.no_haar else {"haar": FaceDetector()}

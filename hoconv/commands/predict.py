@@ -1,9 +1,12 @@
 """`hoconv predict`: valence / arousal (and expression) per face and frame of images and videos.
 
 Writes DIR/predictions.csv and DIR/predictions.json (one row per frame and face; frames
-without a face are rows with a reason), and per video a V/A plot over time and an
-annotated video (or contact sheet). Faces are found with OpenCV's Haar cascades (offline),
-cropped square with the training margin and resized to the training image size.
+without a face are rows with a reason), per image a full-resolution annotated JPEG and one
+captioned contact sheet, and per video a V/A plot over time and an annotated WebM video
+(or contact sheet). Faces are found with MTCNN (weights shipped inside hoconv, offline):
+5 landmarks, a similarity alignment to a canonical crop framed like the training crops
+(margin as at training), and, on videos, a full detection every --detect-every frames
+with landmark tracking in between. `--detector haar` is the OpenCV fallback.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--annotate",
         default="video",
         choices=("video", "sheet", "none"),
-        help="annotated mp4 per video, a contact sheet, or nothing",
+        help="annotated WebM (VP8) per video, a contact sheet, or nothing",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
