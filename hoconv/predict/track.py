@@ -4,7 +4,8 @@
 cheaply: a full MTCNN detection every ``detect_every`` frames and, in between, O-Net alone
 on each face's previous box (:meth:`~hoconv.predict.mtcnn.MTCNN.track`). A face O-Net loses
 triggers a full detection of that same frame, so tracking never drops a face that the
-full detector would find in it; a face that *enters* waits for the next full detection.
+full detector would find in it; a face that *enters* beside tracked ones waits for the
+next full detection, and while no face is tracked every frame gets a full detection.
 """
 
 from __future__ import annotations
