@@ -176,7 +176,7 @@ def test_static_video_end_to_end_matches_direct_model(media, tmp_path):
     assert data["inputs"][0]["frames_read"] == 24 and data["settings"]["image_size"] == SIZE
     plot = tmp_path / "00_talk_va.png"
     assert plot.stat().st_size > 5000 and cv2.imread(str(plot)) is not None
-    assert len(decode(tmp_path / "00_talk_annotated.mp4")) == 24
+    assert len(decode(tmp_path / "00_talk_annotated.webm")) == 24  # VP8 WebM
 
 
 def test_temporal_sliding_clips_cover_every_frame(media, tmp_path):

@@ -1,9 +1,12 @@
 """`hoconv predict`: valence / arousal (and expression) per face and frame of images and videos.
 
 Writes DIR/predictions.csv and DIR/predictions.json (one row per frame and face; frames
-without a face are rows with a reason), and per video a V/A plot over time and an
-annotated video (or contact sheet). Faces are found with OpenCV's Haar cascades (offline),
-cropped square with the training margin and resized to the training image size.
+without a face are rows with a reason), per image a full-resolution annotated JPEG and one
+captioned contact sheet, and per video a V/A plot over time and an annotated WebM video
+(or contact sheet). Faces are found with MTCNN (weights shipped inside hoconv, offline):
+5 landmarks, a similarity alignment to a canonical crop framed like the training crops
+(margin as at training), and, on videos, a full detection every --detect-every frames
+with landmark tracking in between. `--detector haar` is the OpenCV fallback.
 """
 
 from __future__ import annotations
@@ -30,6 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="mtcnn",
         choices=("mtcnn", "haar"),
         help="face detector: MTCNN with aligned 5-point crops, or the Haar fallback",
+    )
+    p.add_argument(
+        "--min-face",
+        type=float,
+        metavar="PX",
+        help="MTCNN: smallest face side in pixels (default: 8%% of the frame's short side)",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="videos, MTCNN: full detection every K frames, landmark tracking in between",
     )
     p.add_argument(
         "--cascade",
@@ -59,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--annotate",
         default="video",
         choices=("video", "sheet", "none"),
-        help="annotated mp4 per video, a contact sheet, or nothing",
+        help="annotated WebM (VP8) per video, a contact sheet, or nothing",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,7 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("smooth", "step", "image_size", "clip_length", "batch_size", "max_frames"):
+    names = (
+        "smooth",
+        "step",
+        "image_size",
+        "clip_length",
+        "batch_size",
+        "max_frames",
+        "detect_every",
+    )
+    for name in names:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "smooth" else 1):
             flag = "--" + name.replace("_", "-")
@@ -75,6 +100,8 @@ def _check(args: argparse.Namespace) -> None:
                 f"{flag}: expected a {'non-negative' if name == 'smooth' else 'positive'} "
                 f"integer, got {value}"
             )
+    if args.min_face is not None and args.min_face < 12:
+        raise ValueError(f"--min-face: expected at least 12 pixels, got {args.min_face}")
     if args.margin is not None and args.margin < 0:
         raise ValueError(f"--margin: expected >= 0, got {args.margin}")
 
@@ -86,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     options = Options(
         detect=not args.no_detect, all_faces=args.all_faces, cascade=args.cascade, detector=args.detector,
+        min_face=args.min_face, detect_every=args.detect_every,
         smooth=args.smooth, step=args.step, batch_size=args.batch_size,
         max_frames=args.max_frames, progress=False if args.no_progress else None,
     )  # fmt: skip

@@ -46,14 +46,16 @@ def predict(
         checkpoint: a checkpoint path, or an already loaded ``(model, meta)``.
         out_dir: output folder (created).
         options: detection / scoring options.
-        annotate: ``"video"`` (annotated mp4 per video), ``"sheet"`` or ``"none"``.
+        annotate: ``"video"`` (annotated WebM per video), ``"sheet"`` or ``"none"``; images
+            always get a full-resolution annotated JPEG and a contact sheet unless ``"none"``.
         image_size, clip_length, margin: override the checkpoint's training values.
         device: where to run the model.
         webcam_frames: frames to read from a webcam.
 
     Returns:
-        Summary: ``inputs``, ``frames``, ``scored``, ``no_face``, ``warnings`` (one line
-        each), ``files`` (written paths).
+        Summary: ``inputs``, ``frames``, ``scored``, ``no_face``, ``clamped`` (valence /
+        arousal values outside [-1, 1], clamped to it), ``warnings`` (one line each),
+        ``files`` (written paths).
 
     Raises:
         NothingPredicted: no frame could be scored (after writing the outputs).
@@ -88,17 +90,27 @@ def predict(
         "model": scorer.name, "mode": scorer.mode, "image_size": scorer.image_size,
         "clip_length": scorer.clip_length if scorer.temporal else None,
         "clip_stride": scorer.clip_stride if scorer.temporal else None,
-        "margin": scorer.margin, "num_outputs": scorer.num_outputs,
+        "margin": scorer.margin, "align_margin": scorer.align_margin, "num_outputs": scorer.num_outputs,
         "expressions": list(scorer.expressions), "detect": options.detect,
+        "detector": options.detector if options.detect else None,
+        "min_face": options.min_face, "detect_every": options.detect_every,
         "all_faces": options.all_faces, "cascade": options.cascade, "smooth": options.smooth,
         "step": options.step, "normalisation": "RGB, (x / 255 - 0.5) / 0.5",
     }  # fmt: skip
-    files = write_outputs(results, settings, Path(out_dir), annotate)
+    clamped = sum(r.clamped for r in results)
+    if clamped:
+        values = 2 * sum(r.scored for r in results)
+        warnings.append(
+            f"{clamped} of {values} valence/arousal values were outside [-1, 1] and clamped to "
+            "it (the checkpoint's head is unbounded; retrain for a tanh-bounded head)"
+        )
+    files = write_outputs(results, settings, Path(out_dir), annotate, warnings=warnings)
     summary = {
         "inputs": len(results),
         "frames": sum(r.frames for r in results),
         "scored": sum(r.scored for r in results),
         "no_face": sum(1 for r in results for row in r.rows if row["reason"] == "no face detected"),
+        "clamped": clamped,
         "warnings": warnings,
         "files": [str(f) for f in files],
     }

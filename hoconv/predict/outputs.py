@@ -7,23 +7,27 @@ Files in the output folder:
 * ``predictions.json``: the run's settings, one entry per input (kind, fps, frames read,
   frames scored, error) and the same rows.
 * per video ``NN_<name>_va.png`` (valence and arousal over time, per face) and
-  ``NN_<name>_annotated.mp4`` (face boxes and values drawn on the frames) or
+  ``NN_<name>_annotated.webm`` (VP8: face boxes, landmarks and values drawn on the frames;
+  plays in browsers; ``.mp4`` / mp4v with a warning where OpenCV has no VP8 encoder) or
   ``NN_<name>_sheet.png`` (a contact sheet of evenly spaced annotated frames);
-  for still images one ``images_sheet.png``.
+* per still image ``NN_<name>_annotated.jpg`` (full resolution) and one
+  ``images_sheet.png`` (all images, captioned with the file name and the values).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
+import os
 import re
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from hoconv.predict.draw import annotate, caption, contact_sheet, enlarge
 from hoconv.predict.run import COLUMNS, SourceResult
 from hoconv.predict.video import iter_frames
 
@@ -33,7 +37,7 @@ ANNOTATE = ("video", "sheet", "none")
 def write_csv(results: list[SourceResult], path: Path) -> None:
     """All rows of all inputs, in input and frame order."""
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for res in results:
             writer.writerows(res.rows)
@@ -48,11 +52,12 @@ def write_json(results: list[SourceResult], settings: dict, path: Path) -> None:
     inputs = [
         {"file": r.source.path, "kind": r.source.kind, "fps": r.source.fps,
          "width": r.source.width, "height": r.source.height, "frames_read": r.frames,
-         "rows_scored": r.scored, "error": r.error}
+         "rows_scored": r.scored, "clamped": r.clamped, "error": r.error}
         for r in results
     ]  # fmt: skip
     rows = [clean(row) for r in results for row in r.rows]
-    payload = {"settings": settings, "inputs": inputs, "rows": rows}
+    clamped = sum(r.clamped for r in results)
+    payload = {"settings": settings, "inputs": inputs, "clamped": clamped, "rows": rows}
     path.write_text(json.dumps(payload, indent=1, allow_nan=False))
 
 
@@ -98,45 +103,16 @@ def plot_va(result: SourceResult, path: Path) -> None:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("value")
     title = Path(result.source.path).name
-    if outside:  # never clip silently: old (unbounded) checkpoints can leave [-1, 1]
+    if outside:  # never clip silently (values are clamped before; this is a safeguard)
         title += f"  ({outside} of {total} values outside [-1, 1], cut at the axis)"
+    if result.clamped:  # unbounded (older) heads: predict clamps V/A to [-1, 1]
+        title += f"  ({result.clamped} of {total} values clamped to [-1, 1])"
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ncol = 1 + (len(faces) > 4) + (len(faces) > 8)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-def annotate(image: np.ndarray, rows: list[dict]) -> np.ndarray:
-    """A copy of an RGB frame with each face's box and values drawn on it."""
-    out = image.copy()
-    scale = max(0.35, min(out.shape[:2]) / 720)
-    thick = max(1, round(2 * scale))
-    for r in rows:
-        if r["valence"] == "":
-            cv2.putText(
-                out,
-                r["reason"] or "no value",
-                (5, int(20 * scale) + 5),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.6 * scale,
-                (255, 60, 60),
-                thick,
-                cv2.LINE_AA,
-            )
-            continue
-        x, y, w, h = (int(r[k]) for k in ("box_x", "box_y", "box_w", "box_h"))
-        cv2.rectangle(out, (x, y), (x + w, y + h), (40, 220, 40), thick)
-        text = f"V{r['valence']:+.2f} A{r['arousal']:+.2f}"
-        if r["expression"]:
-            text += f" {r['expression']}"
-        org = (x, max(int(14 * scale) + 2, y - 4))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0),
-                    thick + 2, cv2.LINE_AA)  # fmt: skip
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255),
-                    thick, cv2.LINE_AA)  # fmt: skip
-    return out
 
 
 def _by_frame(result: SourceResult) -> dict[int, list[dict]]:
@@ -147,53 +123,79 @@ def _by_frame(result: SourceResult) -> dict[int, list[dict]]:
     return frames
 
 
-def write_annotated_video(result: SourceResult, path: Path) -> bool:
-    """Re-read the video and write it annotated (mp4v); False if no writer could open."""
+VIDEO_CODECS = (("VP80", ".webm"), ("mp4v", ".mp4"))  # browser-playable first, then fallback
+
+
+def _quiet_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]):
+    """``cv2.VideoWriter`` opened with file descriptor 2 muted (FFmpeg's tag warnings)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def write_annotated_video(
+    result: SourceResult, prefix: Path, codecs: tuple | None = None
+) -> tuple[Path | None, str | None]:
+    """Re-read the video and write it annotated: VP8 WebM (plays in browsers), else mp4v.
+
+    Returns:
+        ``(path or None, warning or None)``: the file written and a line when the
+        browser-playable codec was missing.
+    """
     src = result.source
     size = (src.width, src.height)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), src.fps or 30.0, size)
-    if not writer.isOpened():
-        return False
+    codecs = codecs or VIDEO_CODECS
+    for fourcc, ext in codecs:
+        path = prefix.with_name(prefix.name + "_annotated" + ext)
+        writer = _quiet_writer(path, fourcc, src.fps or 30.0, size)
+        if writer.isOpened():
+            break
+        path.unlink(missing_ok=True)
+    else:
+        return None, f"{src.path}: no video encoder could open ({', '.join(c for c, _ in codecs)})"
     rows = _by_frame(result)
     try:
         for index, _, image in iter_frames(src):
             if index >= result.frames:
                 break
-            frame = annotate(image, rows.get(index, []))
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.write(cv2.cvtColor(annotate(image, rows.get(index, [])), cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
-    return True
-
-
-def contact_sheet(tiles: list[np.ndarray], path: Path, thumb: int = 200, cols: int = 4) -> None:
-    """Write RGB images as a grid of ``thumb``-pixel tiles (aspect kept, black padding)."""
-    cols = max(1, min(cols, len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    sheet = np.zeros((rows * thumb, cols * thumb, 3), dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        h, w = tile.shape[:2]
-        s = thumb / max(h, w)
-        small = cv2.resize(
-            tile, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
-        )
-        r, c = divmod(i, cols)
-        y0, x0 = r * thumb, c * thumb
-        sheet[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if (fourcc, ext) == codecs[0]:
+        return path, None
+    return path, (
+        f"{src.path}: this OpenCV has no {codecs[0][0]} {codecs[0][1]} encoder; wrote "
+        f"{path.name} ({fourcc}: plays in VLC / ffplay, not in browsers)"
+    )
 
 
 def video_sheet(result: SourceResult, path: Path, count: int = 16) -> None:
-    """Contact sheet of ``count`` evenly spaced annotated frames of a video."""
+    """Contact sheet of ``count`` evenly spaced annotated frames of a video, with times."""
     wanted = set(
         np.linspace(0, max(result.frames - 1, 0), min(count, result.frames)).round().astype(int)
     )
     rows = _by_frame(result)
     tiles = [
-        annotate(img, rows.get(i, [])) for i, _, img in iter_frames(result.source) if i in wanted
+        (annotate(img, rows.get(i, [])), [f"frame {i}  {t:.2f} s", caption(rows.get(i, []))])
+        for i, t, img in iter_frames(result.source)
+        if i in wanted
     ]
     if tiles:
         contact_sheet(tiles, path)
+
+
+def write_image(result: SourceResult, path: Path) -> np.ndarray:
+    """The annotated image of a still input (JPEG), full resolution (a short side under
+    360 px is enlarged to 360 so that the labels stay legible); returns it."""
+    drawn = annotate(*enlarge(next(iter_frames(result.source))[2], result.rows))
+    cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return drawn
 
 
 def write_outputs(
@@ -202,8 +204,13 @@ def write_outputs(
     out_dir: Path,
     annotate_as: str = "video",
     max_sheet_images: int = 64,
+    *,
+    warnings: list[str] | None = None,
 ) -> list[Path]:
-    """Write every output file (see the module docstring); returns their paths."""
+    """Write every output file (see the module docstring); returns their paths.
+
+    Lines about what could not be written as asked are appended to ``warnings``.
+    """
     if annotate_as not in ANNOTATE:
         raise ValueError(f"annotate: expected one of {ANNOTATE}, got {annotate_as!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,26 +221,31 @@ def write_outputs(
     for i, res in enumerate(results):
         if res.error or res.frames == 0:
             continue
-        if res.source.kind == "image":
-            if len(stills) < max_sheet_images:
-                stills.append(annotate(next(iter_frames(res.source))[2], res.rows))
-            continue
         prefix = out_dir / stem(i, res.source.path)
+        if res.source.kind == "image":
+            if annotate_as != "none":
+                drawn = write_image(res, prefix.with_name(prefix.name + "_annotated.jpg"))
+                written.append(prefix.with_name(prefix.name + "_annotated.jpg"))
+                if len(stills) < max_sheet_images:
+                    stills.append((drawn, [Path(res.source.path).name, caption(res.rows)]))
+            continue
         plot = prefix.with_name(prefix.name + "_va.png")
         plot_va(res, plot)
         written.append(plot)
         if res.source.kind == "webcam":  # a live stream cannot be read a second time
             continue
         if annotate_as == "video" and res.source.kind == "video":
-            video = prefix.with_name(prefix.name + "_annotated.mp4")
-            if write_annotated_video(res, video):
+            video, note = write_annotated_video(res, prefix)
+            if note is not None and warnings is not None:
+                warnings.append(note)
+            if video is not None:
                 written.append(video)
                 continue
         if annotate_as != "none":
             sheet = prefix.with_name(prefix.name + "_sheet.png")
             video_sheet(res, sheet)
             written.append(sheet)
-    if stills and annotate_as != "none":
+    if stills:
         contact_sheet(stills, out_dir / "images_sheet.png")
         written.append(out_dir / "images_sheet.png")
     return written

@@ -7,8 +7,10 @@ the training frame step), so every frame gets a prediction: windows overlap by
 hold it; a track shorter than one clip is padded by repeating its last frame. Tracks are
 cut into segments at frames where the face is missing (no clip spans a gap).
 
-Every frame yields at least one row; a frame without a face is a row with empty values
-and a ``reason``; an input that cannot be read is one row with its reason.
+MTCNN rows also hold ``landmarks`` (5 x, y points: eyes, nose, mouth corners), written to
+the JSON and drawn on the annotated images, not to the CSV. Every frame yields at least
+one row; a frame without a face is a row with empty values and a ``reason``; an input
+that cannot be read is one row with its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hoconv.data.faces import crop_face
 from hoconv.predict.detect import FaceDetector, IoUTracker
 from hoconv.predict.model import Scorer
 from hoconv.predict.mtcnn import MTCNN, Face, align_face
-from hoconv.predict.track import FaceTracker
+from hoconv.predict.track import FaceTracker, VideoFaces
 from hoconv.predict.video import Source, SourceError, iter_frames, open_source
 
 COLUMNS = (
@@ -41,6 +43,10 @@ class Options:
         all_faces: every face of a frame (tracked), not only the largest.
         cascade: Haar cascade name (see :data:`hoconv.predict.detect.CASCADES`).
         detector: ``"mtcnn"`` (aligned 5-point crops, default) or ``"haar"`` (fallback).
+        min_face: MTCNN's smallest face side in pixels (None: 8 % of the frame's short side,
+            58 px at 720p); frames are downscaled so that it becomes P-Net's 12 px.
+        detect_every: videos with MTCNN: a full detection every this many frames, O-Net
+            tracking of the previous faces in between (1: full detection on every frame).
         smooth: centred moving average over this many frames per face track (<= 1: off).
         step: frames between the starts of consecutive clips (temporal models;
             None: half a clip).
@@ -53,6 +59,8 @@ class Options:
     all_faces: bool = False
     cascade: str = "alt2"
     detector: str = "mtcnn"
+    min_face: float | None = None
+    detect_every: int = 10
     smooth: int = 0
     step: int | None = None
     batch_size: int = 32
@@ -69,6 +77,7 @@ class SourceResult:
     error: str | None = None
     frames: int = 0
     scored: int = 0
+    clamped: int = 0  # valence / arousal values outside [-1, 1], clamped to it
 
 
 def window_starts(n: int, length: int, step: int) -> list[int]:
@@ -131,14 +140,35 @@ def _box_row(source: Source, frame: int, time_s: float | None) -> dict:
     return row
 
 
-def _faces(image: np.ndarray, detector: FaceDetector | None, options: Options) -> list:
+def _face_finder(source: Source, detector, options: Options):
+    """``image -> [(track id, (x, y, w, h), Face or None)]`` for the frames of ``source``.
+
+    MTCNN on a video or webcam: :class:`VideoFaces` (tracking between full detections);
+    otherwise a detection per frame, linked by a tracker with ``all_faces``.
+    """
+    keep = None if options.all_faces else 1
     if detector is None:
-        h, w = image.shape[:2]
-        return [((0.0, 0.0, float(w), float(h)), None)]
-    found = detector(image)
-    boxes = [f.xywh for f in found] if isinstance(detector, MTCNN) else found
-    faces = found if isinstance(detector, MTCNN) else [None] * len(found)
-    return list(zip(boxes, faces)) if options.all_faces else list(zip(boxes, faces))[:1]
+        return lambda image: [(0, (0.0, 0.0, float(image.shape[1]), float(image.shape[0])), None)]
+    if isinstance(detector, MTCNN) and source.kind != "image":
+        stream = VideoFaces(detector, options.detect_every, max_faces=keep)
+        return lambda image: [(tid if keep is None else 0, f.xywh, f) for tid, f in stream(image)]
+    if isinstance(detector, MTCNN):
+        tracker = FaceTracker()
+
+        def still(image: np.ndarray) -> list:
+            faces = detector(image)[:keep]
+            ids = tracker.update(faces) if options.all_faces else [0] * len(faces)
+            return [(tid, f.xywh, f) for tid, f in zip(ids, faces)]
+
+        return still
+    boxes_tracker = IoUTracker()
+
+    def haar(image: np.ndarray) -> list:
+        boxes = detector(image)[:keep]
+        ids = boxes_tracker.update(boxes) if options.all_faces else [0] * len(boxes)
+        return [(tid, box, None) for tid, box in zip(ids, boxes)]
+
+    return haar
 
 
 class _Collector:
@@ -186,12 +216,21 @@ def _fill(row: dict, out: np.ndarray, scorer: Scorer) -> None:
         row["expression_prob"] = float(out[2 + k])
 
 
-def _finish(col: _Collector, rows: list[dict], scorer: Scorer, options: Options) -> int:
-    """Temporal scoring, softmax, smoothing, and the values written into the rows."""
+def clamp_affect(out: np.ndarray) -> tuple[np.ndarray, int]:
+    """Valence / arousal (columns 0, 1 of ``(n, O)``) clamped to [-1, 1], and how many were not.
+
+    A tanh-bounded head never leaves the range (count 0); older, unbounded heads can.
+    """
+    va = out[:, :2]
+    outside = int((np.abs(va) > 1.0).sum())
+    return np.concatenate([np.clip(va, -1.0, 1.0), out[:, 2:]], axis=1), outside
+
+
+def _finish(col: _Collector, result: SourceResult, scorer: Scorer, options: Options) -> None:
+    """Temporal scoring, softmax, clamping, smoothing, and the values written into the rows."""
     if not scorer.temporal:
         col.flush()
     step = options.step or max(1, scorer.clip_length // 2)
-    scored = 0
     for seg in col.segments():
         if scorer.temporal:
             out = score_segment(
@@ -203,11 +242,12 @@ def _finish(col: _Collector, rows: list[dict], scorer: Scorer, options: Options)
             logits = out[:, 2:] - out[:, 2:].max(axis=1, keepdims=True)
             probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
             out = np.concatenate([out[:, :2], probs], axis=1)  # (n, 2 + K) V, A, probs
+        out, outside = clamp_affect(out)
+        result.clamped += outside
         out = moving_average(out, options.smooth)
         for r, o in zip(seg, out):
-            _fill(rows[r], o, scorer)
-            scored += 1
-    return scored
+            _fill(result.rows[r], o, scorer)
+            result.scored += 1
 
 
 def predict_source(
@@ -226,9 +266,7 @@ def predict_source(
         result.rows.append(row)
         return result
     col = _Collector(scorer, options.batch_size)
-    tracker = None
-    if options.all_faces:
-        tracker = FaceTracker() if isinstance(detector, MTCNN) else IoUTracker()
+    find = _face_finder(source, detector, options)
     total = source.frame_count if source.kind != "image" else None
     frames = iter_frames(source)
     bar = tqdm(
@@ -241,24 +279,22 @@ def predict_source(
     )
     for index, time_s, image in bar:
         result.frames += 1
-        found = _faces(image, detector, options)
-        boxes = [b for b, _ in found]
-        if not boxes:
+        found = find(image)
+        if not found:
             result.rows.append({**_box_row(source, index, time_s), "reason": NO_FACE})
             continue
-        marks = [f for _, f in found]
-        keys = marks if isinstance(tracker, FaceTracker) else boxes
-        ids = tracker.update(keys) if tracker is not None else [0] * len(boxes)
-        for track, box, face in zip(ids, boxes, marks):
+        for track, box, face in found:
             row = _box_row(source, index, time_s)
             row.update(face=track, box_x=round(box[0]), box_y=round(box[1]),
                        box_w=round(box[2]), box_h=round(box[3]))  # fmt: skip
+            if face is not None:  # JSON only (the CSV keeps COLUMNS)
+                row["landmarks"] = np.round(face.landmarks, 1).tolist()
             result.rows.append(row)
             crop_box = box if detector is not None else None
             crop = _crop(image, crop_box, face, scorer)
             col.add(track, index, len(result.rows) - 1, crop)
     bar.close()
-    result.scored = _finish(col, result.rows, scorer, options)
+    _finish(col, result, scorer, options)
     return result
 
 
@@ -273,8 +309,10 @@ DETECTORS = ("mtcnn", "haar")
 
 def make_detector(options: Options) -> MTCNN | FaceDetector:
     """The face detector ``options.detector`` names (see :data:`DETECTORS`)."""
+    if options.detect_every < 1:
+        raise ValueError(f"detect_every: expected a positive integer, got {options.detect_every}")
     if options.detector == "mtcnn":
-        return MTCNN()
+        return MTCNN(min_face_px=options.min_face)
     if options.detector == "haar":
         return FaceDetector(options.cascade)
     raise ValueError(f"detector: unknown {options.detector!r}; expected one of {DETECTORS}")
@@ -283,5 +321,5 @@ def make_detector(options: Options) -> MTCNN | FaceDetector:
 def _crop(image: np.ndarray, box, face: Face | None, scorer: Scorer) -> np.ndarray:
     """Aligned crop for an MTCNN face, else the training-style square box crop."""
     if face is not None:
-        return align_face(image, face, scorer.image_size, margin=scorer.margin)
+        return align_face(image, face, scorer.image_size, margin=scorer.align_margin)
     return crop_face(image, box=box, margin=scorer.margin, size=scorer.image_size)
