@@ -1,0 +1,191 @@
+// hoconv serve page: upload an image / video or stream webcam frames, then draw the results.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const maxMb = Number(document.body.dataset.maxUploadMb);
+  const TABLE_LIMIT = 500;
+  const webcam = { stream: null, session: null, rows: [], busy: false, timer: null, start: 0 };
+
+  function setStatus(text, kind) {
+    $("status").textContent = text;
+    $("status").className = kind || "";
+  }
+
+  function setWarnings(lines) {
+    $("warnings").replaceChildren(...(lines || []).map((line) => {
+      const li = document.createElement("li");
+      li.textContent = line;
+      return li;
+    }));
+  }
+
+  const fmt = (x, digits) => (x === null || x === undefined ? "" : Number(x).toFixed(digits));
+
+  function fillTable(rows) {
+    const body = $("rows").tBodies[0];
+    const shown = rows.slice(-TABLE_LIMIT);
+    body.replaceChildren(...shown.map((r) => {
+      const tr = document.createElement("tr");
+      const box = r.box_x === null || r.box_x === undefined ? "" : `${r.box_x}, ${r.box_y}, ${r.box_w}, ${r.box_h}`;
+      const cells = [r.frame, fmt(r.time_s, 3), r.face === null ? "" : r.face, box, fmt(r.valence, 3),
+                     fmt(r.arousal, 3), r.expression || "", fmt(r.expression_prob, 2), r.reason || ""];
+      cells.forEach((value, i) => {
+        const td = document.createElement("td");
+        td.textContent = value === undefined ? "" : value;
+        if (i === cells.length - 1) td.className = "note";
+        tr.appendChild(td);
+      });
+      return tr;
+    }));
+  }
+
+  function drawPlots(rows, timeLabel, fps) {
+    const drawn = HoconvPlots.drawCurves($("curves"), rows, { timeLabel: timeLabel, gap: fps ? 1.5 / fps : Infinity });
+    HoconvPlots.drawCircumplex($("circumplex"), rows);
+    let caption = `Valence and arousal over ${timeLabel}, one colour per face track ` +
+                  `(${drawn.tracks} track(s), ${drawn.points} scored row(s))`;
+    if (drawn.outside) caption += `; ${drawn.outside} value(s) outside [-1, 1] drawn on the border`;
+    $("curves-caption").textContent = caption;
+  }
+
+  function showFrame(image, frames) {
+    $("frame").src = image.url;
+    $("frame").hidden = false;
+    $("frame-caption").textContent = `frame ${image.frame} of ${frames} (annotated)`;
+    for (const t of $("thumbs").children) t.classList.toggle("current", t.dataset.url === image.url);
+  }
+
+  function showJob(job) {
+    $("results").hidden = false;
+    $("webcam-video").hidden = true;
+    $("result-title").textContent = `${job.file}: ${job.kind}, ${job.frames} frame(s), ` +
+      `${job.scored} face(s) scored, model ${job.model} (${job.mode}, trained on ${job.trained_on || "unknown data"})`;
+    $("thumbs").replaceChildren(...job.images.map((image) => {
+      const img = document.createElement("img");
+      img.src = image.url;
+      img.dataset.url = image.url;
+      img.alt = `frame ${image.frame}`;
+      img.title = `frame ${image.frame}`;
+      img.addEventListener("click", () => showFrame(image, job.frames));
+      return img;
+    }));
+    if (job.images.length) showFrame(job.images[0], job.frames);
+    const timed = job.kind === "video";
+    drawPlots(job.rows, timed ? "time (s)" : "frame", timed ? job.fps : null);
+    fillTable(job.rows);
+    $("files").replaceChildren(document.createTextNode("Files: "), ...job.files.map((f) => {
+      const a = document.createElement("a");
+      a.href = f.url;
+      a.textContent = f.name + " ";
+      return a;
+    }));
+    setWarnings(job.warnings);
+    if (job.message) setStatus(job.message, "error");
+    else setStatus(`done: ${job.scored} face(s) scored in ${job.frames} frame(s) of ${job.file}`);
+  }
+
+  async function postForm(url, data) {
+    const response = await fetch(url, { method: "POST", body: data });
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (err) {
+      throw new Error(`the server answered ${response.status} ${response.statusText}`);
+    }
+    if (!response.ok) throw new Error(payload.error || `the server answered ${response.status}`);
+    return payload;
+  }
+
+  async function upload(event) {
+    event.preventDefault();
+    const file = $("file").files[0];
+    if (!file) return setStatus("choose an image or a video first", "error");
+    if (file.size > maxMb * 1024 * 1024) {
+      return setStatus(`file too large: ${(file.size / 1048576).toFixed(1)} MB, the limit is ${maxMb} MB`, "error");
+    }
+    stopWebcam();
+    const data = new FormData();
+    data.append("file", file);
+    data.append("checkpoint", $("checkpoint").value);
+    $("submit").disabled = true;
+    setWarnings([]);
+    setStatus(`predicting on ${file.name} ...`, "busy");
+    try {
+      showJob(await postForm("api/predict", data));
+    } catch (err) {
+      $("results").hidden = true;
+      setStatus(`${file.name}: ${err.message}`, "error");
+    } finally {
+      $("submit").disabled = false;
+    }
+  }
+
+  function sendWebcamFrame() {
+    const video = $("webcam-video");
+    if (webcam.busy || !video.videoWidth) return;
+    webcam.busy = true;
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    canvas.toBlob(async (blob) => {
+      const data = new FormData();
+      data.append("frame", blob, "frame.jpg");
+      data.append("checkpoint", $("checkpoint").value);
+      data.append("time_s", ((performance.now() - webcam.start) / 1000).toFixed(3));
+      if (webcam.session) data.append("session", webcam.session);
+      try {
+        const res = await postForm("api/webcam", data);
+        webcam.session = res.session;
+        webcam.rows.push(...res.rows);
+        $("frame").src = res.image;
+        $("frame").hidden = false;
+        $("frame-caption").textContent = `webcam frame ${res.frame} at ${res.time_s} s (annotated)`;
+        drawPlots(webcam.rows, "time (s)", 2);
+        fillTable(webcam.rows);
+        setStatus(res.message || `webcam: ${webcam.rows.length} row(s)`, res.message ? "error" : "");
+      } catch (err) {
+        setStatus(`webcam: ${err.message}`, "error");
+        stopWebcam();
+      } finally {
+        webcam.busy = false;
+      }
+    }, "image/jpeg", 0.85);
+  }
+
+  async function startWebcam() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      return setStatus("webcam: this browser gives no camera access here (open the page on 127.0.0.1 or localhost)", "error");
+    }
+    try {
+      webcam.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+    } catch (err) {
+      return setStatus(`webcam: no camera (${err.name}: ${err.message})`, "error");
+    }
+    Object.assign(webcam, { session: null, rows: [], busy: false, start: performance.now() });
+    $("webcam-video").srcObject = webcam.stream;
+    $("results").hidden = false;
+    $("result-title").textContent = "webcam (live)";
+    $("thumbs").replaceChildren();
+    $("files").replaceChildren();
+    setWarnings([]);
+    $("webcam-start").disabled = true;
+    $("webcam-stop").disabled = false;
+    webcam.timer = setInterval(sendWebcamFrame, 400);
+    setStatus("webcam: streaming frames to the server ...", "busy");
+  }
+
+  function stopWebcam() {
+    if (webcam.timer) clearInterval(webcam.timer);
+    if (webcam.stream) webcam.stream.getTracks().forEach((t) => t.stop());
+    webcam.timer = null;
+    webcam.stream = null;
+    $("webcam-start").disabled = false;
+    $("webcam-stop").disabled = true;
+  }
+
+  $("upload-form").addEventListener("submit", upload);
+  $("webcam-start").addEventListener("click", startWebcam);
+  $("webcam-stop").addEventListener("click", () => { stopWebcam(); setStatus("webcam stopped"); });
+})();
