@@ -165,6 +165,7 @@
     }
     Object.assign(webcam, { session: null, rows: [], busy: false, start: performance.now() });
     $("webcam-video").srcObject = webcam.stream;
+    $("webcam-video").hidden = false;  // a hidden <video> paints no frames to draw from
     $("results").hidden = false;
     $("result-title").textContent = "webcam (live)";
     $("thumbs").replaceChildren();
@@ -181,6 +182,7 @@
     if (webcam.stream) webcam.stream.getTracks().forEach((t) => t.stop());
     webcam.timer = null;
     webcam.stream = null;
+    $("webcam-video").hidden = true;
     $("webcam-start").disabled = false;
     $("webcam-stop").disabled = true;
   }

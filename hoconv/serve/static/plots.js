@@ -111,9 +111,9 @@ const HoconvPlots = (() => {
     el("line", { x1: c - r - 10, x2: c + r + 10, y1: c, y2: c, stroke: "#bbb" }, svg);
     el("line", { x1: c, x2: c, y1: c - r - 10, y2: c + r + 10, stroke: "#bbb" }, svg);
     el("text", { x: c + r - 2, y: c - 6, "text-anchor": "end" }, svg, "valence +");
-    el("text", { x: c - r + 2, y: c - 6 }, svg, "-");
+    el("text", { x: c - r + 2, y: c - 6 }, svg, "valence -");
     el("text", { x: c + 6, y: c - r + 14 }, svg, "arousal +");
-    el("text", { x: c + 6, y: c + r - 4 }, svg, "-");
+    el("text", { x: c + 6, y: c + r - 4 }, svg, "arousal -");
     const labels = [["excited", 0.72, 0.72], ["tense", -0.72, 0.72], ["sad", -0.72, -0.72],
                     ["calm", 0.72, -0.72]];
     for (const [name, v, a] of labels) {
