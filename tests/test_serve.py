@@ -5,6 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,9 +39,33 @@ def server(ckpt, tmp_path):
     return create_app(config).test_client(), upload_dir
 
 
-def post(client, data: bytes, name: str, checkpoint: str = "tiny"):
+class Answer:
+    """A refused upload's response, or a finished job's state (status 200 / 500)."""
+
+    def __init__(self, status_code: int, payload: dict) -> None:
+        self.status_code, self.payload = status_code, payload
+
+    def get_json(self) -> dict:
+        return self.payload
+
+
+def post(client, data: bytes, name: str, checkpoint: str = "tiny", timeout: float = 60.0):
+    """Upload, then poll the job until it is done; the job payload (or the refusal)."""
     form = {"file": (io.BytesIO(data), name), "checkpoint": checkpoint}
-    return client.post("/api/predict", data=form, content_type="multipart/form-data")
+    res = client.post("/api/predict", data=form, content_type="multipart/form-data")
+    if res.status_code != 202:
+        return Answer(res.status_code, res.get_json())
+    job = res.get_json()["job"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/jobs/{job}").get_json()
+        assert state["job"] == job and state["elapsed_s"] >= 0
+        if state["state"] == "done":
+            return Answer(200, state["result"])
+        if state["state"] == "error":
+            return Answer(500, state)
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} still {state['state']} after {timeout} s")
 
 
 def saved_files(upload_dir):
@@ -207,3 +237,54 @@ def test_find_checkpoints(tmp_path, ckpt):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no \\*.pt file"):
         find_checkpoints(None, str(tmp_path / "empty"))
+
+
+def test_job_states_and_failures(server, monkeypatch):
+    client, _ = server
+    assert client.get("/api/jobs/" + "0" * 32).status_code == 404
+    assert client.get("/api/jobs/not-a-job").status_code == 404
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("hoconv.serve.app.run_job", broken)
+    state = post(client, png_bytes(face_image(0)), "a.png").get_json()
+    assert state["state"] == "error"
+    assert state["error"] == "prediction failed (RuntimeError: out of memory)"
+
+
+def test_cli_refuses_bad_flags(capsys, tmp_path, ckpt):
+    from hoconv import cli
+
+    assert cli.main(["serve"]) == 2
+    assert "expected --checkpoint FILE" in capsys.readouterr().err
+    assert cli.main(["serve", "--checkpoint", str(tmp_path / "no.pt")]) == 2
+    assert f"no such file: {tmp_path / 'no.pt'}" in capsys.readouterr().err
+    assert cli.main(["serve", "--checkpoint", str(ckpt), "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb: expected > 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: 5-20 s on a loaded 2-core machine
+def test_cli_serves_the_page_on_loopback(tmp_path, ckpt):
+    """`hoconv serve --port 0` in a subprocess: the page answers on 127.0.0.1."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    argv = [sys.executable, "-m", "hoconv", "serve", "--checkpoint", str(ckpt), "--port", "0",
+            "--upload-dir", str(tmp_path / "up")]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        url = None
+        for line in proc.stderr:  # werkzeug says where it listens
+            found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the server never said where it listens"
+        with urllib.request.urlopen(url + "/", timeout=10) as res:
+            assert res.status == 200 and b"hoconv serve" in res.read()
+        assert (tmp_path / "up").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "uploads in" in proc.stdout.read()

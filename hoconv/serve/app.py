@@ -4,19 +4,26 @@ Routes:
 
 * ``GET /``: the page (templates/index.html, static/app.js; nothing from a CDN).
 * ``GET /api/checkpoints``: the checkpoint names offered.
-* ``POST /api/predict``: multipart ``file`` (image or video) and ``checkpoint``; answers
-  the job payload of :func:`hoconv.serve.jobs.run_job` or ``{"error": ...}`` with a 4xx.
+* ``POST /api/predict``: multipart ``file`` (image or video) and ``checkpoint``; checks
+  and saves the upload, queues the job and answers 202 ``{"job", "state"}`` (or
+  ``{"error": ...}`` with a 4xx for a refused upload).
+* ``GET /api/jobs/<job>``: ``{"state": "queued" | "running", "elapsed_s"}`` while it
+  runs, then ``{"state": "done", "result": <payload of hoconv.serve.jobs.run_job>}`` or
+  ``{"state": "error", "error": ...}``.
 * ``POST /api/webcam``: multipart ``frame`` (a JPEG / PNG still from the browser's
   camera), ``checkpoint``, ``time_s`` and, after the first frame, ``session`` (the id the
   server returned); answers :func:`hoconv.serve.jobs.run_webcam_frame`'s payload.
 * ``GET /results/<job>/<name>``: a file of a job, only from inside the upload folder.
 
-One prediction runs at a time (a lock), so a shared CPU is not oversubscribed.
+Jobs run in background threads, one prediction at a time (a lock), so a shared CPU is not
+oversubscribed and a long video does not hold an HTTP request open.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +34,7 @@ from hoconv.predict import Options
 from hoconv.serve.jobs import Checkpoints, run_job, run_webcam_frame
 from hoconv.serve.uploads import (
     JOB_ID,
+    Upload,
     UploadError,
     decode_image,
     new_job,
@@ -35,6 +43,8 @@ from hoconv.serve.uploads import (
 )
 
 MAX_WEBCAM_FRAMES = 3600
+MAX_JOBS_KEPT = 200
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +64,51 @@ class ServeConfig:
     options: Options = field(default_factory=lambda: Options(progress=False, max_frames=300))
 
 
+class JobBoard:
+    """Upload jobs run one at a time in background threads; their states, by job id.
+
+    Args:
+        lock: held while a prediction runs (shared with the webcam route).
+        options: prediction options.
+    """
+
+    def __init__(self, lock: threading.Lock, options: Options) -> None:
+        self.lock, self.options = lock, options
+        self.states: dict[str, dict] = {}
+
+    def submit(self, upload: Upload, checkpoint) -> dict:
+        """Queue ``upload``; returns its first state."""
+        state = {"job": upload.job, "state": "queued", "submitted": time.monotonic()}
+        self.states[upload.job] = state
+        for old in list(self.states)[:-MAX_JOBS_KEPT]:
+            self.states.pop(old, None)
+        threading.Thread(target=self._run, args=(upload, checkpoint, state), daemon=True).start()
+        return {"job": upload.job, "state": "queued"}
+
+    def _run(self, upload: Upload, checkpoint, state: dict) -> None:
+        with self.lock:
+            state["state"] = "running"
+            try:
+                state["result"] = run_job(upload, checkpoint, self.options)
+                state["state"] = "done"
+            except UploadError as err:
+                state.update(state="error", error=str(err))
+            except Exception as err:  # noqa: BLE001 - the page must hear of any failure
+                LOG.exception("job %s failed", upload.job)
+                state.update(
+                    state="error", error=f"prediction failed ({type(err).__name__}: {err})"
+                )
+
+    def get(self, job: str) -> dict:
+        """The public state of ``job`` (404 if unknown)."""
+        state = self.states.get(job) if JOB_ID.match(job) else None
+        if state is None:
+            raise UploadError("no such job", 404)
+        public = {k: v for k, v in state.items() if k != "submitted"}
+        public["elapsed_s"] = round(time.monotonic() - state["submitted"], 1)
+        return public
+
+
 def _error(message: str, status: int):
     return jsonify({"error": message}), status
 
@@ -68,6 +123,7 @@ def create_app(config: ServeConfig) -> Flask:
     app.config["HOCONV_SERVE"] = config
     lock = threading.Lock()
     sessions: dict[str, int] = {}  # webcam session -> next frame index
+    board = JobBoard(lock, config.options)
 
     @app.errorhandler(UploadError)
     def upload_error(err: UploadError):
@@ -102,8 +158,11 @@ def create_app(config: ServeConfig) -> Flask:
             raise UploadError("no file in the upload: choose an image or a video")
         checkpoint = config.checkpoints.get(request.form.get("checkpoint", ""))
         saved = save_upload(upload.read(), upload.filename, config.upload_dir)
-        with lock:
-            return jsonify(run_job(saved, checkpoint, config.options))
+        return jsonify(board.submit(saved, checkpoint)), 202
+
+    @app.get("/api/jobs/<job>")
+    def job_state(job: str):
+        return jsonify(board.get(job))
 
     @app.post("/api/webcam")
     def webcam_frame():

@@ -97,6 +97,21 @@
     return payload;
   }
 
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Poll a queued job until it is done (its payload) or failed (throws its message).
+  async function waitForJob(job, name) {
+    for (;;) {
+      await sleep(400);
+      const response = await fetch(`api/jobs/${job}`);
+      const state = await response.json();
+      if (!response.ok || state.state === "error") throw new Error(state.error || `the server answered ${response.status}`);
+      if (state.state === "done") return state.result;
+      const doing = state.state === "queued" ? "queued (another prediction runs):" : "predicting on";
+      setStatus(`${doing} ${name} ... ${state.elapsed_s} s`, "busy");
+    }
+  }
+
   async function upload(event) {
     event.preventDefault();
     const file = $("file").files[0];
@@ -112,7 +127,8 @@
     setWarnings([]);
     setStatus(`predicting on ${file.name} ...`, "busy");
     try {
-      showJob(await postForm("api/predict", data));
+      const queued = await postForm("api/predict", data);
+      showJob(await waitForJob(queued.job, file.name));
     } catch (err) {
       $("results").hidden = true;
       setStatus(`${file.name}: ${err.message}`, "error");
