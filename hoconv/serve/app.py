@@ -124,22 +124,7 @@ def create_app(config: ServeConfig) -> Flask:
     lock = threading.Lock()
     sessions: dict[str, int] = {}  # webcam session -> next frame index
     board = JobBoard(lock, config.options)
-
-    @app.errorhandler(UploadError)
-    def upload_error(err: UploadError):
-        return _error(str(err), err.status)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(err):
-        return _error(
-            f"file too large: the limit is {config.max_upload_mb:g} MB (--max-upload-mb)", 413
-        )
-
-    @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException):
-        if request.path.startswith(("/api/", "/results/")):
-            return _error(f"{err.code} {err.name}: {err.description}", err.code or 500)
-        return err
+    _add_error_handlers(app, config.max_upload_mb)
 
     @app.get("/")
     def index():
@@ -195,6 +180,24 @@ def create_app(config: ServeConfig) -> Flask:
         return send_file(result_path(config.upload_dir, job, name), max_age=0)
 
     return app
+
+
+def _add_error_handlers(app: Flask, max_upload_mb: float) -> None:
+    """Refusals as ``{"error": ...}`` JSON with their 4xx status (the page shows the line)."""
+
+    @app.errorhandler(UploadError)
+    def upload_error(err: UploadError):
+        return _error(str(err), err.status)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(err):
+        return _error(f"file too large: the limit is {max_upload_mb:g} MB (--max-upload-mb)", 413)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        if request.path.startswith(("/api/", "/results/")):
+            return _error(f"{err.code} {err.name}: {err.description}", err.code or 500)
+        return err
 
 
 def _float_field(name: str) -> float:
