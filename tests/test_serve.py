@@ -81,6 +81,8 @@ def test_page_lists_checkpoints_and_uses_only_local_assets(server):
     for asset in ("/static/app.js", "/static/plots.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     assert client.get("/api/checkpoints").get_json()["checkpoints"] == ["tiny"]
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_good_image_gives_rows_frames_and_files(server):

@@ -35,7 +35,7 @@ webdriver = pytest.importorskip(
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from serve_fixtures import write_checkpoint, write_video  # noqa: E402
+from serve_fixtures import face_image, png_bytes, write_checkpoint, write_video  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from hoconv.predict import Options  # noqa: E402
@@ -65,6 +65,7 @@ def browser():
                  "--window-size=1300,1500", "--use-fake-device-for-media-stream",
                  "--use-fake-ui-for-media-stream"):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
@@ -78,7 +79,7 @@ def _screenshot(driver, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _wait_text(driver, element_id: str, words: str, timeout: float = 15.0) -> None:
+def _wait_text(driver, element_id: str, words: str, timeout: float = 40.0) -> None:
     WebDriverWait(driver, timeout).until(
         lambda d: words in d.find_element(By.ID, element_id).text,
         message=f"#{element_id} never said {words!r}",
@@ -102,15 +103,19 @@ def test_upload_video_shows_curves_circumplex_and_table(browser, url, tmp_path):
     paths = browser.find_elements(By.CSS_SELECTOR, "#curves path.curve-valence")
     assert paths and paths[0].get_attribute("d").count("L") >= 3  # a drawn line, not a dot
     assert browser.find_elements(By.CSS_SELECTOR, "#curves path.curve-arousal")
+    assert browser.find_element(By.ID, "curves").is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#circumplex circle.va-point")) == len(scored)
     frame = browser.find_element(By.ID, "frame")
     assert browser.execute_script("return arguments[0].naturalWidth", frame) == 240
     assert len(browser.find_elements(By.CSS_SELECTOR, "#thumbs img")) >= 5
     assert "synthetic data set" in browser.find_element(By.ID, "warnings").text
     _screenshot(browser, tmp_path, "serve_video.png")
+    errors = [e["message"] for e in browser.get_log("browser")
+              if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # fmt: skip
+    assert errors == []  # no script error, nothing blocked by the page's CSP
 
 
-def test_bad_file_gets_a_message_on_the_page(browser, url, tmp_path):
+def test_bad_file_gets_a_message_then_an_image_its_results(browser, url, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     browser.get(url)
@@ -119,12 +124,20 @@ def test_bad_file_gets_a_message_on_the_page(browser, url, tmp_path):
     _wait_text(browser, "status", "not a readable image")
     assert "notes.png" in browser.find_element(By.ID, "status").text
     assert not browser.find_element(By.ID, "results").is_displayed()
+    good = tmp_path / "face.png"
+    good.write_bytes(png_bytes(face_image(0)))
+    browser.find_element(By.ID, "file").send_keys(str(good))
+    browser.find_element(By.ID, "submit").click()
+    _wait_text(browser, "status", "done: 1 face(s) scored in 1 frame(s) of face.png")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#circumplex circle.va-point")) == 1
+    assert not browser.find_element(By.ID, "curves").is_displayed()  # a still: no time axis
 
 
 def test_fake_webcam_streams_frames(browser, url, tmp_path):
     browser.get(url)
     browser.find_element(By.ID, "webcam-start").click()
-    WebDriverWait(browser, 15).until(
+    WebDriverWait(browser, 40).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tbody tr")) >= 2,
         message="no webcam rows arrived",
     )

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(f"hoconv serve: warning: listening on {args.host}: other machines can reach the "
               "page and upload files", file=sys.stderr)  # fmt: skip
+    where = f"open http://{args.host}:{args.port}/" if args.port else "the address is below"
     print(f"hoconv serve: {len(config.checkpoints.names)} checkpoint(s); uploads in "
-          f"{config.upload_dir}; open http://{args.host}:{args.port}/ (Ctrl-C to stop)")  # fmt: skip
+          f"{config.upload_dir}; {where} (Ctrl-C to stop)", flush=True)  # fmt: skip
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
     return 0

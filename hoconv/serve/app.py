@@ -44,6 +44,7 @@ from hoconv.serve.uploads import (
 
 MAX_WEBCAM_FRAMES = 3600
 MAX_JOBS_KEPT = 200
+CSP = "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; object-src 'none'"
 LOG = logging.getLogger(__name__)
 
 
@@ -125,6 +126,13 @@ def create_app(config: ServeConfig) -> Flask:
     sessions: dict[str, int] = {}  # webcam session -> next frame index
     board = JobBoard(lock, config.options)
     _add_error_handlers(app, config.max_upload_mb)
+
+    @app.after_request
+    def local_only(response):
+        # Scripts, styles and images from this server only (no CDN), no content sniffing.
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @app.get("/")
     def index():

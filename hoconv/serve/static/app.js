@@ -71,8 +71,8 @@
       return img;
     }));
     if (job.images.length) showFrame(job.images[0], job.frames);
-    const timed = job.kind === "video";
-    drawPlots(job.rows, timed ? "time (s)" : "frame", timed ? job.fps : null);
+    drawPlots(job.rows, "time (s)", job.fps);
+    $("curves-figure").hidden = job.kind !== "video";  // a still has no time axis
     fillTable(job.rows);
     $("files").replaceChildren(document.createTextNode("Files: "), ...job.files.map((f) => {
       const a = document.createElement("a");
@@ -182,6 +182,7 @@
     Object.assign(webcam, { session: null, rows: [], busy: false, start: performance.now() });
     $("webcam-video").srcObject = webcam.stream;
     $("webcam-video").hidden = false;  // a hidden <video> paints no frames to draw from
+    $("curves-figure").hidden = false;
     $("results").hidden = false;
     $("result-title").textContent = "webcam (live)";
     $("thumbs").replaceChildren();
