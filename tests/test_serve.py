@@ -131,6 +131,14 @@ def test_video_rows_per_frame_and_max_frames(server, tmp_path):
     assert 1 <= len(job["images"]) <= 6
     assert all(client.get("/" + i["url"]).status_code == 200 for i in job["images"])
     assert any(f["name"].endswith("_va.png") for f in job["files"])
+    assert job["video"] in [f["url"] for f in job["files"]]  # the annotated video of predict
+    data = client.get("/" + job["video"]).data
+    (tmp_path / "annotated.bin").write_bytes(data)
+    cap = cv2.VideoCapture(str(tmp_path / "annotated.bin"))
+    decoded = 0
+    while cap.read()[0]:
+        decoded += 1
+    assert decoded == 6
 
 
 @pytest.mark.parametrize(

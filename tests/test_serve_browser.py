@@ -109,10 +109,67 @@ def test_upload_video_shows_curves_circumplex_and_table(browser, url, tmp_path):
     assert browser.execute_script("return arguments[0].naturalWidth", frame) == 240
     assert len(browser.find_elements(By.CSS_SELECTOR, "#thumbs img")) >= 5
     assert "synthetic data set" in browser.find_element(By.ID, "warnings").text
+    _check_video_or_still(browser)
     _screenshot(browser, tmp_path, "serve_video.png")
     errors = [e["message"] for e in browser.get_log("browser")
               if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # fmt: skip
     assert errors == []  # no script error, nothing blocked by the page's CSP
+
+
+def _check_video_or_still(driver) -> None:
+    """The annotated video if this browser plays its codec (the curves' cursor follows it),
+    else the annotated still; never neither."""
+    video = driver.find_element(By.ID, "annotated-video")
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script(
+            "return arguments[0].readyState >= 2 || !!arguments[0].error", video
+        ),  # fmt: skip
+        message="the annotated video neither loaded nor failed",
+    )
+    if driver.execute_script("return !!arguments[0].error", video):
+        assert not video.is_displayed() and driver.find_element(By.ID, "frame").is_displayed()
+        return
+    assert video.is_displayed() and not driver.find_element(By.ID, "frame").is_displayed()
+    driver.execute_script("arguments[0].currentTime = 0.3", video)
+    cursor = "#curves line.cursor"
+    WebDriverWait(driver, 10).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, cursor).get_attribute("visibility") == "visible"
+    )
+
+
+def test_playable_annotated_video_moves_the_cursor(browser, url, tmp_path, monkeypatch):
+    """A WebM beside predict's outputs (as a browser-playable annotated video) is played."""
+    from hoconv.serve import jobs
+
+    real_predict = jobs.predict
+
+    def predict_and_webm(inputs, *args, **kwargs):
+        summary = real_predict(inputs, *args, **kwargs)
+        cap = cv2.VideoCapture(inputs[0])
+        out = cv2.VideoWriter(str(Path(args[1]) / "00_input_annotated.webm"),
+                              cv2.VideoWriter_fourcc(*"VP80"), 8.0, (240, 180))  # fmt: skip
+        ok, frame = cap.read()
+        while ok:
+            out.write(frame)
+            ok, frame = cap.read()
+        out.release()
+        return summary
+
+    monkeypatch.setattr(jobs, "predict", predict_and_webm)
+    video = write_video(tmp_path / "clip.mp4", frames=8)
+    browser.get(url)
+    browser.find_element(By.ID, "file").send_keys(str(video))
+    browser.find_element(By.ID, "submit").click()
+    _wait_text(browser, "status", "done:")
+    player = browser.find_element(By.ID, "annotated-video")
+    assert player.get_attribute("src").endswith("00_input_annotated.webm")
+    WebDriverWait(browser, 10).until(lambda d: player.is_displayed(), message="video not shown")
+    _check_video_or_still(browser)
+    browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")[4].click()  # seeks to frame 4
+    WebDriverWait(browser, 10).until(
+        lambda d: abs(d.execute_script("return arguments[0].currentTime", player) - 4.5 / 8) < 0.01
+    )
+    _screenshot(browser, tmp_path, "serve_video_player.png")
 
 
 def test_bad_file_gets_a_message_then_an_image_its_results(browser, url, tmp_path):

@@ -1,7 +1,7 @@
 """Prediction jobs of ``hoconv serve``: checkpoints, one upload or webcam frame -> results.
 
-A job runs :func:`hoconv.predict.predict` on the saved upload, writing its CSV, JSON and
-V/A plot into the job folder, then draws up to :data:`MAX_FRAMES_SHOWN` annotated frames
+A job runs :func:`hoconv.predict.predict` on the saved upload, writing its CSV, JSON, V/A
+plot and (videos) annotated video into the job folder, then draws up to :data:`MAX_FRAMES_SHOWN` annotated frames
 (JPEG, :func:`hoconv.predict.outputs.annotate`) beside them. The page gets one JSON
 payload (:func:`job_payload`): the rows, the annotated frames' URLs, the files, warnings
 and, when no frame held a face, a message saying so.
@@ -25,6 +25,7 @@ from hoconv.serve.uploads import Upload, UploadError
 
 MAX_FRAMES_SHOWN = 12
 MAX_SHOWN_WIDTH = 960
+VIDEO_SUFFIXES = (".webm", ".mp4", ".m4v")  # an annotated video written by predict
 
 
 class Checkpoints:
@@ -133,8 +134,9 @@ def run_job(upload: Upload, checkpoint: tuple[nn.Module, dict], options: Options
     warnings: list[str] = []
     message = None
     try:
+        annotate_as = "video" if upload.kind == "video" else "none"
         summary = predict([str(upload.path)], (model, meta), upload.folder, options,
-                          annotate="none")  # fmt: skip
+                          annotate=annotate_as)  # fmt: skip
         warnings = summary["warnings"]
     except NothingPredicted:
         if trained_on(meta) == "synthetic":
@@ -166,6 +168,15 @@ def run_job(upload: Upload, checkpoint: tuple[nn.Module, dict], options: Options
     return job_payload(upload, info, rows, frames, warnings, message, model_info)
 
 
+def _playable_video(files: list[str], url: str) -> str | None:
+    """URL of the annotated video, WebM first (every browser plays VP8/VP9), else MP4."""
+    for suffix in VIDEO_SUFFIXES:
+        for name in files:
+            if name.endswith(suffix):
+                return url + name
+    return None
+
+
 def job_payload(upload, info, rows, frames, warnings, message, model_info) -> dict:
     """The JSON the page draws: rows, annotated frames and files by URL, warnings, message."""
     files = sorted(p.name for p in upload.folder.iterdir()
@@ -183,6 +194,7 @@ def job_payload(upload, info, rows, frames, warnings, message, model_info) -> di
         "rows": rows,
         "images": [{"frame": f["frame"], "url": url + f["name"]} for f in frames],
         "files": [{"name": name, "url": url + name} for name in files],
+        "video": _playable_video(files, url),
         "warnings": warnings,
         "message": message,
         **model_info,

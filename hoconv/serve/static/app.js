@@ -4,8 +4,9 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const maxMb = Number(document.body.dataset.maxUploadMb);
-  const TABLE_LIMIT = 500;
-  const webcam = { stream: null, session: null, rows: [], busy: false, timer: null, start: 0 };
+  const UPLOAD_TABLE_LIMIT = 5000;
+  const WEBCAM_TABLE_LIMIT = 300;
+  const webcam = { stream: null, session: null, rows: [], busy: false, timer: null, start: 0, run: 0 };
 
   function setStatus(text, kind) {
     $("status").textContent = text;
@@ -22,11 +23,16 @@
 
   const fmt = (x, digits) => (x === null || x === undefined ? "" : Number(x).toFixed(digits));
 
-  function fillTable(rows) {
+  // The rows as a table (the last `limit`; the note says how many are not shown);
+  // clicking a row calls onRow(row).
+  function fillTable(rows, limit, onRow) {
     const body = $("rows").tBodies[0];
-    const shown = rows.slice(-TABLE_LIMIT);
+    const shown = rows.slice(-limit);
+    $("table-note").textContent = shown.length < rows.length
+      ? `the last ${shown.length} of ${rows.length} rows (all of them are in predictions.csv)` : `${rows.length} row(s)`;
     body.replaceChildren(...shown.map((r) => {
       const tr = document.createElement("tr");
+      if (onRow) tr.addEventListener("click", () => onRow(r));
       const box = r.box_x === null || r.box_x === undefined ? "" : `${r.box_x}, ${r.box_y}, ${r.box_w}, ${r.box_h}`;
       const cells = [r.frame, fmt(r.time_s, 3), r.face === null ? "" : r.face, box, fmt(r.valence, 3),
                      fmt(r.arousal, 3), r.expression || "", fmt(r.expression_prob, 2), r.reason || ""];
@@ -52,8 +58,37 @@
   function showFrame(image, frames) {
     $("frame").src = image.url;
     $("frame").hidden = false;
+
     $("frame-caption").textContent = `frame ${image.frame} of ${frames} (annotated)`;
     for (const t of $("thumbs").children) t.classList.toggle("current", t.dataset.url === image.url);
+  }
+
+  // A frame: the video seeks to it when it plays here, else its annotated still is shown.
+  function seekOrShow(job, image) {
+    const video = $("annotated-video");
+    if (!video.hidden && job.fps) {
+      video.pause();
+      video.currentTime = (image.frame + 0.5) / job.fps;
+    } else {
+      showFrame(image, job.frames);
+    }
+  }
+
+  // The annotated video when the browser plays it (the curves' cursor follows it), else frames.
+  function showVideo(job) {
+    const video = $("annotated-video");
+    video.hidden = true;
+    video.removeAttribute("src");
+    HoconvPlots.setCursor($("curves"), null);
+    if (!job.video) return;
+    video.onloadeddata = () => {
+      video.hidden = false;
+      $("frame").hidden = true;
+      $("frame-caption").textContent = "annotated video (the curves' dashed line is its time); thumbnails: frames";
+    };
+    video.onerror = () => { video.hidden = true; $("frame").hidden = false; };
+    video.ontimeupdate = () => HoconvPlots.setCursor($("curves"), video.currentTime);
+    video.src = job.video;
   }
 
   function showJob(job) {
@@ -67,13 +102,17 @@
       img.dataset.url = image.url;
       img.alt = `frame ${image.frame}`;
       img.title = `frame ${image.frame}`;
-      img.addEventListener("click", () => showFrame(image, job.frames));
+      img.addEventListener("click", () => seekOrShow(job, image));
       return img;
     }));
     if (job.images.length) showFrame(job.images[0], job.frames);
+    showVideo(job);
     drawPlots(job.rows, "time (s)", job.fps);
     $("curves-figure").hidden = job.kind !== "video";  // a still has no time axis
-    fillTable(job.rows);
+    fillTable(job.rows, UPLOAD_TABLE_LIMIT, (r) => {
+      const image = job.images.find((i) => i.frame === r.frame) || { frame: r.frame, url: null };
+      if (image.url || !$("annotated-video").hidden) seekOrShow(job, image);
+    });
     $("files").replaceChildren(document.createTextNode("Files: "), ...job.files.map((f) => {
       const a = document.createElement("a");
       a.href = f.url;
@@ -145,6 +184,8 @@
     canvas.width = video.videoWidth;
     canvas.height = video.videoHeight;
     canvas.getContext("2d").drawImage(video, 0, 0);
+    const run = webcam.run;
+    const current = () => webcam.stream && webcam.run === run;  // false once stopped / restarted
     canvas.toBlob(async (blob) => {
       const data = new FormData();
       data.append("frame", blob, "frame.jpg");
@@ -153,19 +194,21 @@
       if (webcam.session) data.append("session", webcam.session);
       try {
         const res = await postForm("api/webcam", data);
+        if (!current()) return;  // stopped while this frame was scored: drop it
         webcam.session = res.session;
         webcam.rows.push(...res.rows);
         $("frame").src = res.image;
         $("frame").hidden = false;
         $("frame-caption").textContent = `webcam frame ${res.frame} at ${res.time_s} s (annotated)`;
         drawPlots(webcam.rows, "time (s)", 2);
-        fillTable(webcam.rows);
+        fillTable(webcam.rows, WEBCAM_TABLE_LIMIT);
         setStatus(res.message || `webcam: ${webcam.rows.length} row(s)`, res.message ? "error" : "");
       } catch (err) {
+        if (!current()) return;
         setStatus(`webcam: ${err.message}`, "error");
         stopWebcam();
       } finally {
-        webcam.busy = false;
+        if (webcam.run === run) webcam.busy = false;
       }
     }, "image/jpeg", 0.85);
   }
@@ -179,7 +222,9 @@
     } catch (err) {
       return setStatus(`webcam: no camera (${err.name}: ${err.message})`, "error");
     }
-    Object.assign(webcam, { session: null, rows: [], busy: false, start: performance.now() });
+    Object.assign(webcam, { session: null, rows: [], busy: false, start: performance.now(), run: webcam.run + 1 });
+    $("annotated-video").pause();
+    $("annotated-video").hidden = true;
     $("webcam-video").srcObject = webcam.stream;
     $("webcam-video").hidden = false;  // a hidden <video> paints no frames to draw from
     $("curves-figure").hidden = false;

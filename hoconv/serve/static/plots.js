@@ -70,6 +70,7 @@ const HoconvPlots = (() => {
     if (!all.length) { t0 = 0; t1 = 1; }
     if (t1 - t0 < 1e-9) { t0 -= 0.5; t1 += 0.5; }
     const x = (t) => left + ((t - t0) / (t1 - t0)) * width;
+    Object.assign(svg.dataset, { t0: t0, t1: t1, left: left, width: width, bottom: 16 + 2 * ph + 30 });
     const yv = panel(svg, 16, ph, left, width, "valence");
     const ya = panel(svg, 16 + ph + 30, ph, left, width, "arousal");
     const axisY = 16 + 2 * ph + 30;
@@ -100,6 +101,18 @@ const HoconvPlots = (() => {
       el("text", { x: left + width / 2, y: 16 + ph, "text-anchor": "middle" }, svg, "no face scored");
     }
     return { tracks: keys.length, points: all.length, outside: outside };
+  }
+
+  // A vertical line at time t across both panels (the video's current time); null hides it.
+  function setCursor(svg, t) {
+    let line = svg.querySelector("line.cursor");
+    if (!line) line = el("line", { class: "cursor", stroke: "#000", "stroke-dasharray": "4 3", y1: 16 }, svg);
+    const d = svg.dataset;
+    const inside = t !== null && t >= Number(d.t0) && t <= Number(d.t1);
+    line.setAttribute("visibility", inside ? "visible" : "hidden");
+    if (!inside) return;
+    const xt = Number(d.left) + ((t - Number(d.t0)) / (Number(d.t1) - Number(d.t0))) * Number(d.width);
+    for (const [k, v] of [["x1", xt], ["x2", xt], ["y2", d.bottom]]) line.setAttribute(k, v);
   }
 
   // Valence (x) against arousal (y) on the unit circle; the latest point of each track is larger.
@@ -134,5 +147,6 @@ const HoconvPlots = (() => {
     return count;
   }
 
-  return { drawCurves: drawCurves, drawCircumplex: drawCircumplex, byTrack: byTrack, colour: colour };
+  return { drawCurves: drawCurves, drawCircumplex: drawCircumplex, setCursor: setCursor,
+           byTrack: byTrack, colour: colour };
 })();
