@@ -99,14 +99,17 @@ class JobBoard:
                 state.update(
                     state="error", error=f"prediction failed ({type(err).__name__}: {err})"
                 )
+            finally:
+                state["finished"] = time.monotonic()
 
     def get(self, job: str) -> dict:
         """The public state of ``job`` (404 if unknown)."""
         state = self.states.get(job) if JOB_ID.match(job) else None
         if state is None:
             raise UploadError("no such job", 404)
-        public = {k: v for k, v in state.items() if k != "submitted"}
-        public["elapsed_s"] = round(time.monotonic() - state["submitted"], 1)
+        public = {k: v for k, v in state.items() if k not in ("submitted", "finished")}
+        end = state.get("finished", time.monotonic())
+        public["elapsed_s"] = round(end - state["submitted"], 1)
         return public
 
 

@@ -121,7 +121,7 @@
     }));
     setWarnings(job.warnings);
     if (job.message) setStatus(job.message, "error");
-    else setStatus(`done: ${job.scored} face(s) scored in ${job.frames} frame(s) of ${job.file}`);
+    else setStatus(`done: ${job.scored} face(s) scored in ${job.frames} frame(s) of ${job.file} (${job.elapsed_s} s)`);
   }
 
   async function postForm(url, data) {
@@ -145,7 +145,7 @@
       const response = await fetch(`api/jobs/${job}`);
       const state = await response.json();
       if (!response.ok || state.state === "error") throw new Error(state.error || `the server answered ${response.status}`);
-      if (state.state === "done") return state.result;
+      if (state.state === "done") return Object.assign(state.result, { elapsed_s: state.elapsed_s });
       const doing = state.state === "queued" ? "queued (another prediction runs):" : "predicting on";
       setStatus(`${doing} ${name} ... ${state.elapsed_s} s`, "busy");
     }
