@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "predict",
     "export",
     "compress",
+    "serve",
 )
 
 
@@ -55,6 +56,7 @@ EXAMPLES: dict[str, str] = {
     "export": "hoconv export --checkpoint runs/img/best.pt --format onnx --out model.onnx",
     "compress": "hoconv compress --checkpoint runs/img/best.pt --budget params=0.3 --kind auto "
     "--input-shape 1,3,64,64 --out runs/compressed.pt",
+    "serve": "hoconv serve --checkpoint runs/img/best.pt runs/vid/best.pt --port 8000",
 }
 
 
