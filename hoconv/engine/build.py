@@ -101,6 +101,8 @@ def make_model(
 
     kwargs = dict(cfg["model_kwargs"])
     kwargs.setdefault("num_outputs", infer_num_outputs(cfg, dataset))
+    if cfg.get("task") == "affect":  # new affect models: V/A bounded to [-1, 1] by a tanh;
+        kwargs.setdefault("bound_va", True)  # recorded in the spec, so old checkpoints keep none
     spec = {"name": cfg["model"], "kwargs": kwargs, "transductions": []}
     return create_model(cfg["model"], **kwargs), spec
 
