@@ -161,7 +161,7 @@ def make_optimizer(cfg: dict, params: list[nn.Parameter]) -> torch.optim.Optimiz
 
 
 def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
-    """Step decay (x``lr_gamma`` every ``lr_step`` epochs), milestones, plateau or none."""
+    """Step decay (x``lr_gamma`` every ``lr_step`` epochs), milestones, plateau, cosine or none."""
     kind = cfg["scheduler"]
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg["lr_step"], gamma=cfg["lr_gamma"])
@@ -169,6 +169,8 @@ def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
         return torch.optim.lr_scheduler.MultiStepLR(
             optimizer, list(cfg["lr_milestones"]), gamma=cfg["lr_gamma"]
         )
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(cfg["epochs"], 1))
     if kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=cfg["lr_gamma"]

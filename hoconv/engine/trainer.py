@@ -111,7 +111,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(
+        train_loss, steps = _train_epoch(
             net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history
         )
         preds = predict_dataset(
@@ -133,6 +133,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": train_loss,
+            "steps": steps,
             "score": value,
             **runlog.flatten_metrics(metrics),
             "epoch_s": round(time.perf_counter() - t0, 3),
@@ -226,8 +227,18 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
-def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> float:
-    """One pass over the training split; returns the mean loss of its steps."""
+def _warmup(optimizer, base_lrs: list[float], cfg: dict, done: int) -> None:
+    """Linear warm-up: lr = base * (done + 1) / warmup_steps for the first steps of the run."""
+    warm = int(cfg.get("warmup_steps") or 0)
+    factor = min(1.0, (done + 1) / warm) if warm else 1.0
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+
+
+def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> tuple:
+    """One pass over the training split; returns (mean loss of its steps, number of steps)."""
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    done = sum(row.get("steps", 0) for row in history)  # optimizer steps of earlier epochs
     net.train()
     lasso = float(cfg.get("lasso") or 0.0)
     proximal = (
@@ -271,10 +282,12 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            _warmup(optimizer, base_lrs, cfg, done + steps)
             optimizer.step()
             if proximal:
                 optimizer_proximal_step(core, optimizer, lasso)
             total, steps = total + value, steps + 1
             bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
-    return total / max(steps, 1)
+    _warmup(optimizer, base_lrs, {}, 0)  # restore: the scheduler steps from the base lr
+    return total / max(steps, 1), steps
