@@ -89,12 +89,13 @@ def run_demo(
             the demo's small convolutions gain little from intra-op threads; ``jobs``
             processes use the cores instead.
     """
-    from hoconv.demo_jobs import plan_jobs, resolve_job, run_job
+    from hoconv.demo_jobs import plan_jobs, resolve_job, run_job, warm_data_cache
 
     s = demo_settings(profile, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start, cpu0 = time.perf_counter(), time.process_time()
+    s = warm_data_cache(s, out / "data_cache")  # generated once, loaded by every run
     jobs = plan_jobs(s, out, device)
     results = run_graph(
         jobs, s["jobs"], lambda job, done: resolve_job(job, done, s), run_job, threads, progress
@@ -104,7 +105,7 @@ def run_demo(
 
     main_cpu = time.process_time() - cpu0
     summary = write_report(out, results, s, profile, total, main_cpu)
-    _tidy(out)
+    _tidy(out, s["seeds"][0])
     return {**summary, "total_s": total, "settings": s}
 
 
@@ -190,8 +191,10 @@ def _executor(workers: int, threads: int | None):
     )
 
 
-def _tidy(out: Path) -> None:
-    """Drop the search runs' checkpoints (their logs stay) so the folder stays small."""
-    for ckpt in (out / "lr_search").rglob("*.pt"):
-        ckpt.unlink()
-    shutil.rmtree(out / "transduced_inputs", ignore_errors=True)
+def _tidy(out: Path, keep_seed: int) -> None:
+    """Keep checkpoints of seed ``keep_seed``'s final runs only (logs and metrics all stay)."""
+    for ckpt in out.rglob("*.pt"):
+        seed_dirs = [p.name for p in ckpt.relative_to(out).parents if p.name.startswith("seed")]
+        if ckpt.relative_to(out).parts[0] == "lr_search" or seed_dirs != [f"seed{keep_seed}"]:
+            ckpt.unlink()
+    shutil.rmtree(out / "data_cache", ignore_errors=True)  # regenerated on demand

@@ -106,6 +106,20 @@ def steps_per_epoch(s: dict, mode: str) -> int:
     return max(1, min(batches, cap) if cap else batches)
 
 
+def warm_data_cache(s: dict, cache: Path) -> dict:
+    """Generate every split once into ``cache`` (the runs then load it); the new settings."""
+    from hoconv.engine.build import make_dataset
+
+    s = {**s}
+    for key in ("static_data_kwargs", "video_data_kwargs"):
+        s[key] = {**s[key], "cache_dir": str(cache)}
+    for mode, splits in (("static", ("train", "val")), ("video", ("train", "val", "test"))):
+        cfg = train_cfg(s, mode=mode, model="cp_resnet18_2d", epochs=1, lr=1e-3, seed=0)
+        for split in splits:
+            make_dataset(cfg, split)
+    return s
+
+
 def resolve_job(job: dict, results: dict[str, dict], s: dict) -> dict:
     """Fill the lr (from the family's search) and the init checkpoint (from the static run)."""
     job = dict(job)

@@ -55,6 +55,8 @@ def write_report(
         "",
         "Mean +- std over seeds of valence and arousal CCC: ![CCC](ccc.png)",
     ]
+    lines += ["", f"Checkpoints (best.pt) are kept for seed {s['seeds'][0]} only; logs and metrics "
+              "of every run stay."]  # fmt: skip
     lines += [""] + _figure_links(runs)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -153,3 +153,22 @@ def test_warmup_is_linear_then_flat():
     assert lrs == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
     _warmup(opt, [0.4], {"warmup_steps": 0}, 0)
     assert opt.param_groups[0]["lr"] == 0.4
+
+
+def test_report_adds_the_demo_tables_from_results_json(tmp_path):
+    import json
+
+    from hoconv.commands.report import demo_tables
+
+    runs = [_run("A", 0, 40, v=0.2, a=0.4), _run("A", 1, 40, v=0.4, a=0.8),
+            _run("B", 0, 40, v=0.1, a=0.1), _run("B", 1, 40, v=0.1, a=0.1)]  # fmt: skip
+    results = {"rows": aggregate(runs), "budget": check_equal_budget(runs, "video")}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = demo_tables(tmp_path)
+    assert "| A | 0.300 +- 0.141 | 0.600 +- 0.283 | 0.450 +- 0.212 | 0.001 |" in text
+    assert "40 optimizer steps on clips" in text and "2 seeds per model" in text
+    with pytest.raises(FileNotFoundError, match="results.json does not exist"):
+        demo_tables(tmp_path / "nothing")
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [{"network": "old"}]}))
+    with pytest.raises(ValueError, match="no seeds"):
+        demo_tables(tmp_path)
