@@ -98,11 +98,12 @@ def make_model(
         model.train()
         return model, meta["model"]
     from hoconv.models import create_model
+    from hoconv.models.registry import is_zoo_model
 
     kwargs = dict(cfg["model_kwargs"])
     kwargs.setdefault("num_outputs", infer_num_outputs(cfg, dataset))
-    if cfg.get("task") == "affect":  # new affect models: V/A bounded to [-1, 1] by a tanh;
-        kwargs.setdefault("bound_va", True)  # recorded in the spec, so old checkpoints keep none
+    if cfg.get("task") == "affect" and is_zoo_model(cfg["model"]):  # new affect models: V/A
+        kwargs.setdefault("bound_va", True)  # in [-1, 1] by a tanh; recorded in the spec
     spec = {"name": cfg["model"], "kwargs": kwargs, "transductions": []}
     return create_model(cfg["model"], **kwargs), spec
 
