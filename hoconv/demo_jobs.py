@@ -159,10 +159,35 @@ def train_cfg(
 
 
 def run_job(job: dict) -> dict:
-    """Train (and, for a final run, evaluate on the test split) one job; a plain result."""
-    from hoconv.engine import train
+    """Train (and, for a final run, evaluate on the test split) one job; a plain result.
+
+    A search run whose loss diverges scores -inf (its lr is not chosen); a final run that
+    diverges stops the demo (TrainingError says where).
+    """
+    from hoconv.engine.trainer import TrainingError
 
     t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        result = _train_job(job)
+    except TrainingError:
+        if not job["search"]:
+            raise
+        result = {"name": job["name"], "family": job["family"], "search": True,
+                  "seed": job["seed"], "lr": job["lr"], "val_score": -math.inf}  # fmt: skip
+    if not job["search"]:
+        result["metrics"] = _evaluate(job["settings"], job, Path(result["checkpoint"]))
+    prior = job.get("prior", {"wall_s": 0.0, "cpu_s": 0.0})
+    result["wall_s"] = time.perf_counter() - t0
+    result["cpu_s"] = time.process_time() - c0
+    result["chain_wall_s"] = result["wall_s"] + prior["wall_s"]
+    result["chain_cpu_s"] = result["cpu_s"] + prior["cpu_s"]
+    return result
+
+
+def _train_job(job: dict) -> dict:
+    """The training part of :func:`run_job`: its runs, steps and best validation score."""
+    from hoconv.engine import train
+
     s, out, e = job["settings"], Path(job["out"]), job["epochs"]
     common = {"lr": job["lr"], "seed": job["seed"], "device": job["device"]}
     budget = {"static_steps": job.get("static_steps", 0), "video_steps": 0,
@@ -181,21 +206,13 @@ def run_job(job: dict) -> dict:
         runs = [train(cfg, out)]
     if job["kind"] != "static":
         budget["video_steps"] = sum(_steps(r) for r in runs)
-    result = {
+    return {
         "name": job["name"], "family": job["family"], "search": job["search"],
         "seed": job["seed"], "lr": job["lr"], "budget": budget,
-        "val_score": max(r["best"]["score"] for r in runs[-1:]),
+        "val_score": runs[-1]["best"]["score"],
         "checkpoint": str(Path(runs[-1]["run_dir"]) / "best.pt"),
         "params": runs[-1]["params"], "trained_params": [r["trainable_params"] for r in runs],
     }  # fmt: skip
-    if not job["search"]:
-        result["metrics"] = _evaluate(s, job, Path(result["checkpoint"]))
-    prior = job.get("prior", {"wall_s": 0.0, "cpu_s": 0.0})
-    result["wall_s"] = time.perf_counter() - t0
-    result["cpu_s"] = time.process_time() - c0
-    result["chain_wall_s"] = result["wall_s"] + prior["wall_s"]
-    result["chain_cpu_s"] = result["cpu_s"] + prior["cpu_s"]
-    return result
 
 
 def _steps(run: dict) -> int:

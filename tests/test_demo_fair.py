@@ -172,3 +172,19 @@ def test_report_adds_the_demo_tables_from_results_json(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [{"network": "old"}]}))
     with pytest.raises(ValueError, match="no seeds"):
         demo_tables(tmp_path)
+
+
+def test_a_diverging_search_run_scores_minus_infinity_and_a_final_one_stops(monkeypatch):
+    from hoconv.engine.trainer import TrainingError
+
+    def diverge(job):
+        raise TrainingError("non-finite training loss")
+
+    monkeypatch.setattr(demo_jobs, "_train_job", diverge)
+    job = {"name": "lr_search/r3d_18/lr0.01", "family": "r3d_18", "search": True, "seed": 0,
+           "lr": 0.01, "settings": {}}  # fmt: skip
+    result = demo_jobs.run_job(job)
+    assert result["val_score"] == -math.inf and result["wall_s"] >= 0
+    assert choose_lr([result, {"lr": 1e-3, "val_score": 0.1}])["lr"] == 1e-3
+    with pytest.raises(TrainingError):
+        demo_jobs.run_job({**job, "search": False})
