@@ -247,8 +247,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must be a folder, got existing file {args.out}")
     tables = compute_all()
     markdown = render(tables["table4"], tables["table6"], tables["table7"], tables["figure6"])
-    if args.demo is not None:
-        markdown += demo_tables(args.demo)
+    demo = getattr(args, "demo", None)  # callers building the namespace may omit it
+    if demo is not None:
+        markdown += demo_tables(Path(demo))
     print(markdown, end="")
     if args.out is not None:
         write_outputs(tables, markdown, args.out)
