@@ -134,6 +134,7 @@ def aggregate(runs: Sequence[dict]) -> list[dict]:
                 "params": first.get("params"),
                 "trained_params": first.get("trained_params"),
                 "stats": stats,
+                "ccc_values": {dim: [r["metrics"][dim]["ccc"] for r in group] for dim in DIMS},
                 "mean_ccc": mean_std([mean_ccc(r["metrics"]) for r in group]),
                 "wall_s": mean_std([r.get("wall_s", 0.0) for r in group]),
                 "cpu_s": mean_std([r.get("cpu_s", 0.0) for r in group]),
