@@ -1,28 +1,40 @@
-"""`hoconv demo`: the paper's pipeline end to end on the embedded synthetic data set.
+"""`hoconv demo`: the paper's pipeline end to end on the embedded synthetic data set, as a
+fair comparison.
 
-1. train CP-ResNet-18-2D on still images;
-2. transduce it to 3-D (new temporal factors, delta-initialised);
-3. train the temporal factors only, then 4. fine-tune everything, on clips;
-5. with the same video budget, train CP-ResNet-18-3D from scratch, R3D-18 and R(2+1)D-18;
-6. evaluate all of them, and the 2-D model frame by frame, on the test videos;
-7. write ``report.md`` (a table in the form of the paper's tables 2-3) and the figures.
+Families (each a way to get a video model; ``static`` is the 2-D model on stills):
+
+* ``static``: CP-ResNet-18-2D trained on still images; evaluated frame by frame on the videos;
+* ``transduced``: the static model transduced to 3-D, temporal factors trained, then all;
+* ``framewise``: the static model fine-tuned frame by frame on the clips (same video budget as
+  the transduction, no temporal factors: what the temporal axis adds, separated from what more
+  training adds);
+* one family per scratch model (CP-ResNet-18-3D, R3D-18, R(2+1)D-18): trained on the clips only.
+
+Protocol (the same for every family): Adam, linear warm-up then cosine decay in every training
+run; the learning rate of each family chosen by a short search (``lr_search.grid``, seed
+``lr_search.seed``, on the validation split); then ``seeds`` full runs with that lr, scored on
+the test split. Budget: every video model gets ``video_epochs`` epochs on the same training
+clips (same batch, same clip length); with ``budget: steps`` the scratch models also get as
+many extra clip steps as the static model had on stills (equal optimizer steps in total).
+Runs are spread over ``jobs`` processes (one torch thread each).
 """
 
 from __future__ import annotations
 
-import json
+import math
+import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
 from hoconv.engine import config as config_io
-from hoconv.engine import evaluate, train
-from hoconv.engine.checkpoint import transduce_checkpoint
-from hoconv.engine.plots import plot_ccc_bars
 from hoconv.engine.runlog import say
 
 PROFILES = ("default", "full", "tiny")
+BUDGET_RULES = ("video", "steps")
 
 
 def demo_settings(profile: str = "default", overrides: dict | None = None) -> dict:
@@ -40,47 +52,19 @@ def demo_settings(profile: str = "default", overrides: dict | None = None) -> di
                 f"demo: static_data_kwargs and video_data_kwargs must share {key!r} so that the "
                 "test subjects are unseen by every stage"
             )
+    if s["budget"] not in BUDGET_RULES:
+        raise ValueError(f"demo: budget {s['budget']!r} is not one of {', '.join(BUDGET_RULES)}")
+    if not 1 <= s["temporal_epochs"] < s["video_epochs"]:
+        raise ValueError("demo: temporal_epochs must be >= 1 and < video_epochs")
+    if not s["seeds"] or len(set(s["seeds"])) != len(s["seeds"]):
+        raise ValueError(f"demo: seeds must be distinct and non-empty, got {s['seeds']}")
     return s
 
 
-def _train_cfg(
-    s: dict,
-    *,
-    mode: str,
-    model: str,
-    epochs: int,
-    lr: float,
-    device: str,
-    init: str | None = None,
-    phase: str | None = None,
-    progress: bool = True,
-) -> dict:
-    video = mode == "video"
-    data_kwargs = {
-        "image_size": s["image_size"],
-        **(s["video_data_kwargs"] if video else s["static_data_kwargs"]),
-    }
-    if video:
-        data_kwargs["clip_length"] = s["clip_length"]
-    flags = {
-        "data": s["data"],
-        "mode": mode,
-        "model": model,
-        "init": init,
-        "phase": phase,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": s["clip_batch_size"] if video else s["batch_size"],
-        "lr_step": max(epochs, 1),
-        "workers": 0,
-        "keep": "best",  # the demo reads best.pt only (the folder stays small)
-        "device": device,
-        "progress": progress,
-        "data_kwargs": data_kwargs,
-        "max_train_batches": s["max_train_batches"],
-        "model_kwargs": {"width": s["width"], **s["model_kwargs"]},
-    }
-    return config_io.resolve("train", None, flags)
+def families(s: dict) -> list[str]:
+    """Every family the demo compares, in report order."""
+    derived = ["static", "transduced"] + (["framewise"] if s["framewise_finetune"] else [])
+    return derived + list(s["models"]["scratch"])
 
 
 def run_demo(
@@ -92,226 +76,125 @@ def run_demo(
     progress: bool = True,
     threads: int | None = 1,
 ) -> dict:
-    """Run the whole demo into ``out``; return the rows of the report table.
+    """Run the whole demo into ``out``; return its runs, report rows and times.
 
     Args:
         out: folder for the runs, ``report.md``, ``results.json`` and the figures.
-        profile: ``default`` (<= 10 min on 2 CPU cores), ``full`` (longer, larger) or
-            ``tiny`` (seconds; for tests).
+        profile: ``default`` (<= 10 min on 2 CPU cores), ``full`` (longer, larger; the
+            budget where the 3-D baselines learn) or ``tiny`` (seconds; for tests).
         device: where to train.
-        overrides: keys of ``hoconv/configs/demo.yaml`` to replace.
-        progress: progress bars and epoch lines.
-        threads: torch CPU threads during the demo (restored after); ``None`` keeps torch's
-            default. One by default: the demo's small convolutions gain little from
-            intra-op threads and lose several-fold when the CPU is shared (measured).
+        overrides: keys of ``hoconv/configs/demo.yaml`` to replace (e.g. ``{"jobs": 1}``).
+        progress: one line per finished run.
+        threads: torch CPU threads per run; ``None`` keeps torch's default. One by default:
+            the demo's small convolutions gain little from intra-op threads; ``jobs``
+            processes use the cores instead.
     """
+    from hoconv.demo_jobs import plan_jobs, resolve_job, run_job, warm_data_cache
+
     s = demo_settings(profile, overrides)
-    previous = torch.get_num_threads()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start, cpu0 = time.perf_counter(), time.process_time()
+    s = warm_data_cache(s, out / "data_cache")  # generated once, loaded by every run
+    jobs = plan_jobs(s, out, device)
+    results = run_graph(
+        jobs, s["jobs"], lambda job, done: resolve_job(job, done, s), run_job, threads, progress
+    )
+    total = time.perf_counter() - start
+    from hoconv.demo_report import write_report
+
+    main_cpu = time.process_time() - cpu0
+    summary = write_report(out, results, s, profile, total, main_cpu)
+    _tidy(out, s["seeds"][0])
+    return {**summary, "total_s": total, "settings": s}
+
+
+def run_graph(jobs, workers, resolve, work, threads, progress) -> dict[str, dict]:
+    """Run ``jobs`` (name -> spec with ``deps``) once their dependencies are done.
+
+    At most ``workers`` run at once (processes; inline when 1), started in the order of
+    ``jobs`` among those ready, so that a job unlocked late is not queued behind the rest.
+
+    Args:
+        jobs: name -> spec; ``spec["deps"]`` names jobs that must finish first.
+        workers: parallel processes.
+        resolve: ``(spec, results so far) -> spec`` completed from its dependencies' results.
+        work: picklable ``spec -> result`` (runs in the worker).
+        threads: torch threads in each worker.
+        progress: print one line per finished job.
+    """
+    missing = {d for j in jobs.values() for d in j["deps"] if d not in jobs}
+    if missing:
+        raise ValueError(f"run_graph: unknown dependencies {sorted(missing)}")
+    results: dict[str, dict] = {}
+    pending, running = dict(jobs), {}
+    with _executor(workers, threads) as ex:
+        while pending or running:
+            for name in [n for n, j in pending.items() if all(d in results for d in j["deps"])]:
+                if len(running) >= workers:
+                    break
+                running[ex.submit(work, resolve(pending.pop(name), results))] = name
+            if not running:
+                raise ValueError(f"run_graph: jobs {sorted(pending)} can never start (a cycle)")
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                results[name] = future.result()
+                say(f"[{len(results)}/{len(jobs)}] {name}: {_line(results[name])}", progress)
+    return results
+
+
+def _line(result: dict) -> str:
+    score = result.get("val_score")
+    test = result.get("metrics")
+    shown = (
+        f"test CCC V {test['valence']['ccc']:.3f} A {test['arousal']['ccc']:.3f}" if test else ""
+    )
+    if score is not None and not test:
+        shown = f"val mean CCC {score:.3f}" if math.isfinite(score) else "diverged"
+    return f"{shown} ({result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU)"
+
+
+class _Inline:
+    """A synchronous stand-in for an executor (``jobs: 1``): runs at submit."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.previous)
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))  # an exception propagates at once: the demo stops
+        return future
+
+
+def _set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
-    try:
-        return _run_stages(Path(out), s, profile, device, progress)
-    finally:
-        torch.set_num_threads(previous)
 
 
-def _run_stages(out: Path, s: dict, profile: str, device: str, progress: bool) -> dict:
-    """The stages of :func:`run_demo` with resolved settings ``s``."""
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    rows: list[dict] = []
-    ev = {
-        "data": s["data"],
-        "mode": "video",
-        "data_root": None,
-        "device": device,
-        "workers": 0,
-        "data_kwargs": {
-            "image_size": s["image_size"],
-            "clip_length": s["clip_length"],
-            **s["video_data_kwargs"],
-        },
-    }
-
-    def stage(name: str, cfg: dict) -> dict:
-        say(
-            f"== demo stage {name}: {cfg['model']} on {cfg['mode']} data, {cfg['epochs']} epoch(s)"
-            f"{', phase ' + cfg['phase'] if cfg.get('phase') else ''}",
-            progress,
-        )
-        t0 = time.perf_counter()
-        res = train(cfg, out / name)
-        res["wall_s"] = time.perf_counter() - t0
-        return res
-
-    def evaluate_row(
-        label: str, case: str, ckpt: Path, params: int, trained: str, wall: float, folder: str
-    ) -> dict:
-        metrics = evaluate(ckpt, out / "eval" / folder, overrides=ev, split="test")
-        row = {
-            "case": case,
-            "network": label,
-            "metrics": metrics,
-            "params": params,
-            "trained_params": trained,
-            "wall_s": wall,
-            "eval_dir": f"eval/{folder}",
-        }
-        rows.append(row)
-        return row
-
-    lr = s["lr"]
-    static = stage(
-        "static_2d",
-        _train_cfg(
-            s,
-            mode="static",
-            model=s["models"]["static"],
-            epochs=s["static_epochs"],
-            lr=lr,
-            device=device,
-            progress=progress,
-        ),
+def _executor(workers: int, threads: int | None):
+    if workers < 1:
+        raise ValueError(f"demo: jobs must be >= 1, got {workers}")
+    if workers == 1:
+        return _Inline(threads)
+    return ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_set_threads, initargs=(threads,)
     )
-    evaluate_row(
-        f"{_pretty(s['models']['static'])} (frame-wise)",
-        "static",
-        out / "static_2d" / "best.pt",
-        static["params"],
-        _m(static["trainable_params"]),
-        static["wall_s"],
-        "static_2d_framewise",
-    )
-    t0 = time.perf_counter()
-    transduce_checkpoint(out / "static_2d" / "best.pt", out / "transduced.pt", **s["transduce"])
-    t_transduce = time.perf_counter() - t0
-    temporal = stage(
-        "transduced_temporal",
-        _train_cfg(
-            s,
-            mode="video",
-            model=s["models"]["static"],
-            epochs=s["temporal_epochs"],
-            lr=lr,
-            device=device,
-            init=str(out / "transduced.pt"),
-            phase="temporal",
-            progress=progress,
-        ),
-    )
-    finetune = stage(
-        "transduced_finetune",
-        _train_cfg(
-            s,
-            mode="video",
-            model=s["models"]["static"],
-            epochs=s["finetune_epochs"],
-            lr=s["finetune_lr"],
-            device=device,
-            init=str(out / "transduced_temporal" / "best.pt"),
-            phase="all",
-            progress=progress,
-        ),
-    )
-    wall = static["wall_s"] + t_transduce + temporal["wall_s"] + finetune["wall_s"]
-    evaluate_row(
-        "Ours - transduction",
-        "temporal",
-        out / "transduced_finetune" / "best.pt",
-        finetune["params"],
-        f"{_m(temporal['trainable_params'])} temporal, then {_m(finetune['trainable_params'])}",
-        wall,
-        "transduced",
-    )
-    for name in s["models"]["scratch"]:
-        res = stage(
-            f"scratch_{name}",
-            _train_cfg(
-                s,
-                mode="video",
-                model=name,
-                epochs=s["video_epochs"],
-                lr=lr,
-                device=device,
-                progress=progress,
-            ),
-        )
-        label = "Ours - scratch" if name.startswith("cp_") else _pretty(name)
-        evaluate_row(
-            label,
-            "temporal",
-            out / f"scratch_{name}" / "best.pt",
-            res["params"],
-            _m(res["trainable_params"]),
-            res["wall_s"],
-            f"scratch_{name}",
-        )
-    total = time.perf_counter() - t_start
-    write_report(out, rows, s, profile, total)
-    return {"rows": rows, "total_s": total, "settings": s}
 
 
-def _m(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
-
-
-def _pretty(name: str) -> str:
-    return {
-        "cp_resnet18_2d": "CP-ResNet-18-2D",
-        "cp_resnet18_3d": "CP-ResNet-18-3D",
-        "r3d_18": "ResNet-18-3D (R3D-18)",
-        "r2plus1d_18": "ResNet-18-(2+1)D",
-    }.get(name, name)
-
-
-def write_report(out: Path, rows: list[dict], s: dict, profile: str, total_s: float) -> Path:
-    """``report.md`` (table like the paper's tables 2-3), ``results.json``, CCC bar chart."""
-    (out / "results.json").write_text(
-        json.dumps({"rows": rows, "settings": s, "total_s": total_s}, indent=2, default=str)
-    )
-    plot_ccc_bars(rows, out / "ccc.png")
-    lines = [
-        "# hoconv demo: the paper's pipeline on the synthetic data set",
-        "",
-        f"Profile `{profile}`; total wall time {total_s / 60:.1f} min "
-        f"({torch.get_num_threads()} torch thread(s)). Data: procedural faces, "
-        f"{s['image_size']}x{s['image_size']} pixels, clips of {s['clip_length']} frames; models "
-        f"at width {s['width']} (the paper's full-size models are `hoconv train`'s defaults).",
-        f"Budget: the 2-D model trains {s['static_epochs']} epochs on still images; on videos the "
-        f"transduced model trains {s['temporal_epochs']} epochs (temporal factors only) + "
-        f"{s['finetune_epochs']} (all), every scratch model {s['video_epochs']} epochs.",
-        "Metrics on every labelled frame of the test videos (pooled, not batch-averaged).",
-        "",
-        "| Case | Network | V RMSE | V SAGR | V PCC | V CCC | A RMSE | A SAGR | A PCC | A CCC "
-        "| Params | Trained params | Wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        v, a = r["metrics"]["valence"], r["metrics"]["arousal"]
-        cells = [f"{m[k]:.3f}" for m in (v, a) for k in ("rmse", "sagr", "pcc", "ccc")]
-        lines.append(
-            f"| {r['case']} | {r['network']} | {' | '.join(cells)} | {_m(r['params'])} | "
-            f"{r['trained_params']} | {r['wall_s']:.0f} s |"
-        )
-    best = max(rows, key=lambda r: r["metrics"]["valence"]["ccc"] + r["metrics"]["arousal"]["ccc"])
-    lines += [
-        "",
-        f"Best mean CCC: **{best['network']}**. These are the measured numbers of this run, "
-        "whatever they are; short CPU budgets make them noisy.",
-        "",
-        "Wall time of the transduction row includes the static training and both video phases.",
-        "",
-        "## Figures",
-        "",
-        "Mean of valence and arousal CCC per model: ![CCC](ccc.png)",
-        "",
-    ]
-    for r in rows:
-        d = r["eval_dir"]
-        lines.append(
-            f"- {r['network']}: [V/A over time]({d}/va_over_time.png), "
-            f"[circumplex]({d}/circumplex.png), [metrics]({d}/metrics.json)"
-        )
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def _tidy(out: Path, keep_seed: int) -> None:
+    """Keep checkpoints of seed ``keep_seed``'s final runs only (logs and metrics all stay)."""
+    for ckpt in out.rglob("*.pt"):
+        seed_dirs = [p.name for p in ckpt.relative_to(out).parents if p.name.startswith("seed")]
+        if ckpt.relative_to(out).parts[0] == "lr_search" or seed_dirs != [f"seed{keep_seed}"]:
+            ckpt.unlink()
+    shutil.rmtree(out / "data_cache", ignore_errors=True)  # regenerated on demand

@@ -226,6 +226,10 @@ class OutputHead(nn.Module):
         hidden: widths of hidden FC layers ("fc" only; ELU between them).
         trl_rank: rank of the TRL ("trl" only).
         trl_factorization: "cp" or "tucker" ("trl" only).
+        bound_va: pass the first two outputs (valence, arousal) through ``tanh`` so they lie in
+            [-1, 1] like their targets; the others (expression logits) stay linear. Off by
+            default so that models built before it existed (checkpoints without the key)
+            behave as they did; ``hoconv train`` turns it on for new affect models.
     """
 
     def __init__(
@@ -240,6 +244,7 @@ class OutputHead(nn.Module):
         hidden: Sequence[int] = (),
         trl_rank: int | Sequence[int] = 16,
         trl_factorization: str = "cp",
+        bound_va: bool = False,
     ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
@@ -256,6 +261,9 @@ class OutputHead(nn.Module):
         self.kind = kind
         self.temporal_output = temporal_output
         self.pool_size = pool_size
+        if bound_va and num_outputs < 2:
+            raise ValueError(f"bound_va needs >= 2 outputs (valence, arousal), got {num_outputs}")
+        self.bound_va = bool(bound_va)
         if kind == "trl":
             shape = (in_channels, *([pool_size] * spatial_dims))
             self.regressor: nn.Module = TRL(shape, num_outputs, trl_rank, trl_factorization)
@@ -270,7 +278,10 @@ class OutputHead(nn.Module):
 
     def _pool_regress(self, x: torch.Tensor) -> torch.Tensor:
         size = [self.pool_size] * self.spatial_dims
-        return self.regressor(_POOLS[self.spatial_dims](x, size))
+        y = self.regressor(_POOLS[self.spatial_dims](x, size))  # (N, K)
+        if not self.bound_va:
+            return y
+        return torch.cat([torch.tanh(y[:, :2]), y[:, 2:]], dim=1)  # V/A in [-1, 1]
 
     def forward(self, x: torch.Tensor, out_frames: int | None = None) -> torch.Tensor:
         """Regress features ``x``; ``out_frames`` is the input clip's T (clips only)."""

@@ -5,6 +5,10 @@ table 6 (MobileNet-v2 vs CP on CIFAR-10), table 7 (3-D ConvNet vs HO-CP conv par
 figure 6 (GFLOPs of a 3x3x3 conv vs CP-HOConv of rank 3C and 6C on a 32x32x16 input).
 Markdown goes to stdout; with ``--out DIR`` also ``report.md``, ``tables.json`` and
 ``figure6.png``. Everything is counted on the meta device: no memory, no weights, seconds.
+Tables 2-3 (accuracy) need trained models: ``--demo DIR`` adds them from a `hoconv demo` run
+(mean +- std over its seeds, with its equal budget and per-family lr), nothing is trained here.
+
+Example: hoconv report --out report_out --demo demo_out
 """
 
 from __future__ import annotations
@@ -166,6 +170,32 @@ def render(t4: dict, t6: dict, t7: dict, f6: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def demo_tables(folder: Path) -> str:
+    """Tables 2-3 from a `hoconv demo` folder's results.json (mean +- std over seeds)."""
+    from hoconv.demo_stats import headline, pm
+
+    path = folder / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--demo: {path} does not exist (run `hoconv demo --out {folder}`)")
+    results = json.loads(path.read_text())
+    if "rows" not in results or not results["rows"] or "stats" not in results["rows"][0]:
+        raise ValueError(f"--demo: {path} is not from this version's `hoconv demo` (no seeds)")
+    rows, budget = results["rows"], results["budget"]
+    rule = (f"{budget['video_steps']} optimizer steps on clips for every video model"
+            if budget["rule"] == "video" else
+            f"{budget['total_steps'][0]}-{budget['total_steps'][1]} optimizer steps in total "
+            "for every video model")  # fmt: skip
+    out = ["", f"## Tables 2-3 on the synthetic data (from {path})", "",
+           f"{len(rows[0]['seeds'])} seeds per model, mean +- std; equal budget: {rule}; lr "
+           "per family from a search on the validation split (see the demo's report.md).", "",
+           "| network | V CCC | A CCC | mean CCC | lr |", "|---|---|---|---|---|"]  # fmt: skip
+    out += [f"| {r['network']} | {pm(r['stats']['valence']['ccc'])} | "
+            f"{pm(r['stats']['arousal']['ccc'])} | {pm(r['mean_ccc'])} | {r['lr']:g} |"
+            for r in rows]  # fmt: skip
+    rows_for_headline = [{**r, "mean_ccc": tuple(r["mean_ccc"])} for r in rows]
+    return "\n".join([*out, "", headline(rows_for_headline)]) + "\n"
+
+
 def plot_figure6(f6: dict, path: Path) -> None:
     """Grouped bar plot of figure 6, written as PNG with the Agg backend."""
     import matplotlib
@@ -206,6 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="recompute the paper's parameter/FLOP tables")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for report.md, tables.json, figure6.png")  # fmt: skip
+    parser.add_argument("--demo", type=Path, default=None,
+                        help="a `hoconv demo` folder: add tables 2-3 (mean +- std over seeds)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -215,6 +247,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must be a folder, got existing file {args.out}")
     tables = compute_all()
     markdown = render(tables["table4"], tables["table6"], tables["table7"], tables["figure6"])
+    demo = getattr(args, "demo", None)  # callers building the namespace may omit it
+    if demo is not None:
+        markdown += demo_tables(Path(demo))
     print(markdown, end="")
     if args.out is not None:
         write_outputs(tables, markdown, args.out)

@@ -55,7 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"))
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--scheduler", choices=("step", "multistep", "plateau", "none"))
+    p.add_argument("--scheduler", choices=("step", "multistep", "plateau", "cosine", "none"))
     p.add_argument("--lr-step", type=int, help="epochs between learning-rate decays")
     p.add_argument("--lr-gamma", type=float, help="learning-rate decay factor")
     p.add_argument("--lasso", type=float, metavar="GAMMA", help="L1 penalty on the CP weights")

@@ -88,9 +88,12 @@ def make_model(
         model.train()
         return model, meta["model"]
     from hoconv.models import create_model
+    from hoconv.models.registry import is_zoo_model
 
     kwargs = dict(cfg["model_kwargs"])
     kwargs.setdefault("num_outputs", infer_num_outputs(cfg, dataset))
+    if cfg.get("task") == "affect" and is_zoo_model(cfg["model"]):  # new affect models: V/A
+        kwargs.setdefault("bound_va", True)  # in [-1, 1] by a tanh; recorded in the spec
     spec = {"name": cfg["model"], "kwargs": kwargs, "transductions": []}
     return create_model(cfg["model"], **kwargs), spec
 
@@ -149,7 +152,7 @@ def make_optimizer(cfg: dict, params: list[nn.Parameter]) -> torch.optim.Optimiz
 
 
 def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
-    """Step decay (x``lr_gamma`` every ``lr_step`` epochs), milestones, plateau or none."""
+    """Step decay (x``lr_gamma`` every ``lr_step`` epochs), milestones, plateau, cosine or none."""
     kind = cfg["scheduler"]
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg["lr_step"], gamma=cfg["lr_gamma"])
@@ -157,6 +160,8 @@ def make_scheduler(cfg: dict, optimizer: torch.optim.Optimizer):
         return torch.optim.lr_scheduler.MultiStepLR(
             optimizer, list(cfg["lr_milestones"]), gamma=cfg["lr_gamma"]
         )
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(cfg["epochs"], 1))
     if kind == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=cfg["lr_gamma"]

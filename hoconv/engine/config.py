@@ -21,10 +21,10 @@ CHOICES: dict[str, tuple] = {
     "mode": ("static", "video"),
     "phase": (None, "temporal", "all"),
     "optimizer": ("adam", "sgd"),
-    "scheduler": ("step", "multistep", "plateau", "none"),
+    "scheduler": ("step", "multistep", "plateau", "cosine", "none"),
 }
 POSITIVE_INT = ("epochs", "batch_size", "lr_step")
-NON_NEGATIVE = ("lr", "weight_decay", "lasso", "momentum", "workers", "lr_gamma")
+NON_NEGATIVE = ("lr", "weight_decay", "lasso", "momentum", "workers", "lr_gamma", "warmup_steps")
 
 
 def packaged_config(name: str) -> dict:

@@ -68,20 +68,29 @@ def plot_circumplex(p: dict[str, np.ndarray], path: Path, *, max_points: int = 4
     return path
 
 
-def plot_ccc_bars(rows: list[dict], path: Path) -> Path:
-    """Bar chart of valence and arousal CCC per model (rows of the demo report)."""
+def plot_ccc_errorbars(rows: list[dict], path: Path) -> Path:
+    """Grouped bars of valence / arousal CCC per network: mean over seeds, std as error bars,
+    and each seed's value as a dot (rows of the demo report)."""
     plt = _pyplot()
-    names = [r["network"] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 3.5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(rows)), 4))
+    top = 0.0
     for k, dim in enumerate(("valence", "arousal")):
-        vals = [r["metrics"][dim]["ccc"] for r in rows]
-        ax.bar(x + (k - 0.5) * 0.38, vals, width=0.38, label=dim)
-    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("CCC (test)")
-    ax.axhline(0, color="grey", lw=0.5)
+        means = np.array([r["stats"][dim]["ccc"][0] for r in rows])
+        stds = np.array([r["stats"][dim]["ccc"][1] for r in rows])
+        pos = x + (k - 0.5) * 0.38
+        ax.bar(pos, means, 0.38, yerr=stds, capsize=4, label=f"{dim} (mean +- std)")
+        for p, r in zip(pos, rows):
+            seeds = (r.get("ccc_values") or {}).get(dim, [])
+            ax.plot([p] * len(seeds), seeds, "k.", ms=4, label=None)
+        top = max(top, float((means + stds).max()))
+    ax.plot([], [], "k.", ms=4, label="one seed")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x, [r["network"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"test CCC ({len(rows[0]['seeds'])} seeds)")
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), min(1.0, top + 0.15))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -265,6 +265,14 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
+def _warmup(optimizer, base_lrs: list[float], cfg: dict, done: int) -> None:
+    """Linear warm-up: lr = base * (done + 1) / warmup_steps for the first steps of the run."""
+    warm = int(cfg.get("warmup_steps") or 0)
+    factor = min(1.0, (done + 1) / warm) if warm else 1.0
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+
+
 def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, history) -> dict:
     """One pass over the training split.
 
@@ -277,6 +285,8 @@ def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, hist
         TrainingError: a non-finite loss, or no step at all (nothing readable).
     """
     net.train()
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    done = sum(row.get("train_steps", 0) for row in history)  # optimizer steps of earlier epochs
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps, samples, skipped = 0.0, 0, 0, 0
     last = f"{history[-1]['score']:.3f}" if history else "-"
@@ -293,6 +303,7 @@ def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, hist
                 if info.world_size > 1:
                     raise TrainingError("a whole batch on one rank was unreadable; see the report")
                 continue
+            _warmup(optimizer, base_lrs, cfg, done + steps)
             value, rows = _step(net, core, batch, optimizer, task, cfg, info)
             if rows == 0:
                 continue
@@ -309,6 +320,7 @@ def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, hist
             total, steps, samples = total + value, steps + 1, samples + rows
             bar.set_postfix({"loss": f"{total / steps:.4f}", task.progress_metric: last})
             bar.update(1)
+    _warmup(optimizer, base_lrs, {}, 0)  # restore: the scheduler steps from the base lr
     skipped = sum(ddp.gather_objects(skipped, info))
     if steps == 0:
         raise TrainingError(

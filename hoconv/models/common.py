@@ -127,11 +127,13 @@ def make_head(
     trl_size: int = 4,
     trl_rank: int | tuple[int, ...] = 16,
     trl_factorization: str = "cp",
+    bound_va: bool = False,
 ) -> OutputHead:
     """Build the ``OutputHead`` for a backbone with ``channels`` output channels.
 
     ``head="fc"`` pools to ``pool_size`` (default 1: global average pool); ``head="trl"`` pools
     space to ``trl_size`` and regresses with a TRL over (C, trl_size, trl_size).
+    ``bound_va``: tanh on the first two outputs (valence, arousal); see ``OutputHead``.
     """
     if head == "trl":
         size = positive_int("trl_size", trl_size)
@@ -147,4 +149,5 @@ def make_head(
         hidden=hidden if head == "fc" else (),
         trl_rank=trl_rank,
         trl_factorization=trl_factorization,
+        bound_va=bound_va,
     )

@@ -53,6 +53,7 @@ def _convnet3d(
     trl_size: int = 4,
     trl_rank: int | tuple[int, ...] = 16,
     trl_factorization: str = "cp",
+    bound_va: bool = False,
 ) -> ZooModel:
     k = resolve_outputs(num_outputs, num_classes, default=27)
     in_channels = positive_int("in_channels", in_channels)
@@ -63,6 +64,7 @@ def _convnet3d(
     out_head = make_head(
         channels[-1], k, head, temporal_output, pool_size=5, hidden=(hidden,),
         trl_size=trl_size, trl_rank=trl_rank, trl_factorization=trl_factorization,
+        bound_va=bound_va,
     )  # fmt: skip
     model = ZooModel(nn.Sequential(*blocks), out_head, in_channels, data_dim=3, min_size=16)
     init_dense(model.features)

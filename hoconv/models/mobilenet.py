@@ -92,6 +92,7 @@ def _mobilenet(
     trl_size: int = 4,
     trl_rank: int | tuple[int, ...] = 16,
     trl_factorization: str = "cp",
+    bound_va: bool = False,
 ) -> ZooModel:
     k = resolve_outputs(num_outputs, num_classes, default=10)
     in_channels = positive_int("in_channels", in_channels)
@@ -114,6 +115,7 @@ def _mobilenet(
     out_head = make_head(
         ch(1280), k, head, "frames",
         trl_size=trl_size, trl_rank=trl_rank, trl_factorization=trl_factorization,
+        bound_va=bound_va,
     )  # fmt: skip
     model = ZooModel(nn.Sequential(*layers), out_head, in_channels, data_dim=2)
     init_dense(model.features)

@@ -36,6 +36,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_zoo_model(name: str) -> bool:
+    """Whether ``name`` is one of hoconv's own models (they all take the shared head kwargs,
+    e.g. ``bound_va``); models registered elsewhere may not."""
+    builder = _REGISTRY.get(name)
+    return builder is not None and builder.__module__.startswith("hoconv.models.")
+
+
 def create_model(name: str, **kwargs: object) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments ``kwargs``.
 

@@ -13,7 +13,8 @@ them dense (as the paper replaces "each of the convolutional layers" that have a
 Model kwargs (all builders): ``num_outputs`` (default 2 = valence/arousal; 10 = V/A + 8
 expression logits; ``num_classes`` is an alias), ``in_channels=3``, ``width=64`` (paper size;
 use e.g. 8 for CPU tests), ``head="fc" | "trl"`` (+ ``trl_size``, ``trl_rank``,
-``trl_factorization``), ``temporal_output="frames" | "clip"`` (clips; see ``OutputHead``).
+``trl_factorization``), ``temporal_output="frames" | "clip"`` (clips; see ``OutputHead``),
+``bound_va`` (tanh on valence / arousal; default False, ``hoconv train`` sets True for affect).
 CP/Tucker models also take ``rank`` (default "same": each conv has its dense twin's parameter
 count, as the paper's ResNet-18).
 """
@@ -135,6 +136,7 @@ def _build(
     trl_size: int = 4,
     trl_rank: int | tuple[int, ...] = 16,
     trl_factorization: str = "cp",
+    bound_va: bool = False,
 ) -> ResNet18:
     k = resolve_outputs(num_outputs, num_classes, default=2)
     in_channels = positive_int("in_channels", in_channels)
@@ -142,6 +144,7 @@ def _build(
     head_module = make_head(
         8 * width, k, head, temporal_output,
         trl_size=trl_size, trl_rank=trl_rank, trl_factorization=trl_factorization,
+        bound_va=bound_va,
     )  # fmt: skip
     stem = stem_fn(in_channels, width)
     return ResNet18(stem, convs, shortcut, norm, head_module, width, in_channels, data_dim)
