@@ -17,7 +17,7 @@ import time
 import torch
 
 import hoconv
-from hoconv._fast import native
+from hoconv._fast import native, plan
 
 
 def _time(fn, reps: int) -> float:
@@ -55,13 +55,12 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in rows:
             os.environ["HOCONV_NATIVE"] = "1" if name == "native" else ""
-            old = native.NATIVE_FASTER_ON
-            native.NATIVE_FASTER_ON = () if name == "eager" else old
             m = dense if name == "dense" else layer
-            rows[name].append(
-                (_time(lambda m=m: fwd(m), args.reps), _time(lambda m=m: fwdbwd(m), args.reps))
-            )
-            native.NATIVE_FASTER_ON = old
+            rule = {"native_faster_on": ()} if name == "eager" else {}
+            with plan.tuned(**rule):
+                rows[name].append(
+                    (_time(lambda m=m: fwd(m), args.reps), _time(lambda m=m: fwdbwd(m), args.reps))
+                )
     os.environ.pop("HOCONV_NATIVE", None)
     for name, vals in rows.items():
         f = statistics.median(v[0] for v in vals)
@@ -69,7 +68,8 @@ def main() -> None:
         print(
             f"{name:7s} fwd {f:7.1f} ms  fwd+bwd {b:7.1f} ms   rounds {[(round(a), round(c)) for a, c in vals]}"
         )
-    print(f"auto route now takes native: {native.native_faster()}; load {os.getloadavg()}")
+    takes = plan.native_refusal(plan.machine()) is None
+    print(f"auto route now takes native: {takes}; load {os.getloadavg()}")
 
 
 if __name__ == "__main__":

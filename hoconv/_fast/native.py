@@ -59,11 +59,6 @@ VARIANT_FLAGS = {
     "avx2": ("-march=x86-64-v3",),
     "generic": (),
 }
-# The instruction sets on which the native kernels are measured faster than the eager ones.
-# The register tiles (6 x 64 accumulators) need AVX-512's 32 zmm registers: an AVX2 build of
-# the same code, (4, 64, 16, 32, 32) rank 64 1 thread, ran fwd 96-108 / fwd+bwd 347-351 ms
-# against eager 29-31 / 88-89 ms (AVX-512 build 15 / 53 ms).
-NATIVE_FASTER_ON = ("avx512",)
 BASE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
 FLAGS = BASE_FLAGS  # the variant's -march is added by _variant_flags
 SERIAL_FLAGS = tuple(f for f in FLAGS if f != "-fopenmp")  # a compiler without OpenMP
@@ -117,15 +112,6 @@ def variant() -> str:
     if forced not in runnable:
         raise ValueError(f"HOCONV_NATIVE_ISA={forced}: this CPU runs only {runnable}")
     return forced
-
-
-def native_faster() -> bool:
-    """Whether the native route is taken: on the variants measured faster than eager.
-
-    ``HOCONV_NATIVE=1`` forces it on every variant (tests of the kernels, measurements);
-    unset, the rule :data:`NATIVE_FASTER_ON` decides; ``0`` turns the kernels off.
-    """
-    return os.environ.get("HOCONV_NATIVE", "") == "1" or variant() in NATIVE_FASTER_ON
 
 
 def _compiler_version(compiler: str) -> str:
@@ -223,18 +209,6 @@ def _threads(rank: int) -> int:
     return max(1, min(torch.get_num_threads(), rank // 16))
 
 
-def supports(x: torch.Tensor, kernel: tuple[int, ...]) -> bool:
-    """Whether :func:`depthwise_separable` takes ``x`` (N, D, H, W, R) with this kernel."""
-    return (
-        x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.shape[-1] % 16 == 0
-        and max(kernel) <= MAX_TAPS
-        and native_faster()
-        and available()
-    )
-
-
 def depthwise_separable(
     x: torch.Tensor,
     factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -248,7 +222,8 @@ def depthwise_separable(
     (zero outside ``x``); ``before`` may be negative (cropping).
 
     Args:
-        x: contiguous float32 ``(N, D, H, W, R)``, ``R`` a multiple of 16 (see :func:`supports`).
+        x: contiguous float32 ``(N, D, H, W, R)``, ``R`` a multiple of 16
+            (:func:`hoconv._fast.plan.native_depthwise`).
         factors: ``(R, KD)``, ``(R, KH)``, ``(R, KW)``.
         out_spatial: ``(Do, Ho, Wo)``.
         before: the leading offset (padding) of each axis.
@@ -301,56 +276,6 @@ def depthwise_weight_grad(
     lib.dw_wgrad_f32(grad.data_ptr(), x.data_ptr(), acc.data_ptr(), _threads(rank), n, d, h, w,
                      do, ho, wo, rank, *kernel, *before, *dilation)  # fmt: skip
     return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
-
-
-def fused_refusal(
-    x: torch.Tensor,
-    rank: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    params: tuple[torch.Tensor | None, ...] = (),
-) -> str | None:
-    """Why :func:`fused_forward` cannot take ``x`` (N, C, *S) for this CP conv; None if it can.
-
-    ``params``: the factors and bias, which must be float32 CPU tensors like ``x``.
-    """
-    if x.dim() not in (4, 5):
-        return f"x has {x.dim() - 2} spatial axes, the fused pass runs 2-D and 3-D convs"
-    if x.dtype != torch.float32:
-        return f"x is {x.dtype}, the fused pass is float32"
-    if x.device.type != "cpu":
-        return f"x is on {x.device}, the fused pass runs on CPU"
-    for t in params:
-        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
-            return f"a factor or the bias is {t.dtype} on {t.device}, x is float32 on cpu"
-    if any(s != 1 for s in stride):
-        return f"stride is {tuple(stride)}, the fused pass needs stride 1"
-    if rank % 16:
-        return f"rank {rank} is not a multiple of 16 (padding it would cost > 1/8 more work)"
-    if max(kernel) > MAX_TAPS:
-        return f"kernel {tuple(kernel)} has more than {MAX_TAPS} taps on an axis"
-    if not (x.is_contiguous() or x.movedim(1, -1).is_contiguous()):
-        return "x is not contiguous channels-first or channels-last"
-    if not native_faster():
-        return (
-            f"the native kernels are built for {variant()}, measured slower than eager there "
-            f"(faster only on {NATIVE_FASTER_ON})"
-        )
-    if not available():
-        return "the native kernels are unavailable (no C compiler, or HOCONV_NATIVE=0)"
-    return None
-
-
-def fused_supports(
-    x: torch.Tensor,
-    rank: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    params: tuple[torch.Tensor | None, ...] = (),
-) -> bool:
-    """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry
-    with these factors and bias (:func:`fused_refusal` says why not)."""
-    return fused_refusal(x, rank, kernel, stride, params) is None
 
 
 def _layout_strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -495,7 +420,4 @@ __all__ = [
     "depthwise_weight_grad",
     "fused_backward",
     "fused_forward",
-    "fused_refusal",
-    "fused_supports",
-    "supports",
 ]
