@@ -14,6 +14,7 @@ import torch
 from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
+from hoconv._fast.switch import check_implementation
 from hoconv.layers import CPConv, TuckerConv
 from hoconv.rank import RankArg
 
@@ -110,6 +111,7 @@ def factorize(
     skip_pointwise: bool = True,
     seed: int = 0,
     filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    implementation: str | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Return a copy of ``model`` with every dense ``nn.Conv{1,2,3}d`` replaced by its decomposition.
 
@@ -120,6 +122,8 @@ def factorize(
         skip_pointwise: keep 1x1 convolutions dense (factorizing them saves nothing).
         seed: decomposition seed.
         filter_fn: optional ``(qualified_name, conv) -> bool`` choosing which convs to replace.
+        implementation: of every new CPConv (None: they follow
+            :func:`hoconv.set_implementation`); TuckerConv has one path.
 
     Returns:
         The new model and the relative reconstruction error of each replaced conv, by name.
@@ -127,6 +131,8 @@ def factorize(
     factories = {"cp": CPConv.from_dense, "tucker": TuckerConv.from_dense}
     if kind not in factories:
         raise ValueError(f"kind must be 'cp' or 'tucker', got {kind!r}")
+    if implementation is not None:
+        check_implementation(implementation)
     new = copy.deepcopy(model)
     errors: dict[str, float] = {}
     for name, module in list(new.named_modules()):
@@ -134,7 +140,8 @@ def factorize(
             filter_fn and not filter_fn(name, module)
         ):
             continue
-        layer = factories[kind](module, rank, seed=seed)
+        extra = {"implementation": implementation} if kind == "cp" else {}
+        layer = factories[kind](module, rank, seed=seed, **extra)
         _set_submodule(new, name, layer)
         errors[name] = layer.decomposition_error
     if not errors:

@@ -241,12 +241,16 @@ class CPConv(FactorizedConv):
         n_iter_max: int = 100,
         tol: float = 1e-8,
         restarts: int = 1,
+        implementation: str | None = None,
     ) -> CPConv:
         """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)`` of any order) with CP (parafac).
 
         Stride, padding, dilation and bias are taken from the conv unless given. The relative
-        reconstruction error is stored in ``layer.decomposition_error``.
+        reconstruction error is stored in ``layer.decomposition_error``. ``implementation``:
+        the layer's own (None: it follows :func:`hoconv.set_implementation`).
         """
+        if implementation is not None:
+            _fast.check_implementation(implementation)
         from hoconv.decompose import cp_decompose_kernel
 
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
@@ -261,7 +265,23 @@ class CPConv(FactorizedConv):
             "kernel_factors": kernel_fs,
             "out_factor": out_f,
         }
-        return cls._from_decomposition(kernel, geometry, r, tensors, error)
+        layer = cls._from_decomposition(kernel, geometry, r, tensors, error)
+        layer.implementation = implementation
+        return layer
+
+
+def use_implementation(module: nn.Module, implementation: str | None) -> nn.Module:
+    """Set ``implementation`` on every :class:`CPConv` in ``module`` (None: follow the switch).
+
+    Returns:
+        ``module`` (changed in place).
+    """
+    if implementation is not None:
+        _fast.check_implementation(implementation)
+    for layer in module.modules():
+        if isinstance(layer, CPConv):
+            layer.implementation = implementation
+    return module
 
 
 class TuckerConv(FactorizedConv):

@@ -188,7 +188,9 @@ def describe(x: torch.Tensor, params: Sequence[torch.Tensor | None] = ()) -> Inp
     """The :class:`Inputs` of ``x`` (N, C, *S); ``params``: factors / bias that must match."""
     kinds = {(t.dtype, t.device.type) for t in params if t is not None}
     other = next(iter(kinds - {(x.dtype, x.device.type)}), (None, None))
-    grad = x.requires_grad or any(t is not None and t.requires_grad for t in params)
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(t is not None and t.requires_grad for t in params)
+    )
     return Inputs(tuple(x.shape), x.dtype, x.device.type, layout_of(x), grad, *other)
 
 
