@@ -27,6 +27,7 @@ from hoconv._checks import (
     PaddingArg,
     conv_geometry,
 )
+from hoconv._fast import workspace
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -68,16 +69,18 @@ def channels_in(
     """1x1 conv from ``x`` (N, C, *S), either layout, to channels-last ``(N, *S, O)``; matrix (O, C).
 
     ``buffer``: optional contiguous storage of at least N * P * O elements to write into
-    (reusing memory that is already mapped is much faster than a fresh large allocation).
+    (reusing memory that is already mapped is much faster than a fresh large allocation);
+    default: one from :mod:`hoconv._fast.workspace` (outside autograd).
     """
     n, p = x.shape[0], math.prod(x.shape[2:])
-    out = None
-    if buffer is not None:
-        out = buffer[: n * p * matrix.shape[0]].view(n, p, matrix.shape[0])  # (N, P, O)
     x_rows = rows(x)  # (N, P, C)
-    if out is None and flat(x_rows):  # channels-last: one oneDNN 1x1 conv
+    if buffer is None and flat(x_rows):  # channels-last: one oneDNN 1x1 conv
         h = project(x_rows, matrix)  # (N, P, O)
     else:
+        tracked = torch.is_grad_enabled() and (x.requires_grad or matrix.requires_grad)
+        if buffer is None and not tracked:  # autograd does not take out= arguments
+            buffer = workspace.empty((n * p * matrix.shape[0],), x.dtype, x.device)
+        out = None if buffer is None else buffer[: n * p * matrix.shape[0]].view(n, p, -1)
         h = mm_rows(x_rows, matrix.t(), out)  # (N, P, O)
     return h.view(n, *x.shape[2:], matrix.shape[0])
 
@@ -163,7 +166,7 @@ class _CPConvFunction(torch.autograd.Function):
 
 def _buffer(x: torch.Tensor, chunk: int, rank: int) -> torch.Tensor:
     """Flat storage for one chunk's first rank-space activation, reused by every chunk."""
-    return x.new_empty(chunk * rank * math.prod(x.shape[2:]))
+    return workspace.empty((chunk * rank * math.prod(x.shape[2:]),), x.dtype, x.device)
 
 
 def _hidden(x, in_factor, blocks, shapes, kernels, seps, buffer=None) -> list[torch.Tensor]:
@@ -193,7 +196,10 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     del last, last_rows
     if not (any(needs[:2]) or any(needs[KERNEL_ARG:])):
         return out
-    gh = project(g, out_matrix.t()) if flat(g) else mm_rows(g, out_matrix)  # (n, P_out, R)
+    if flat(g):  # channels-last: one oneDNN 1x1 conv
+        gh = project(g, out_matrix.t())  # (n, P_out, R)
+    else:
+        gh = mm_rows(g, out_matrix, workspace.empty((n, g.shape[1], rank), g.dtype, g.device))
     gh = gh.view(n, *shapes[-1], rank)  # (n, *S_out, R)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only

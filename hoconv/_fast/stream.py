@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from hoconv._fast import native
+from hoconv._fast import native, workspace
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -129,7 +129,7 @@ def _windows(
 
 def new_buffer(x: torch.Tensor, plan: Plan, rank: int) -> torch.Tensor:
     """The per-sample rank-space buffer of :func:`_windows`, padding frames zeroed."""
-    buffer = x.new_empty(plan.capacity, plan.frame, rank)
+    buffer = workspace.empty((plan.capacity, plan.frame, rank), x.dtype, x.device)
     buffer[: plan.before].zero_()
     buffer[plan.before + plan.spatial[0] :].zero_()
     return buffer
