@@ -13,7 +13,8 @@ one native pass each way, the default where it applies), ``stream`` (slab schedu
 rank-space activations), ``rows`` (matrix views of either memory layout and their products),
 ``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi), ``native`` (the
 C kernels: fused layer, separable depthwise conv, depthwise kernel gradient), ``plan`` (the
-dispatch) and ``switch`` (the implementation switch).
+dispatch; ``inputs`` what it reads), ``switch`` (the implementation switch) and
+``workspace`` (the pool of large buffers).
 """
 
 from hoconv._fast.cp import cp_conv
