@@ -3,20 +3,25 @@
 With glibc's default allocator settings, a block of a few MB freed at the end of one call is
 often returned to the kernel (``munmap`` or a heap trim) and the next call's block of the
 same size is page-faulted and zeroed afresh: measured on CPConv fwd+bwd, input
-(4, 64, 16, 32, 32), rank 64, interleaved with a dense ``nn.Conv3d``, ~6100 minor faults per
-CP call with the defaults against 0 after :func:`hoconv.runtime.tune_allocator`. The fast
-path instead takes its large outputs and temporaries from this pool, as oneDNN keeps its own.
+(4, 64, 16, 32, 32), rank 64, interleaved with a dense ``nn.Conv3d``, 4,000-8,200 minor faults
+per CP call with the defaults against 0 after :func:`hoconv.runtime.tune_allocator`. The fast
+path instead takes its large outputs and temporaries from this pool, as oneDNN keeps its own
+(then 0-4,064 faults per call: the rest are the depthwise outputs oneDNN allocates).
 
 Safety: the pool holds each buffer's storage; a buffer is handed out again only when the
 pool's reference is the storage's only one (:func:`torch._C._storage_Use_Count`): an output
 the caller still holds, a view of it, a tensor autograd saved for the backward, a NumPy
 array on it, all keep it out of reuse. So outputs may escape: they are never aliased by a
-later call while anything refers to them. Freed buffers beyond ``free_bytes`` are dropped
-(oldest first); :func:`clear` drops every free one.
+later call while anything refers to them. Free buffers beyond ``FREE_BYTES`` are dropped
+(oldest first); :func:`clear` drops every free one; ``HOCONV_WORKSPACE=0`` turns the pool off.
+
+The cost: memory the pool holds is not returned to glibc, whose other large allocations
+(e.g. a dense conv's) can then fault more (measured below and in docs/performance.md).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 
@@ -50,7 +55,8 @@ def empty(
         numel *= s
     nbytes = numel * torch.empty((), dtype=dtype).element_size()
     device = torch.device(device)
-    if nbytes < MIN_BYTES or device.type != "cpu" or torch.compiler.is_compiling():
+    off = os.environ.get("HOCONV_WORKSPACE", "") == "0"
+    if off or nbytes < MIN_BYTES or device.type != "cpu" or torch.compiler.is_compiling():
         if stride is None:
             return torch.empty(shape, dtype=dtype, device=device)
         return torch.empty_strided(shape, tuple(stride), dtype=dtype, device=device)
@@ -70,6 +76,12 @@ def _take(nbytes, device, dtype, shape, stride) -> torch.Tensor:
         found = next((i for i, s in enumerate(bucket) if _free(s)), None)
         if found is None:
             _trim(FREE_BYTES)
+            # glibc raises its mmap threshold when a mapped block is freed (our blocks never
+            # are): free one first, so this block comes from the heap; measured with glibc's
+            # defaults, fwd+bwd at rank 64 beside a dense conv: 1-4,064 faults per call (varies
+            # run to run with glibc's state) against 4,064 without this
+            probe = torch.UntypedStorage(nbytes, device=device)
+            del probe
             storage = torch.UntypedStorage(nbytes, device=device)
         else:
             storage = bucket.pop(found)
