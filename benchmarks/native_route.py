@@ -22,7 +22,7 @@ import time
 import torch
 
 import hoconv
-from hoconv._fast import native, native_build
+from hoconv._fast import native_build, plan
 
 
 def _time(fn, reps: int) -> float:
@@ -49,7 +49,6 @@ def _measure(module, x, reps: int) -> tuple[float, float]:
 
 def _route(name: str) -> None:
     """Set the environment and the route rule so that the next calls take route ``name``."""
-    native.NATIVE_FASTER_ON = ()  # eager unless HOCONV_NATIVE=1 forces the native route
     os.environ["HOCONV_NATIVE"] = "1" if name.startswith("native-") else ""
     os.environ["HOCONV_NATIVE_ISA"] = name.removeprefix("native-") if "-" in name else ""
 
@@ -67,14 +66,13 @@ def _threads_table(threads: int, x: torch.Tensor, args) -> None:
     names = ["eager", *(f"native-{v}" for v in native_build.cpu_variants())]
     rows: dict[tuple[int, str], list[tuple[float, float]]] = {}
     dense_rows = []
-    default_rule = native.NATIVE_FASTER_ON
-    for _ in range(args.rounds):
-        dense_rows.append(_measure(dense, x, args.reps))
-        for rank, layer in layers.items():
-            for name in names:
-                _route(name)
-                rows.setdefault((rank, name), []).append(_measure(layer, x, args.reps))
-    native.NATIVE_FASTER_ON = default_rule
+    with plan.tuned(native_faster_on=()):  # eager unless HOCONV_NATIVE=1 forces native
+        for _ in range(args.rounds):
+            dense_rows.append(_measure(dense, x, args.reps))
+            for rank, layer in layers.items():
+                for name in names:
+                    _route(name)
+                    rows.setdefault((rank, name), []).append(_measure(layer, x, args.reps))
     os.environ.pop("HOCONV_NATIVE", None)
     os.environ.pop("HOCONV_NATIVE_ISA", None)
     dense_ms = _medians(dense_rows)
@@ -99,7 +97,7 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 64, 16, 32, 32)
     print(f"variants {native_build.cpu_variants()}; native route by default on "
-          f"{native.NATIVE_FASTER_ON}; load {os.getloadavg()}")  # fmt: skip
+          f"{plan.TUNING.native_faster_on}; load {os.getloadavg()}")  # fmt: skip
     for threads in args.threads:
         _threads_table(threads, x, args)
     print(f"load {os.getloadavg()}")

@@ -1,9 +1,20 @@
 """hoconv: factorized higher-order convolutions on PyTorch."""
 
+from hoconv._fast.switch import get_implementation, implementation, set_implementation
 from hoconv.decompose import factorize
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
 from hoconv.transduction import transduce
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm", "CPConv", "TuckerConv", "__version__", "factorize", "transduce"]
+__all__ = [
+    "BatchNorm",
+    "CPConv",
+    "TuckerConv",
+    "__version__",
+    "factorize",
+    "get_implementation",
+    "implementation",
+    "set_implementation",
+    "transduce",
+]

@@ -5,6 +5,7 @@ are printed as one line ``hoconv CMD: error: ...`` with exit code 2; Ctrl-C as o
 exit code 130 (128 + SIGINT); set ``HOCONV_DEBUG=1`` for the traceback.
 Before running a command the CLI applies :func:`hoconv.runtime.tune_allocator` (freed
 activations are reused instead of page-faulted afresh); ``--no-tune-allocator`` skips it.
+``--implementation`` sets the path of every CP layer (:func:`hoconv.set_implementation`).
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed namespace, returns an exit code).
@@ -19,6 +20,7 @@ import re
 import sys
 
 from hoconv import __version__, runtime
+from hoconv._fast.switch import ENV_IMPLEMENTATION, IMPLEMENTATIONS, set_implementation
 
 # One entry per subcommand module under hoconv/commands/.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -97,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tune-allocator", action="store_true",
         help="leave glibc's allocator settings alone (see hoconv.runtime.tune_allocator)",
     )  # fmt: skip
+    parser.add_argument(
+        "--implementation", choices=IMPLEMENTATIONS, default=None,
+        help="path of every CP layer without its own (hoconv.set_implementation; default: "
+        "$HOCONV_IMPLEMENTATION, else auto)",
+    )  # fmt: skip
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"hoconv.commands.{name}").register(subparsers)
@@ -143,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.no_tune_allocator:
         runtime.tune_allocator()
+    if args.implementation is not None:  # this process, and the processes it starts
+        set_implementation(args.implementation)
+        os.environ[ENV_IMPLEMENTATION] = args.implementation
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as err:

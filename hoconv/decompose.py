@@ -14,6 +14,7 @@ import torch
 from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
+from hoconv._fast.switch import check_implementation
 from hoconv.layers import CPConv, TuckerConv
 from hoconv.rank import RankArg
 
@@ -131,6 +132,7 @@ def factorize(
     skip_pointwise: bool = True,
     seed: int = 0,
     filter_fn: Callable[[str, nn.Module], bool] | None = None,
+    implementation: str | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """Return a copy of ``model`` with every dense ``nn.Conv{1,2,3}d`` replaced by its decomposition.
 
@@ -141,6 +143,8 @@ def factorize(
         skip_pointwise: keep 1x1 convolutions dense (factorizing them saves nothing).
         seed: decomposition seed.
         filter_fn: optional ``(qualified_name, conv) -> bool`` choosing which convs to replace.
+        implementation: of every new CPConv (None: they follow
+            :func:`hoconv.set_implementation`); TuckerConv has one path.
 
     A conv reachable under several names (shared) is decomposed once and the same
     factorized layer is set under every name.
@@ -151,6 +155,8 @@ def factorize(
     factories = {"cp": CPConv.from_dense, "tucker": TuckerConv.from_dense}
     if kind not in factories:
         raise ValueError(f"kind must be 'cp' or 'tucker', got {kind!r}")
+    if implementation is not None:
+        check_implementation(implementation)
     new = copy.deepcopy(model)
     errors: dict[str, float] = {}
     names: dict[int, list[str]] = {}  # a conv shared under several names: all its names
@@ -161,7 +167,8 @@ def factorize(
         module = new.get_submodule(aliases[0])
         if filter_fn and not any(filter_fn(name, module) for name in aliases):
             continue
-        layer = factories[kind](module, rank, seed=seed)  # decomposed once
+        extra = {"implementation": implementation} if kind == "cp" else {}
+        layer = factories[kind](module, rank, seed=seed, **extra)  # decomposed once
         for name in aliases:
             _set_submodule(new, name, layer)
             errors[name] = layer.decomposition_error

@@ -29,6 +29,7 @@ from hoconv._checks import (
     resolve_padding,
 )
 from hoconv._conv_base import FactorizedConv, dense_source
+from hoconv._fast.plan import plan
 
 _ACTIVATIONS = ("relu", "prelu")
 
@@ -61,9 +62,11 @@ class CPConv(FactorizedConv):
         skip: add the skip path ``x ×_0 U(S)`` (needs output size == ceil(input / stride)).
         device: parameter device.
         dtype: parameter dtype.
-        implementation: ``"auto"`` (per input, :func:`hoconv._fast.select`), ``"plain"``
+        implementation: ``"auto"`` (per input, the dispatch plan :mod:`hoconv._fast.plan`;
+            ``layer.route(x)`` says what it chose and why), ``"plain"``
             (:mod:`hoconv.functional`), ``"fast"`` (:mod:`hoconv._fast`) or ``"dense"``
-            (the reconstructed kernel through the dense convolution); same results.
+            (the reconstructed kernel through the dense convolution); same results. None
+            (default): follow :func:`hoconv.set_implementation` (else ``"auto"``).
     """
 
     def __init__(
@@ -83,10 +86,10 @@ class CPConv(FactorizedConv):
         skip: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        implementation: str = "auto",
+        implementation: str | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, dim, stride, padding, dilation)
-        self.implementation = _fast.check_implementation(implementation)
+        self.implementation = implementation  # validated by the property
         if implementation == "dense" and (norm or activation is not None):
             raise ValueError(
                 "implementation='dense' needs a linear layer: no norm / activation (Psi) between "
@@ -120,6 +123,29 @@ class CPConv(FactorizedConv):
         return self.weights.shape[0]
 
     @property
+    def implementation(self) -> str:
+        """The implementation this layer runs: its own, else :func:`hoconv.get_implementation`."""
+        own = self.__dict__.get("_implementation", self.__dict__.get("implementation"))
+        return own if own is not None else _fast.get_implementation()
+
+    @implementation.setter
+    def implementation(self, name: str | None) -> None:
+        if name is not None:
+            _fast.check_implementation(name)
+            if name == "dense" and getattr(self, "psi", None) is not None:
+                raise ValueError("implementation='dense' needs a layer without norm / activation")
+        self.__dict__["_implementation"] = name
+
+    @property
+    def own_implementation(self) -> str | None:
+        """The implementation set on this layer (None: it follows the process-wide switch)."""
+        return self.__dict__.get("_implementation", self.__dict__.get("implementation"))
+
+    def route(self, x: torch.Tensor) -> _fast.Route:
+        """The dispatch plan's route for ``x``: path, schedule, native kernels, and why."""
+        return plan(self, x)
+
+    @property
     def is_linear(self) -> bool:
         """True when the layer is a plain CP convolution (no Psi, no skip): ``to_dense`` is exact."""
         return self.psi is None and self.skip_factor is None
@@ -148,20 +174,16 @@ class CPConv(FactorizedConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        impl = self.implementation
-        if impl == "auto":  # with Psi the plain path is faster today (docs/performance.md)
-            impl = _fast.select(
-                x.shape, self.rank, x.device, x.dtype, stages=self.psi is not None,
-                dense_ratio=None if self.psi is not None else self.dense_ratio(x.shape),
-            )  # fmt: skip
+        route = plan(self, x)
+        impl = route.path
         args = (x, self.weights, self.in_factor, list(self.kernel_factors), self.out_factor)
         geometry = (self.bias, self.stride, self.padding, self.dilation)
         if impl == "dense":  # the reconstructed kernel through the dense convolution
-            if self.psi is not None:
-                raise ValueError("implementation='dense' needs a layer without norm / activation")
             out = HF.conv_nd(x, self.to_dense(), *geometry)
+        elif self.psi is None and impl == "fast":
+            out = _fast.cp_conv(*args, *geometry, schedule=route.schedule)
         elif self.psi is None:
-            out = (_fast.cp_conv if impl == "fast" else HF.cp_conv)(*args, *geometry)
+            out = HF.cp_conv(*args, *geometry)
         elif impl == "fast":
             out = _fast.cp_conv_stages(*args, *geometry, list(self.psi))
         else:
@@ -220,6 +242,7 @@ class CPConv(FactorizedConv):
         n_iter_max: int = 100,
         tol: float = 1e-8,
         restarts: int = 1,
+        implementation: str | None = None,
     ) -> CPConv:
         """Decompose a trained ``nn.ConvNd`` (or a kernel ``(T, C, *K)`` of any order) with CP (parafac).
 
@@ -227,8 +250,11 @@ class CPConv(FactorizedConv):
         reconstruction error is stored in ``layer.decomposition_error``. A rank above the
         kernel's largest useful CP rank (``prod(shape) / max(shape)``: an exact
         decomposition never needs more) is lowered to it with a warning; an all-zero kernel
-        gives an exact zero layer (``weights`` all 0).
+        gives an exact zero layer (``weights`` all 0). ``implementation``:
+        the layer's own (None: it follows :func:`hoconv.set_implementation`).
         """
+        if implementation is not None:
+            _fast.check_implementation(implementation)
         from hoconv.decompose import cp_decompose_kernel
 
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
@@ -251,7 +277,23 @@ class CPConv(FactorizedConv):
             "kernel_factors": kernel_fs,
             "out_factor": out_f,
         }
-        return cls._from_decomposition(kernel, geometry, r, tensors, error)
+        layer = cls._from_decomposition(kernel, geometry, r, tensors, error)
+        layer.implementation = implementation
+        return layer
+
+
+def use_implementation(module: nn.Module, implementation: str | None) -> nn.Module:
+    """Set ``implementation`` on every :class:`CPConv` in ``module`` (None: follow the switch).
+
+    Returns:
+        ``module`` (changed in place).
+    """
+    if implementation is not None:
+        _fast.check_implementation(implementation)
+    for layer in module.modules():
+        if isinstance(layer, CPConv):
+            layer.implementation = implementation
+    return module
 
 
 class TuckerConv(FactorizedConv):

@@ -286,7 +286,7 @@ def _transduce_cp(layer: CPConv, spec: TransductionSpec, name: str) -> CPConv:
         rank=layer.rank, stride=geometry.stride, padding=geometry.padding,
         dilation=geometry.dilation, bias=layer.bias is not None,
         skip=layer.skip_factor is not None, device=ref.device, dtype=ref.dtype,
-        implementation=layer.implementation,
+        implementation=layer.own_implementation,
     )  # fmt: skip
     kw = {"device": ref.device, "dtype": ref.dtype}
     profiles = [init_profile(k, spec.init, **kw).expand(layer.rank, k) for k in geometry.new_kernel]

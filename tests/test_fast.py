@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,10 +11,11 @@ import torch.nn.functional as F
 from hoconv import _fast
 from hoconv import functional as HF
 from hoconv._fast import cp as _fast_cp  # noqa: F401 - submodules used as _fast.<name>
+from hoconv._fast import plan
 from hoconv._fast import rows as _fast_rows  # noqa: F401
 from hoconv._fast import stream as _fast_stream  # noqa: F401
 from hoconv._fast.depthwise import make_blocks
-from hoconv._fast.select import DENSE_RATIO
+from hoconv._fast.plan import TUNING, tuned
 from hoconv.layers import CPConv
 
 
@@ -100,21 +103,20 @@ def as_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
 @pytest.mark.parametrize("schedule,chunk,keep,window", SCHEDULES)
 @pytest.mark.parametrize("layout", ["cf", "cl"])
 def test_fast_equals_plain(
-    dim, kernel, stride, padding, dilation, spatial, schedule, chunk, keep, window, layout,
-    monkeypatch,
+    dim, kernel, stride, padding, dilation, spatial, schedule, chunk, keep, window, layout
 ):  # fmt: skip
-    if window is not None:
-        monkeypatch.setattr(_fast.stream, "WINDOW_BYTES", window)
     x = as_layout(torch.randn(2, 3, *spatial, dtype=DTYPE), layout).requires_grad_(True)
     params = make_params(3, 4, 5, kernel)
     geometry = (stride, padding, dilation)
     options = dict(chunk=chunk, keep=keep, schedule=schedule)
-    assert_same(
-        lambda x, *p: HF.cp_conv(x, *p, *geometry),
-        lambda x, *p: _fast.cp_conv(x, *p, *geometry, **options),
-        x,
-        params,
-    )
+    window = {} if window is None else {"window_bytes": window}
+    with tuned(**window):
+        assert_same(
+            lambda x, *p: HF.cp_conv(x, *p, *geometry),
+            lambda x, *p: _fast.cp_conv(x, *p, *geometry, **options),
+            x,
+            params,
+        )
     out = _fast.cp_conv(x, *params, *geometry, **options)
     assert _fast.rows.channels_last(out) == (layout == "cl")  # the output follows the input
     (grad_x,) = torch.autograd.grad(out.sum(), x)
@@ -204,34 +206,36 @@ def test_gradcheck_custom_functions():
 
 
 @pytest.mark.parametrize("layout", ["cf", "cl"])
-def test_gradcheck_stream(layout, monkeypatch):
-    monkeypatch.setattr(_fast.stream, "WINDOW_BYTES", 1)  # one frame per slab
+def test_gradcheck_stream(layout):
     x = as_layout(torch.randn(2, 2, 4, 3, dtype=DTYPE), layout).requires_grad_(True)
     inputs = leaves(x, make_params(2, 3, 2, (3, 2)))
 
     def fn(x, w, a, k0, k1, b, bias):
         return _fast.cp_conv(x, w, a, [k0, k1], b, bias, 1, (1, 0), schedule="stream")
 
-    assert torch.autograd.gradcheck(fn, inputs)
+    with tuned(window_bytes=1):  # one frame per slab
+        assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_auto_schedule_streams_large_samples(monkeypatch):
-    calls = []
+def test_auto_schedule_streams_large_samples():
     torch.manual_seed(0)
-    original = _fast.cp.StreamFunction.apply
-    monkeypatch.setattr(
-        _fast.cp.StreamFunction, "apply", lambda *a: calls.append(1) or original(*a)
-    )
     x = torch.randn(2, 3, 6, 5, 4)
     params = make_params(3, 4, 8, (3,) * 3, dtype=torch.float32, bias=False)
-    _fast.cp_conv(x, *params, 1, 1)
-    assert not calls  # 6 * 5 * 4 * 8 floats per sample: the batch schedule
-    monkeypatch.setattr(_fast.cp, "CHUNK_BYTES", 6 * 5 * 4 * 8 * 4 - 1)
-    out = _fast.cp_conv(x, *params, 1, 1)
-    assert calls == [1]
+    inp, geometry = plan.describe(x), ((3, 3, 3), (1, 1, 1), (1, 1, 1))
+    schedule, reasons = plan.fast_schedule(inp, 8, *geometry)
+    assert schedule == "batch" and "fits a chunk" in reasons[-1]  # 6 * 5 * 4 * 8 floats
+    with tuned(chunk_bytes=6 * 5 * 4 * 8 * 4 - 1):  # one sample no longer fits
+        schedule, reasons = plan.fast_schedule(inp, 8, *geometry)
+        assert schedule == "stream" and reasons[-1].startswith("stream")
+        assert plan.fast_schedule(inp, 8, (3, 3, 3), (1, 2, 1), (1, 1, 1))[0] == "batch"
+        assert plan.fast_schedule(inp, 8, *geometry, chunk=1)[0] == "batch"
+    out = _fast.cp_conv(x, *params, 1, 1, schedule="stream")
     torch.testing.assert_close(out, HF.cp_conv(x, *params, 1, 1), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="schedule must be one of"):
         _fast.cp_conv(x, *params, 1, 1, schedule="tiles")
+    with pytest.raises(TypeError):
+        with tuned(chunk_kib=3):
+            pass
 
 
 def test_make_blocks_cover_every_axis_once():
@@ -258,15 +262,24 @@ def test_bfloat16_close_to_float32():
     assert xb.grad is not None and torch.isfinite(xb.grad.float()).all()
 
 
-def test_select():
+def test_auto_path_rules():
+    """The plan's path for "auto": fast only on CPU float32 / bfloat16 with enough work."""
+    spec = plan.LayerSpec(64, (3, 3, 3), (1, 1, 1), (1, 1, 1), stages=False, dense_ratio=20.0)
     big, small = (8, 16, 16, 32, 32), (1, 3, 4, 4)
-    assert _fast.select(big, 64, "cpu", torch.float32) == "fast"
-    assert _fast.select(big, 64, "cpu", torch.bfloat16) == "fast"
-    assert _fast.select(big, 64, "cpu", torch.float64) == "plain"
-    assert _fast.select(big, 64, "cuda", torch.float32) == "plain"
-    assert _fast.select(big, 64, "meta", torch.float32) == "plain"
-    assert _fast.select(small, 2, "cpu", torch.float32) == "plain"
-    assert _fast.select(big, 64, "cpu", torch.float32, stages=True) == "plain"
+
+    def path(shape=big, dtype=torch.float32, device="cpu", traced=False, **changes):
+        inp = plan.Inputs(shape, dtype, device, "channels_first")
+        s = replace(spec, rank=2) if shape == small else replace(spec, **changes)
+        return plan.choose_path("auto", s, inp, traced)
+
+    assert path()[0] == "fast" and path(dtype=torch.bfloat16)[0] == "fast"
+    assert path(dtype=torch.float64) == ("plain", [
+        "plain: torch.float64 has no oneDNN kernel (fast: float32, bfloat16)"])  # fmt: skip
+    assert path(device="cuda")[0] == "plain" and "CPU only" in path(device="meta")[1][0]
+    assert path(small)[0] == "plain" and "too few" in path(small)[1][0]
+    assert path(stages=True)[0] == "plain" and "Psi" in path(stages=True)[1][0]
+    assert path(traced=True)[0] == "plain" and "tracing" in path(traced=True)[1][0]
+    assert path(dense_ratio=TUNING.dense_ratio)[0] == "dense"
     with pytest.raises(ValueError, match="implementation"):
         _fast.check_implementation("fastest")
 
@@ -298,20 +311,17 @@ def test_layer_fast_equals_plain(norm, activation):
             torch.testing.assert_close(a, b)
 
 
-def test_layer_auto_uses_fast_path_on_large_cpu_input(monkeypatch):
+def test_layer_auto_follows_the_plan():
     layer = CPConv(32, 32, 3, dim=2, rank=8, padding=1)  # 16x fewer MACs than dense
-    calls = []
-    real = _fast.cp_conv
-    monkeypatch.setattr(_fast, "cp_conv", lambda *a, **k: calls.append(1) or real(*a, **k))
-    layer(torch.randn(2, 32, 40, 40))
-    assert calls == [1]
-    layer(torch.randn(1, 32, 3, 3))  # tiny: plain path
-    assert calls == [1]
+    x = torch.randn(2, 32, 40, 40)
+    assert layer.implementation == "auto" and layer.own_implementation is None
+    assert layer.route(x).path == "fast" and layer.route(x).schedule in ("fused", "batch")
+    assert layer.route(torch.randn(1, 32, 3, 3)).path == "plain"  # tiny
     with pytest.raises(ValueError, match="implementation"):
         CPConv(4, 4, 3, dim=2, implementation="triton")
-    traced = torch.jit.trace(layer, torch.randn(2, 32, 40, 40), check_trace=False)  # plain path
-    assert calls == [1]
-    x = torch.randn(2, 32, 40, 40)
+    traced = torch.jit.trace(layer, x, check_trace=False)  # the plain path while tracing
+    torch.testing.assert_close(traced(x), layer(x), rtol=1e-4, atol=1e-5)
+    layer.implementation = "plain"
     torch.testing.assert_close(traced(x), layer(x), rtol=1e-4, atol=1e-5)
 
 
@@ -326,22 +336,19 @@ def test_layer_dense_route_equals_plain(dim, kernel, stride, padding):
         CPConv(3, 4, kernel, implementation="dense", norm=True, **kw)
 
 
-def test_auto_takes_the_dense_route_when_cp_saves_little(monkeypatch):
+def test_auto_takes_the_dense_route_when_cp_saves_little():
     stem = CPConv(3, 16, (3, 7, 7), dim=3, rank="same", stride=(1, 2, 2), padding=(1, 3, 3))
     x = torch.randn(1, 3, 4, 24, 24)
-    assert stem.dense_ratio(x.shape) <= DENSE_RATIO  # RGB in: CP saves little
+    assert stem.dense_ratio(x.shape) <= TUNING.dense_ratio  # RGB in: CP saves little
+    route = stem.route(x)
+    assert route.path == "dense" and route.reasons[0].startswith("dense: the dense route costs")
     big = CPConv(64, 64, 3, dim=3, rank=8, padding=1)
-    y = torch.randn(1, 64, 4, 12, 12)
-    assert big.dense_ratio(y.shape) > 10
-    calls = []
-    real = HF.conv_nd
-    monkeypatch.setattr(HF, "conv_nd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    y = torch.randn(2, 64, 4, 24, 24)
+    assert big.dense_ratio(y.shape) > 10 and big.route(y).path == "fast"
     out = stem(x)
-    assert calls == [1]
     stem.implementation = "plain"
+    assert stem.route(x).path == "plain"
     torch.testing.assert_close(out, stem(x), rtol=1e-4, atol=1e-5)
-    big(y)
-    assert calls == [1]  # the fast path
 
 
 def test_bench_cli_quick_smoke(tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from hoconv import functional as HF
 from hoconv._fast import cp as fast_cp
-from hoconv._fast import native
+from hoconv._fast import native, plan
 
 
 @pytest.fixture(autouse=True)
@@ -98,18 +98,24 @@ def assert_close_scaled(a: torch.Tensor, b: torch.Tensor) -> None:
     torch.testing.assert_close(a.double() / scale, b / scale, rtol=0, atol=2e-6)
 
 
-def test_fused_supports_only_what_it_computes():
+def test_fused_pass_is_planned_only_for_what_it_computes():
     x = torch.randn(2, 4, 5, 6, 7)
-    ok = native.available()
-    assert native.fused_supports(x, 32, (3, 3, 3), (1, 1, 1)) == ok
-    assert native.fused_supports(layout(x, "cl"), 32, (3, 3, 3), (1, 1, 1)) == ok
-    assert not native.fused_supports(x.double(), 32, (3, 3, 3), (1, 1, 1))
-    assert not native.fused_supports(x, 24, (3, 3, 3), (1, 1, 1))  # rank not whole vectors
-    assert not native.fused_supports(x, 32, (3, 3, 3), (1, 2, 2))  # strided
-    assert not native.fused_supports(x, 32, (3, 3, 17), (1, 1, 1))  # taps past MAX_TAPS
-    assert not native.fused_supports(x.transpose(2, 4), 32, (3, 3, 3), (1, 1, 1))  # strides
-    assert not native.fused_supports(torch.randn(2, 4, 9), 32, (3,), (1,))  # 1-D
-    assert not native.fused_supports(torch.randn(2, 4, 3, 4, 5, 6), 32, (3,) * 4, (1,) * 4)
+    m = plan.Machine("avx512", available=True)
+
+    def refusal(t, rank=32, kernel=(3, 3, 3), stride=(1, 1, 1), params=()):
+        return plan.fused_refusal(plan.describe(t, params), rank, kernel, stride, m)
+
+    assert refusal(x) is None and refusal(layout(x, "cl")) is None
+    assert "float32" in refusal(x.double())
+    assert "multiple of 16" in refusal(x, rank=24)  # rank not whole vectors
+    assert "stride 1" in refusal(x, stride=(1, 2, 2))
+    assert "taps" in refusal(x, kernel=(3, 3, 17))  # past MAX_TAPS
+    assert "contiguous" in refusal(x.transpose(2, 4))
+    assert "spatial axes" in refusal(torch.randn(2, 4, 9), kernel=(3,), stride=(1,))
+    assert "spatial axes" in refusal(torch.randn(2, 4, 3, 4, 5, 6), 32, (3,) * 4, (1,) * 4)
+    assert "torch.float64" in refusal(x, params=(torch.zeros(3, dtype=torch.float64),))
+    gone = plan.Machine("avx512", available=False)
+    assert "unavailable" in plan.fused_refusal(plan.describe(x), 32, (3,) * 3, (1,) * 3, gone)
 
 
 def _count_fused(monkeypatch) -> list:
@@ -221,15 +227,18 @@ def test_fused_schedule_any_thread_count_and_expanded_output_gradient(threads):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
 
 
-def test_auto_leaves_short_frames_to_the_batch_schedule(monkeypatch):
-    calls = _count_fused(monkeypatch)
-    torch.manual_seed(5)
-    params, _ = _cp_params(32, 6, 5, (3, 3), grad=False)
-    with torch.no_grad():
-        fast_cp.cp_conv(torch.randn(2, 6, 40, 16), *params, None, 1, 1)  # rows of 16
-        assert calls == []
-        fast_cp.cp_conv(torch.randn(2, 6, 16, 40), *params, None, 1, 1)  # rows of 40
-    assert calls == ([1] if native.available() else [])
+def test_auto_leaves_short_frames_to_the_batch_schedule():
+    m = plan.Machine("avx512", available=True)
+    geometry = ((3, 3), (1, 1), (1, 1))
+    short = plan.describe(torch.randn(2, 6, 40, 16))  # rows of 16 positions
+    schedule, reasons = plan.fast_schedule(short, 32, *geometry, m=m)
+    assert schedule == "batch" and "16 positions per frame" in reasons[0]
+    wide = plan.describe(torch.randn(2, 6, 16, 40))  # rows of 40
+    assert plan.fast_schedule(wide, 32, *geometry, m=m)[0] == "fused"
+    with plan.tuned(fused_bytes=1000):  # the rings no longer fit
+        schedule, reasons = plan.fast_schedule(wide, 32, *geometry, m=m)
+        assert schedule == "batch" and "workspace" in reasons[0]
+    assert plan.fast_schedule(wide, 32, *geometry, keep=True, m=m)[0] == "batch"
 
 
 @needs_native

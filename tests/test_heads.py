@@ -138,3 +138,49 @@ def test_head_bad_arguments():
         OutputHead(4, 0)
     with pytest.raises(ValueError, match="features"):
         OutputHead(4, 2)(torch.randn(1, 4, 2, 2, 2, 2))
+
+
+def _einsum_weight(trl: TRL) -> torch.Tensor:
+    """Dense weight (K, *input_shape) by one explicit einsum over the parameters (autograd)."""
+    letters = "ijlmnopq"[: len(trl.input_shape)]
+    operands = [*trl.factors, trl.out_factor]
+    if trl.factorization == "cp":  # W[k, i, j, ...] = sum_r w_r U1[i, r] U2[j, r] ... Uk[k, r]
+        spec = ",".join(f"{a}r" for a in letters) + ",kr,r->k" + letters
+        return torch.einsum(spec, *operands, trl.weights)
+    ranks = "abcdefgh"[: len(letters)]  # W = G x_1 U1 ... x_N UN x_out Uk
+    spec = ",".join(f"{a}{r}" for a, r in zip(letters, ranks)) + ",ks," + ranks + "s->k" + letters
+    return torch.einsum(spec, *operands, trl.core)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("factorization,rank", [("cp", 5), ("tucker", 3)])
+def test_trl_output_and_gradients_match_the_einsum_reference(shape, factorization, rank):
+    """<x, W> + b with W reconstructed by one einsum: the same output and every gradient."""
+    torch.manual_seed(1)
+    trl = TRL(shape, 4, rank=rank, factorization=factorization).double()
+    with torch.no_grad():
+        trl.bias.normal_()
+    x = torch.randn(3, *shape, dtype=torch.float64, requires_grad=True)
+    letters = "ijlmnopq"[: len(shape)]
+    ref = torch.einsum(f"b{letters},k{letters}->bk", x, _einsum_weight(trl)) + trl.bias
+    out = trl(x)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    inputs = [x, *trl.parameters()]
+    for got, expected in zip(
+        torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)
+    ):
+        torch.testing.assert_close(got, expected)
+
+
+def test_trl_head_matches_the_einsum_reference():
+    """OutputHead(kind="trl") as the zoo builds it: pooled features regressed exactly."""
+    torch.manual_seed(2)
+    head = OutputHead(6, 3, kind="trl", pool_size=2, trl_rank=3).double()
+    trl = head.regressor
+    with torch.no_grad():
+        trl.bias.normal_()
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    pooled = F.adaptive_avg_pool2d(x, 2)  # (2, 6, 2, 2)
+    ref = torch.einsum("bijl,kijl->bk", pooled, _einsum_weight(trl)) + trl.bias
+    torch.testing.assert_close(head(x), ref)

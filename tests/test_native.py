@@ -10,7 +10,7 @@ import torch
 
 from hoconv import functional as HF
 from hoconv._fast import cp as fast_cp
-from hoconv._fast import native, native_build
+from hoconv._fast import native, native_build, plan
 from hoconv.layers import CPConv
 
 
@@ -98,12 +98,15 @@ def test_native_separable_matches_conv3d(rank, kernel, before, dilation, spatial
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_separable_supports_only_what_it_computes():
-    x = torch.zeros(1, 2, 2, 2, 32)
-    assert native.supports(x, (3, 3, 3)) == native.available()
-    assert not native.supports(x[..., :24], (3, 3, 3))  # channels not a multiple of 16
-    assert not native.supports(x.double(), (3, 3, 3))
-    assert not native.supports(x, (1, 1, native.MAX_TAPS + 1))
+def test_separable_is_planned_only_for_what_it_computes():
+    m = plan.Machine("avx2", native="1", available=True)
+    assert plan.native_depthwise(torch.float32, "cpu", 32, (3, 3, 3), m)
+    assert not plan.native_depthwise(torch.float32, "cpu", 24, (3, 3, 3), m)  # not 16-lanes
+    assert not plan.native_depthwise(torch.float64, "cpu", 32, (3, 3, 3), m)
+    assert not plan.native_depthwise(torch.float32, "meta", 32, (3, 3, 3), m)
+    assert not plan.native_depthwise(torch.float32, "cpu", 32, (1, 1, native.MAX_TAPS + 1), m)
+    off = plan.Machine("avx2", native="0", available=True)
+    assert not plan.native_depthwise(torch.float32, "cpu", 32, (3, 3, 3), off)
 
 
 @needs_native
@@ -229,23 +232,30 @@ def test_rank_space_stages_run_native_and_match_plain(norm, activation, monkeypa
     assert calls  # forward and input gradient of each 1-D conv
 
 
-def test_route_follows_the_build_variant(monkeypatch):
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_route_follows_the_instruction_set(isa):
     """The native route only on variants measured faster than eager; forced with =1."""
+    layer = CPConv(16, 16, 3, dim=3, rank=16, padding=1)
+    x = torch.randn(2, 16, 8, 16, 16)
+    route = plan.plan(layer, x, m=plan.Machine(isa, available=True))
+    assert route.path == "fast"
+    if isa in plan.TUNING.native_faster_on:
+        assert route.schedule == "fused" and route.native
+    else:
+        assert route.schedule == "batch" and not route.native
+        assert any(isa in r and "slower than eager" in r for r in route.reasons)
+    forced = plan.plan(layer, x, m=plan.Machine(isa, native="1", available=True))
+    assert forced.schedule == "fused" and forced.native
+    off = plan.plan(layer, x, m=plan.Machine(isa, native="0", available=True))
+    assert off.schedule == "batch" and any("HOCONV_NATIVE=0" in r for r in off.reasons)
+
+
+def test_this_machine_is_planned_from_its_flags(monkeypatch):
     monkeypatch.delenv("HOCONV_NATIVE", raising=False)
     monkeypatch.delenv("HOCONV_NATIVE_ISA", raising=False)
-    x = torch.randn(1, 16, 4, 6, 6)
-    runnable = native.cpu_variants()
-    assert runnable[-1] == "generic"
-    for isa in runnable:
-        monkeypatch.setenv("HOCONV_NATIVE_ISA", isa)
-        refusal = native.fused_refusal(x, 16, (3, 3, 3), (1, 1, 1))
-        if isa in native.NATIVE_FASTER_ON:
-            assert refusal is None
-        else:
-            assert refusal is not None and isa in refusal and "slower than eager" in refusal
-            assert not native.supports(x.movedim(1, -1).contiguous(), (3, 3, 3))
-    monkeypatch.setenv("HOCONV_NATIVE", "1")
-    assert native.fused_refusal(x, 16, (3, 3, 3), (1, 1, 1)) is None
+    assert plan.machine().isa == native.cpu_variants()[0]
+    monkeypatch.setenv("HOCONV_NATIVE_ISA", "generic")
+    assert plan.machine() == plan.Machine("generic", "")
 
 
 def test_variant_rejects_unknown_or_unrunnable_isa(monkeypatch):

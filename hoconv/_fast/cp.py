@@ -27,7 +27,7 @@ from hoconv._checks import (
     PaddingArg,
     conv_geometry,
 )
-from hoconv._fast import native
+from hoconv._fast import workspace
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -36,7 +36,8 @@ from hoconv._fast.depthwise import (
     block_weight_grad,
     make_blocks,
 )
-from hoconv._fast.fused import frame_positions, fused_conv, workspace_bytes
+from hoconv._fast.fused import fused_conv
+from hoconv._fast.plan import SCHEDULES, active, describe, fast_schedule, fused_refusal, padded_rank
 from hoconv._fast.rows import (
     channels_last,
     empty_like_layout,
@@ -50,28 +51,8 @@ from hoconv._fast.rows import (
 from hoconv._fast.stream import StreamFunction, make_plan
 from hoconv.functional import check_cp_factors
 
-CHUNK_BYTES = 8 << 20  # rank-space bytes per batch chunk: input + output of a stage fit in L3
-SCHEDULES = ("auto", "batch", "stream", "fused")
-FUSED_BYTES = 48 << 20  # per-thread ring workspace up to which "auto" takes the fused schedule
-# Fewer positions per frame (3-D: H * W; 2-D: W, rows are the frames) than this leave the
-# fused GEMMs too short: measured fwd+bwd fused / batch, 2 threads: (2, 512, 1, 2, 2) R 2288
-# 13.7 / 9.9 ms, (2, 256, 2, 4, 4) R 1136 4.6 / 3.8 ms, (2, 128, 4, 7, 7) R 561 3.4 / 4.2 ms,
-# (2, 64, 8, 14, 14) R 273 6.3 / 8.8 ms; 2-D: (8, 512, 7, 7) R 768 23.2 / 14.9 ms,
-# (8, 256, 14, 14) R 384 16.3 / 14.6 ms, (8, 128, 28, 28) R 192 14.5 / 16.4 ms.
-FUSED_MIN_POSITIONS = 32
 CL3D = torch.channels_last_3d
 KERNEL_ARG = 8  # index of the first depthwise kernel among _CPConvFunction's inputs
-RANK_ALIGN = 16  # ranks are padded to a multiple of this when it costs <= 1/8 more work
-
-
-def padded_rank(rank: int) -> int:
-    """The rank the fast path computes with: ``rank`` rounded up to ``RANK_ALIGN`` if cheap.
-
-    A row length that is not a multiple of the SIMD width makes GEMMs and oneDNN depthwise
-    kernels much slower (measured 2.2x on the (16384, 64) x (64, 273) GEMM vs 288).
-    """
-    aligned = -(-rank // RANK_ALIGN) * RANK_ALIGN
-    return aligned if 8 * (aligned - rank) <= rank else rank
 
 
 def block_kernel(factors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -88,16 +69,18 @@ def channels_in(
     """1x1 conv from ``x`` (N, C, *S), either layout, to channels-last ``(N, *S, O)``; matrix (O, C).
 
     ``buffer``: optional contiguous storage of at least N * P * O elements to write into
-    (reusing memory that is already mapped is much faster than a fresh large allocation).
+    (reusing memory that is already mapped is much faster than a fresh large allocation);
+    default: one from :mod:`hoconv._fast.workspace` (outside autograd).
     """
     n, p = x.shape[0], math.prod(x.shape[2:])
-    out = None
-    if buffer is not None:
-        out = buffer[: n * p * matrix.shape[0]].view(n, p, matrix.shape[0])  # (N, P, O)
     x_rows = rows(x)  # (N, P, C)
-    if out is None and flat(x_rows):  # channels-last: one oneDNN 1x1 conv
+    if buffer is None and flat(x_rows):  # channels-last: one oneDNN 1x1 conv
         h = project(x_rows, matrix)  # (N, P, O)
     else:
+        tracked = torch.is_grad_enabled() and (x.requires_grad or matrix.requires_grad)
+        if buffer is None and not tracked:  # autograd does not take out= arguments
+            buffer = workspace.empty((n * p * matrix.shape[0],), x.dtype, x.device)
+        out = None if buffer is None else buffer[: n * p * matrix.shape[0]].view(n, p, -1)
         h = mm_rows(x_rows, matrix.t(), out)  # (N, P, O)
     return h.view(n, *x.shape[2:], matrix.shape[0])
 
@@ -183,7 +166,7 @@ class _CPConvFunction(torch.autograd.Function):
 
 def _buffer(x: torch.Tensor, chunk: int, rank: int) -> torch.Tensor:
     """Flat storage for one chunk's first rank-space activation, reused by every chunk."""
-    return x.new_empty(chunk * rank * math.prod(x.shape[2:]))
+    return workspace.empty((chunk * rank * math.prod(x.shape[2:]),), x.dtype, x.device)
 
 
 def _hidden(x, in_factor, blocks, shapes, kernels, seps, buffer=None) -> list[torch.Tensor]:
@@ -213,7 +196,10 @@ def _backward_chunk(ctx, g, x, in_factor, out_matrix, kernels, hidden, grad_x) -
     del last, last_rows
     if not (any(needs[:2]) or any(needs[KERNEL_ARG:])):
         return out
-    gh = project(g, out_matrix.t()) if flat(g) else mm_rows(g, out_matrix)  # (n, P_out, R)
+    if flat(g):  # channels-last: one oneDNN 1x1 conv
+        gh = project(g, out_matrix.t())  # (n, P_out, R)
+    else:
+        gh = mm_rows(g, out_matrix, workspace.empty((n, g.shape[1], rank), g.dtype, g.device))
     gh = gh.view(n, *shapes[-1], rank)  # (n, *S_out, R)
     for i in reversed(range(len(blocks))):
         h = hidden.pop()  # the block's input: needed for its kernel gradient only
@@ -268,17 +254,15 @@ def cp_conv(
         padding: int, per axis, ``"same"`` or ``"valid"``.
         dilation: int or per axis.
         chunk: samples per batch chunk; default: the most whose rank-space activation fits
-            in ``CHUNK_BYTES`` (so it stays in cache between the stages).
+            in ``active().chunk_bytes`` (so it stays in cache between the stages).
         keep: keep the rank-space activations for the backward (faster) or recompute them
             there chunk by chunk (less memory); default: keep them when they are no larger
             than ``x``.
         schedule: ``"fused"`` (one native pass each way, :mod:`hoconv._fast.fused`; stride-1
             2-D / 3-D float32 CPU layers), ``"batch"`` (whole samples per stage, in batch
             chunks), ``"stream"`` (slabs of frames along the first spatial axis,
-            :mod:`hoconv._fast.stream`) or ``"auto"``: fused where it applies (without
-            ``chunk`` / ``keep``, frames of >= ``FUSED_MIN_POSITIONS`` positions), else
-            stream stride-1 layers whose rank-space activation of one sample exceeds
-            ``CHUNK_BYTES`` (it would not stay in cache between the stages), else batch.
+            :mod:`hoconv._fast.stream`) or ``"auto"``: the schedule
+            :func:`hoconv._fast.plan.fast_schedule` chooses.
 
     Returns:
         ``(N, T, *spatial_out)``.
@@ -290,37 +274,48 @@ def cp_conv(
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be an int >= 1 (samples per batch chunk), got {chunk!r}")
-    # the weights fold into the first kernel factor ((R, K_0): a few R multiplies) rather than
-    # into out_factor ((T, R)): layers with few positions are bound by passes over their
-    # factor matrices, and that fold and its backward were three more. Measured fwd+bwd, 2
-    # threads: (2, 512, 1, 2, 2) R 2288 9.3-9.5 -> 7.2-7.4 ms, (2, 256, 2, 4, 4) R 1136
-    # 5.3-5.4 -> 3.9-4.6 ms, (2, 64, 8, 14, 14) R 273 6.0-6.2 -> 5.8-5.9 ms
-    kernel_factors = [kernel_factors[0] * weights[:, None], *kernel_factors[1:]]
-    out_matrix = out_factor  # (T, R)
-    extra = padded_rank(rank) - rank
-    if extra:  # zero rank-1 terms: exact, and GEMM / oneDNN rows become aligned
-        in_factor = F.pad(in_factor, (0, 0, 0, extra))
-        kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]
-        out_matrix = F.pad(out_matrix, (0, extra))
-        rank += extra
-    params = (in_factor, out_matrix, bias, *kernel_factors)
-    refusal = native.fused_refusal(x, rank, kernel, stride, params)
-    if schedule == "fused" and refusal is not None:
-        raise ValueError(f"schedule='fused' cannot run this layer: {refusal}")
-    if schedule == "auto" and refusal is None and chunk is None and keep is None:
-        fits = workspace_bytes(x.shape, rank, kernel, dilation) <= FUSED_BYTES
-        if fits and frame_positions(x.shape) >= FUSED_MIN_POSITIONS:
-            schedule = "fused"
+    in_factor, kernel_factors, out_matrix = _aligned(weights, in_factor, kernel_factors, out_factor)
+    rank = in_factor.shape[0]
+    inp = describe(x, (in_factor, out_matrix, bias, *kernel_factors))
+    if schedule == "fused":
+        refusal = fused_refusal(inp, rank, kernel, stride)
+        if refusal is not None:
+            raise ValueError(f"schedule='fused' cannot run this layer: {refusal}")
+    elif schedule == "auto":
+        schedule, _ = fast_schedule(inp, rank, kernel, stride, dilation, chunk, keep)
     if schedule == "fused":
         return fused_conv(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation)
-    sample_bytes = rank * math.prod(x.shape[2:]) * x.element_size()  # one sample's A x
+    return _eager(x, in_factor, kernel_factors, out_matrix, bias, (stride, pads, dilation),
+                  schedule, chunk, keep)  # fmt: skip
+
+
+def _aligned(weights, in_factor, kernel_factors, out_factor):
+    """``(A, kernel factors, B)`` with the weights folded in and the rank padded if cheap.
+
+    The weights fold into the first kernel factor ((R, K_0): a few R multiplies) rather than
+    into out_factor ((T, R)): layers with few positions are bound by passes over their factor
+    matrices, and that fold and its backward were three more. Measured fwd+bwd, 2 threads:
+    (2, 512, 1, 2, 2) R 2288 9.3-9.5 -> 7.2-7.4 ms, (2, 256, 2, 4, 4) R 1136 5.3-5.4 ->
+    3.9-4.6 ms, (2, 64, 8, 14, 14) R 273 6.0-6.2 -> 5.8-5.9 ms. The padding adds zero rank-1
+    terms: exact, and GEMM / oneDNN rows become aligned.
+    """
+    kernel_factors = [kernel_factors[0] * weights[:, None], *kernel_factors[1:]]
+    rank = in_factor.shape[0]
+    extra = padded_rank(rank) - rank
+    if not extra:
+        return in_factor, kernel_factors, out_factor
+    in_factor = F.pad(in_factor, (0, 0, 0, extra))  # (R', C)
+    kernel_factors = [F.pad(f, (0, 0, 0, extra)) for f in kernel_factors]  # (R', K_i)
+    return in_factor, kernel_factors, F.pad(out_factor, (0, extra))  # (T, R')
+
+
+def _eager(x, in_factor, kernel_factors, out_matrix, bias, geometry, schedule, chunk, keep):
+    """The batch or stream schedule (library kernels, native depthwise blocks where planned)."""
+    stride, pads, dilation = geometry
+    kernel, rank = tuple(f.shape[1] for f in kernel_factors), in_factor.shape[0]
     # strided layers: smaller blocks (aten's strided depthwise backward scales with the taps of
     # a block; measured 1.6-1.8x faster as (axis 0) + (axes 1, 2) than one 3-D block)
     strided = any(s != 1 for s in stride)
-    if schedule == "auto":  # strided layers are not streamed: aten's strided depthwise
-        # backward per slab made the cp_resnet18_3d stem 2.2x slower (114 vs 51 ms)
-        big = chunk is None and sample_bytes > CHUNK_BYTES
-        schedule = "stream" if big and not strided else "batch"
     blocks = make_blocks(kernel, stride, pads, dilation, max_axes=2 if strided else 3)
     # the per-axis convolutions commute: run the most downsampling blocks first, so the others
     # work on the smaller output (stem 3x7x7, stride (1, 2, 2): the temporal conv on 28x28)
@@ -332,15 +327,16 @@ def cp_conv(
     if schedule == "stream":
         plan = make_plan(blocks, tuple(x.shape[2:]), rank, x.element_size())
         return StreamFunction.apply(x, in_factor, out_matrix, bias, plan, seps, *kernels)
+    sample_bytes = rank * math.prod(x.shape[2:]) * x.element_size()  # one sample's A x
     if keep is None:
         keep = sample_bytes * x.shape[0] <= x.numel() * x.element_size()
     if chunk is None and keep and channels_last(x):  # oneDNN 1x1 convs over the whole batch
         chunk = x.shape[0]
     elif chunk is None:
-        chunk = max(1, CHUNK_BYTES // sample_bytes)
+        chunk = max(1, active().chunk_bytes // sample_bytes)
     return _CPConvFunction.apply(
         x, in_factor, out_matrix, bias, blocks, chunk, bool(keep), seps, *kernels
     )
 
 
-__all__ = ["Block", "block_kernel", "channels_in", "cp_conv"]
+__all__ = ["Block", "block_kernel", "channels_in", "cp_conv", "padded_rank"]

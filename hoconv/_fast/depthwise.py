@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from hoconv._fast import native
+from hoconv._fast.plan import active, native_depthwise, native_weight_grad
 
 _CONV = {2: F.conv2d, 3: F.conv3d}
 
@@ -160,7 +161,7 @@ def block_forward(
 
 def _separable_ok(v: torch.Tensor, kernel, stride) -> bool:
     """Whether :func:`native.depthwise_separable` takes this conv view (N', R, *axes)."""
-    return all(s == 1 for s in stride) and native.supports(v.movedim(1, -1), kernel)
+    return all(s == 1 for s in stride) and native_depthwise(v.dtype, v.device, v.shape[1], kernel)
 
 
 def _separable(v, factors, kernel, out_axes, before, dilation) -> torch.Tensor:
@@ -176,11 +177,6 @@ def _separable(v, factors, kernel, out_axes, before, dilation) -> torch.Tensor:
         _as5d(v, pad), tuple(full), (1,) * pad + tuple(out_axes),
         (0,) * pad + tuple(before), (1,) * pad + tuple(dilation),
     )  # fmt: skip
-
-
-def _native_ok(v: torch.Tensor, stride) -> bool:
-    """Whether :mod:`hoconv._fast.native` takes this conv view: stride 1, float32, CPU."""
-    return all(s == 1 for s in stride) and v.dtype == torch.float32 and v.device.type == "cpu"
 
 
 def _as5d(t: torch.Tensor, pad: int) -> torch.Tensor:
@@ -211,7 +207,7 @@ def _native_weight_grad(g, v, kernel, stride, pads, dilation) -> torch.Tensor | 
 
     ``g`` and ``v`` are the channels-last conv views (N', R, *axes).
     """
-    if not _native_ok(v, stride):
+    if any(s != 1 for s in stride) or not native_weight_grad(v.dtype, v.device):
         return None
     pad = 3 - len(kernel)
     return native.depthwise_weight_grad(
@@ -287,18 +283,14 @@ def _channels_last_strides(shape) -> tuple[int, ...]:
     return tuple(strides)
 
 
-# Input bytes per slab of the kernel-gradient convolution: small enough to stay in L2 while
-# every kernel tap re-reads it (one pass over memory instead of one per tap).
-SLAB_BYTES = 1 << 23
-
-
 def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     """Kernel gradient: per sample and slab of rows, the input convolved with the output grad.
 
     ``dW[r, k] = sum_n sum_o g[n, r, o] v_pad[n, r, o * stride + k * dilation]``: a depthwise
     conv of ``v_pad`` with ``g`` as the kernel (stride ``dilation``, dilation ``stride``),
     summed over samples and over slabs of output rows along the first conv axis (each slab
-    reads its input rows plus a halo, so the data of one call stays in cache). Many small
+    reads its input rows plus a halo, so the data of one call stays in cache:
+    ``active().slab_bytes``, in L2 while every kernel tap re-reads it). Many small
     samples (a merged leading axis) use aten's backward instead.
     """
     rank = w.shape[0]
@@ -319,7 +311,7 @@ def _weight_grad(g, v, w, kernel, stride, pads, dilation):
     conv = _CONV[v.dim() - 2]
     k0, s0, d0, (before, _) = kernel[0], stride[0], dilation[0], pads[0]
     length, n_out = v.shape[2], g.shape[2]
-    rows = max(1, SLAB_BYTES // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
+    rows = max(1, active().slab_bytes // max(1, v[0, :, 0].numel() * v.element_size()) // s0)
     index = (0, slice(None), *(slice(0, k) for k in kernel))
     acc = torch.float32 if w.element_size() < 4 else w.dtype  # sum half-precision parts in fp32
     total = w.new_zeros(rank, *kernel, dtype=acc)

@@ -17,8 +17,6 @@ parts and sums them); each sums its own parameter gradients.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from hoconv._fast import native
@@ -116,15 +114,4 @@ def fused_conv(x, in_factor, kernel_factors, out_matrix, bias, pads, dilation) -
                                      list(out_spatial))  # fmt: skip
 
 
-def frame_positions(x_shape) -> int:
-    """Positions per frame of the fused walk: H * W of a 3-D input, W of a 2-D one (its rows)."""
-    return math.prod(x_shape[-2:]) if len(x_shape) == 5 else x_shape[-1]
-
-
-def workspace_bytes(x_shape, rank: int, kernel: tuple[int, ...], dilation) -> int:
-    """Bytes of one thread's rings in the backward (two rings of ``span`` rank-space frames)."""
-    span = (kernel[0] - 1) * dilation[0] + 1
-    return 2 * span * frame_positions(x_shape) * rank * 4
-
-
-__all__ = ["cp_fused", "cp_fused_backward", "frame_positions", "fused_conv", "workspace_bytes"]
+__all__ = ["cp_fused", "cp_fused_backward", "fused_conv"]

@@ -24,8 +24,6 @@ runtime, a forked child must ``torch.set_num_threads(1)`` (as DataLoader workers
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from hoconv._fast import native_abi
@@ -33,37 +31,12 @@ from hoconv._fast.native_abi import check_tensor, geometry, threads_for
 from hoconv._fast.native_build import VARIANT_FLAGS, cpu_variants, library, variant
 from hoconv._fast.native_fused import fused_backward, fused_forward
 
-# The instruction sets on which the native kernels are measured faster than the eager ones
-# (benchmarks/native_route.py, (4, 64, 16, 32, 32), ranks 64 and 273, 1 and 2 threads, fwd
-# and fwd+bwd: AVX2 0.26-0.86 of eager in all 8 cases, generic 0.33-1.39; docs/performance.md).
-NATIVE_FASTER_ON = ("avx512", "avx2")
 MAX_TAPS = 16  # taps per axis (MAXK in hoconv_native.h)
-
-
-def native_faster() -> bool:
-    """Whether the native route is taken: on the variants measured faster than eager.
-
-    ``HOCONV_NATIVE=1`` forces it on every variant (tests of the kernels, measurements);
-    unset, the rule :data:`NATIVE_FASTER_ON` decides; ``0`` turns the kernels off.
-    """
-    return os.environ.get("HOCONV_NATIVE", "") == "1" or variant() in NATIVE_FASTER_ON
 
 
 def available() -> bool:
     """Whether the native kernels are (or can be) built and loaded in this process."""
     return library() is not None
-
-
-def supports(x: torch.Tensor, kernel: tuple[int, ...]) -> bool:
-    """Whether :func:`depthwise_separable` takes ``x`` (N, D, H, W, R) with this kernel."""
-    return (
-        x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.shape[-1] % 16 == 0
-        and max(kernel) <= MAX_TAPS
-        and native_faster()
-        and available()
-    )
 
 
 def depthwise_separable(
@@ -79,7 +52,8 @@ def depthwise_separable(
     (zero outside ``x``); ``before`` may be negative (cropping).
 
     Args:
-        x: contiguous float32 ``(N, D, H, W, R)``, ``R`` a multiple of 16 (see :func:`supports`).
+        x: contiguous float32 ``(N, D, H, W, R)``, ``R`` a multiple of 16
+            (:func:`hoconv._fast.plan.native_depthwise`).
         factors: ``(R, KD)``, ``(R, KH)``, ``(R, KW)``.
         out_spatial: ``(Do, Ho, Wo)``.
         before: the leading offset (padding) of each axis.
@@ -143,64 +117,8 @@ def depthwise_weight_grad(
     return acc.permute(3, 0, 1, 2)  # (R, KD, KH, KW)
 
 
-def fused_refusal(
-    x: torch.Tensor,
-    rank: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    params: tuple[torch.Tensor | None, ...] = (),
-) -> str | None:
-    """Why :func:`fused_forward` cannot take ``x`` (N, C, *S) for this CP conv; None if it can.
-
-    ``params``: the factors and bias, which must be float32 CPU tensors like ``x``.
-    """
-    if x.dim() not in (4, 5):
-        return f"x has {x.dim() - 2} spatial axes, the fused pass runs 2-D and 3-D convs"
-    if x.dtype != torch.float32:
-        return f"x is {x.dtype}, the fused pass is float32"
-    if x.device.type != "cpu":
-        return f"x is on {x.device}, the fused pass runs on CPU"
-    for t in params:
-        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
-            return f"a factor or the bias is {t.dtype} on {t.device}, x is float32 on cpu"
-    if any(s != 1 for s in stride):
-        return f"stride is {tuple(stride)}, the fused pass needs stride 1"
-    if rank % 16:
-        return f"rank {rank} is not a multiple of 16 (padding it would cost > 1/8 more work)"
-    if max(kernel) > MAX_TAPS:
-        return f"kernel {tuple(kernel)} has more than {MAX_TAPS} taps on an axis"
-    if not (x.is_contiguous() or x.movedim(1, -1).is_contiguous()):
-        return "x is not contiguous channels-first or channels-last"
-    return _route_refusal()
-
-
-@torch.compiler.assume_constant_result
-def _route_refusal() -> str | None:
-    """Why the native route is off in this process (None: on); a constant to compilers."""
-    if not native_faster():
-        return (
-            f"the native kernels are built for {variant()}, measured slower than eager there "
-            f"(faster only on {NATIVE_FASTER_ON})"
-        )
-    if not available():
-        return "the native kernels are unavailable (no C compiler, or HOCONV_NATIVE=0)"
-    return None
-
-
-def fused_supports(
-    x: torch.Tensor,
-    rank: int,
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    params: tuple[torch.Tensor | None, ...] = (),
-) -> bool:
-    """Whether :func:`fused_forward` takes ``x`` (N, C, *S) for a CP conv of this geometry
-    with these factors and bias (:func:`fused_refusal` says why not)."""
-    return fused_refusal(x, rank, kernel, stride, params) is None
-
-
 __all__ = [
-    "NATIVE_FASTER_ON",
+    "MAX_TAPS",
     "VARIANT_FLAGS",
     "available",
     "cpu_variants",
@@ -208,9 +126,5 @@ __all__ = [
     "depthwise_weight_grad",
     "fused_backward",
     "fused_forward",
-    "fused_refusal",
-    "fused_supports",
-    "native_faster",
-    "supports",
     "variant",
 ]

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hoconv._fast import workspace
+
 
 def channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` (N, C, *S) is stored channels-last (and is not also channels-first)."""
@@ -36,11 +38,11 @@ def rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def empty_like_layout(x: torch.Tensor, *shape: int) -> torch.Tensor:
-    """An uninitialised ``(N, C', *S')`` tensor in ``x``'s layout."""
+    """An uninitialised ``(N, C', *S')`` tensor in ``x``'s layout (from the workspace pool)."""
     if channels_last(x):
-        moved = x.new_empty(shape[0], *shape[2:], shape[1])  # (N, *S', C')
-        return moved.movedim(-1, 1)
-    return x.new_empty(shape)
+        moved = workspace.empty((shape[0], *shape[2:], shape[1]), x.dtype, x.device)
+        return moved.movedim(-1, 1)  # (N, *S', C') storage
+    return workspace.empty(shape, x.dtype, x.device)
 
 
 def flat(a: torch.Tensor) -> bool:

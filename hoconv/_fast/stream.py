@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from hoconv._fast import native
+from hoconv._fast import native, workspace
 from hoconv._fast.depthwise import (
     Block,
     block_forward,
@@ -37,9 +37,8 @@ from hoconv._fast.depthwise import (
     block_out_spatial,
     block_weight_grad,
 )
+from hoconv._fast.plan import active, describe, fused_refusal
 from hoconv._fast.rows import empty_like_layout, rows
-
-WINDOW_BYTES = 6 << 20  # rank-space bytes of one slab's window (3-24 MB measured alike)
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def make_plan(
     unpadded = replace(first, pads=((0, 0), *first.pads[1:]))
     blocks = tuple(unpadded if b is first else b for b in blocks)
     frame_bytes = max(1, math.prod(spatial[1:]) * rank * element_size)
-    frames = max(1, WINDOW_BYTES // frame_bytes)  # input frames per window
+    frames = max(1, active().window_bytes // frame_bytes)  # input frames per window
     rows = max(1, (frames - dilation * (kernel - 1) - 1) // stride + 1)
     rows = min(rows, out_spatial[0])
     return Plan(blocks, spatial, out_spatial, rows, kernel, stride, dilation, first.pads[0][0])
@@ -130,7 +129,7 @@ def _windows(
 
 def new_buffer(x: torch.Tensor, plan: Plan, rank: int) -> torch.Tensor:
     """The per-sample rank-space buffer of :func:`_windows`, padding frames zeroed."""
-    buffer = x.new_empty(plan.capacity, plan.frame, rank)
+    buffer = workspace.empty((plan.capacity, plan.frame, rank), x.dtype, x.device)
     buffer[: plan.before].zero_()
     buffer[plan.before + plan.spatial[0] :].zero_()
     return buffer
@@ -165,7 +164,7 @@ def stream_forward(
     block = plan.blocks[0]
     whole = len(plan.blocks) == 1 and block.stop - block.start == len(plan.spatial)
     params = (in_factor, out_matrix, bias, *seps[0])  # float32 like x, or not fused
-    if whole and native.fused_supports(x, rank, block.kernel, block.stride, params):
+    if whole and fused_refusal(describe(x, params), rank, block.kernel, block.stride) is None:
         before = (plan.before, *(pad[0] for pad in block.pads[1:]))
         return native.fused_forward(x, in_factor.t(), seps[0], out_matrix, bias, out, before,
                                     block.dilation)  # fmt: skip

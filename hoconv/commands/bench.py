@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -38,10 +41,25 @@ DEFAULT_RANKS = {"3d": [16, 64, 128, 273], "2d": [32, 64], "3d-quick": [4, 8], "
 DEFAULT_CHANNELS = {"3d": [16, 32, 128], "2d": [], "3d-quick": [4], "2d-quick": []}
 
 
+def harness() -> ModuleType:
+    """The benchmark harness, ``benchmarks/harness.py`` of the source checkout."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"hoconv bench runs benchmarks/harness.py of a source checkout; not found at {path}"
+        )
+    module = sys.modules.get("hoconv_bench_harness")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("hoconv_bench_harness", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve their module by name
+        spec.loader.exec_module(module)
+    return module
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write results.md, results.json and speed.png."""
-    from hoconv._fast import bench
-
+    bench = harness()
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads < 1:

@@ -7,6 +7,9 @@ from typing import TypeVar
 
 from torch import nn
 
+from hoconv._fast.switch import check_implementation
+from hoconv.layers import use_implementation
+
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -43,11 +46,13 @@ def is_zoo_model(name: str) -> bool:
     return builder is not None and builder.__module__.startswith("hoconv.models.")
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
+def create_model(name: str, implementation: str | None = None, **kwargs: object) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments ``kwargs``.
 
     Args:
         name: a name from ``list_models()``.
+        implementation: of every CPConv in the model (None: they follow
+            :func:`hoconv.set_implementation`).
         **kwargs: forwarded to the model's builder (e.g. ``num_outputs``, ``width``, ``head``).
 
     Raises:
@@ -56,4 +61,7 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     if not isinstance(name, str) or name not in _REGISTRY:
         known = ", ".join(list_models())
         raise ValueError(f"unknown model name {name!r}; known models: {known}")
-    return _REGISTRY[name](**kwargs)
+    if implementation is not None:
+        check_implementation(implementation)
+    model = _REGISTRY[name](**kwargs)
+    return model if implementation is None else use_implementation(model, implementation)

@@ -1,5 +1,8 @@
 """Side-by-side convolution benchmark (``benchmarks/conv.py`` and ``hoconv bench``).
 
+Lives in ``benchmarks/`` (not in the library); ``hoconv bench`` loads it from the source
+checkout (:func:`hoconv.commands.bench.harness`).
+
 Every candidate runs in one process on the same input, interleaved round-robin (so a burst of
 load on a shared machine hits all of them alike); the median of ``repeats`` timed runs after
 one warm-up run is reported, forward (under ``no_grad``) and forward+backward (with a fixed
@@ -176,7 +179,8 @@ def peak_memory_mb(
 ) -> float | None:
     """Peak RSS growth (MB) of one forward+backward of candidate ``name`` in a fresh process."""
     code = (
-        "import sys, torch; from hoconv._fast.bench import _memory_child; "
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from harness import _memory_child; "
         f"print(_memory_child({config!r}, {name!r}, {rank}, {channels!r}, {layout!r}))"
     )
     proc = subprocess.run(
