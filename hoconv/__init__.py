@@ -1,6 +1,6 @@
 """hoconv: factorized higher-order convolutions on PyTorch."""
 
-from hoconv.decompose import factorize
+from hoconv.factorization import factorize
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
 from hoconv.transduction import transduce
 

@@ -28,6 +28,7 @@ from hoconv._checks import (
     resolve_padding,
 )
 from hoconv._conv_base import FactorizedConv, dense_source
+from hoconv.decompose import cp_decompose_kernel, tucker_decompose_kernel
 
 _ACTIVATIONS = ("relu", "prelu")
 
@@ -225,8 +226,6 @@ class CPConv(FactorizedConv):
         Stride, padding, dilation and bias are taken from the conv unless given. The relative
         reconstruction error is stored in ``layer.decomposition_error``.
         """
-        from hoconv.decompose import cp_decompose_kernel
-
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         r = R.cp_rank(rank, c, t, ksize)
@@ -341,8 +340,6 @@ class TuckerConv(FactorizedConv):
 
         The relative reconstruction error is stored in ``layer.decomposition_error``.
         """
-        from hoconv.decompose import tucker_decompose_kernel
-
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         ranks = R.tucker_ranks(rank, c, t, ksize)

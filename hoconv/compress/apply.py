@@ -12,7 +12,7 @@ from torch import nn
 from hoconv.compress.candidates import LayerInfo, layer_candidates, record_shapes
 from hoconv.compress.latency import LatencyTable
 from hoconv.compress.solver import Budget, solve
-from hoconv.decompose import _set_submodule
+from hoconv.factorization import _set_submodule
 from hoconv.layers import CPConv, TuckerConv
 
 

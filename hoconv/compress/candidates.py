@@ -8,7 +8,7 @@ from math import prod
 import torch
 from torch import nn
 
-from hoconv.decompose import _is_factorizable
+from hoconv.factorization import _is_factorizable
 from hoconv.layers import CPConv, TuckerConv
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75)

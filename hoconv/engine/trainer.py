@@ -80,7 +80,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     core, spec, net = _prepare_model(cfg, state, info, train_ds)
     if cfg.get("lasso") and state is None:
-        from hoconv.rank import normalize_cp_weights
+        from hoconv.pruning import normalize_cp_weights
 
         normalize_cp_weights(core)  # exact: |weights[r]| is then component r's magnitude
     params = build.trainable_parameters(core)
@@ -234,7 +234,7 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
         bool(cfg.get("proximal")) and lasso > 0
     )  # proximal gradient: soft-threshold after the step
     if lasso:
-        from hoconv.rank import lasso_penalty, optimizer_proximal_step
+        from hoconv.pruning import lasso_penalty, optimizer_proximal_step
     limit = cfg.get("max_train_batches") or len(loader)
     total, steps = 0.0, 0
     metric = "val_top1" if cfg["task"] == "classify" else "val_ccc"
