@@ -79,10 +79,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     train_ds = build.make_dataset(cfg, cfg["train_split"])
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     core, spec, net = _prepare_model(cfg, state, info, train_ds)
-    if cfg.get("lasso") and state is None:
-        from hoconv.pruning import normalize_cp_weights
-
-        normalize_cp_weights(core)  # exact: |weights[r]| is then component r's magnitude
+    schedule = _lasso_setup(cfg, core, fresh=state is None)
     params = build.trainable_parameters(core)
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
@@ -112,7 +109,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss = _train_epoch(
-            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history
+            net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history, schedule
         )
         preds = predict_dataset(
             net,
@@ -137,6 +134,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
             **runlog.flatten_metrics(metrics),
             "epoch_s": round(time.perf_counter() - t0, 3),
         }
+        _lasso_epoch_end(schedule, core, value, cfg, row, out if info.is_main else None)
         history.append(row)
         improved = best is None or value > best["score"]
         if improved:
@@ -157,6 +155,34 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         **sizes,
         "wall_s": time.perf_counter() - start,
     }
+
+
+def _lasso_setup(cfg: dict, core: nn.Module, fresh: bool):
+    """Normalise the factors for a lasso run (exact); the ``--lasso auto`` schedule or None."""
+    if not cfg.get("lasso"):
+        return None
+    from hoconv.pruning import normalize_factors
+
+    if fresh:  # exact: a component's weight / core-slice norm is then its magnitude
+        normalize_factors(core)
+    if cfg["lasso"] != "auto":
+        return None
+    from hoconv.lasso_schedule import AutoLasso
+
+    settings = {k: cfg[f"lasso_{k}"] for k in ("target", "tolerance", "start", "doubling_steps")}
+    saved = None if fresh else cfg.get("lasso_auto")  # resumed: the schedule where it was
+    return AutoLasso(**(saved or settings))
+
+
+def _lasso_epoch_end(schedule, core, score: float, cfg: dict, row: dict, out: Path | None):
+    """Feed the validation score to ``--lasso auto``; record its state in the row and config."""
+    if schedule is None:
+        return
+    schedule.end_epoch(core, score)
+    cfg["lasso_auto"] = schedule.state()
+    row.update(lasso_gamma=schedule.gamma, zero_share=round(schedule.zero_share, 4))
+    if out is not None:
+        config_io.save(cfg, out / "config.yaml")
 
 
 def _prepare_model(cfg: dict, state: dict | None, info: ddp.DistInfo, train_ds) -> tuple:
@@ -226,10 +252,12 @@ def _resume_state(path: Path) -> dict:
     return ckpt_io.read_checkpoint(path)
 
 
-def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history) -> float:
+def _train_epoch(
+    net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, history, schedule=None
+) -> float:
     """One pass over the training split; returns the mean loss of its steps."""
     net.train()
-    lasso = float(cfg.get("lasso") or 0.0)
+    lasso = 0.0 if schedule is not None else float(cfg.get("lasso") or 0.0)
     proximal = (
         bool(cfg.get("proximal")) and lasso > 0
     )  # proximal gradient: soft-threshold after the step
@@ -274,6 +302,8 @@ def _train_epoch(net, core, loader, optimizer, loss_fn, cfg, info, epoch, out, h
             optimizer.step()
             if proximal:
                 optimizer_proximal_step(core, optimizer, lasso)
+            elif schedule is not None:  # --lasso auto
+                schedule.after_step(core, optimizer)
             total, steps = total + value, steps + 1
             bar.set_postfix({"loss": f"{total / steps:.4f}", metric: last})
             bar.update(1)
