@@ -33,7 +33,7 @@ TRAIN = [
 ARMS = {
     "none": [],
     "auto": ["--lasso", "auto", "--lasso-target", "0.3"],
-    "fixed": ["--lasso", "0.1", "--proximal"],
+    "fixed": ["--lasso", "0.03", "--proximal"],
 }
 
 
