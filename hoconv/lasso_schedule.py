@@ -77,7 +77,9 @@ class AutoLasso:
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Call after each ``optimizer.step()``: one proximal step (ramp) or re-zeroing (hold)."""
         if self.phase == "hold":
-            _apply_zeros(model, self._held_masks(model))
+            if self._held is None:
+                raise RuntimeError("AutoLasso resumed in its hold phase: call resume(model) first")
+            _apply_zeros(model, self._held)
             return
         zeros = optimizer_proximal_step(model, optimizer, self.gamma)
         _, total = component_counts(model)
@@ -100,10 +102,11 @@ class AutoLasso:
         self.phase, self.stopped_by = "hold", reason
         self._held = _zero_masks(model)
 
-    def _held_masks(self, model: nn.Module) -> list:
-        if self._held is None:  # resumed in the hold phase: the zeros in the weights say which
+    def resume(self, model: nn.Module) -> AutoLasso:
+        """Re-read which components are held at zero (before any step of a resumed run)."""
+        if self.phase == "hold":
             self._held = _zero_masks(model)
-        return self._held
+        return self
 
 
 def _zero_masks(model: nn.Module) -> list:

@@ -51,7 +51,18 @@ def test_auto_lasso_stops_the_ramp_when_the_score_drops_and_checks_its_settings(
     assert schedule.phase == "ramp"
     schedule.end_epoch(model, 0.47)
     assert schedule.phase == "hold" and schedule.stopped_by == "tolerance"
-    assert AutoLasso(**schedule.state()).phase == "hold"  # resumable from its state
+    resumed = AutoLasso(**schedule.state())
+    assert resumed.phase == "hold"  # resumable from its state, once it knows the zeros
+    with torch.no_grad():
+        model[0].weights[1] = 0.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="resume"):
+        resumed.after_step(model, opt)
+    resumed.resume(model)
+    model[0].weights.grad = torch.ones(4)
+    opt.step()
+    resumed.after_step(model, opt)
+    assert (model[0].weights == 0).tolist() == [False, True, False, False]
     for bad in ({"target": 1.0}, {"tolerance": -1}, {"start": 0.0}, {"doubling_steps": 0}):
         with pytest.raises(ValueError, match="lasso_"):
             AutoLasso(**bad)
@@ -81,7 +92,29 @@ def test_cli_lasso_auto_records_its_schedule_in_config_yaml(tmp_path, capsys):
     assert "'often'" in capsys.readouterr().err
 
 
-def _config(tmp_path):
+def _config(tmp_path, start: float = 1.0):
     path = tmp_path / "fast_ramp.yaml"
-    path.write_text("lasso_start: 1.0\nlasso_doubling_steps: 1\n")
+    path.write_text(f"lasso_start: {start}\nlasso_doubling_steps: 1\n")
     return path
+
+
+def test_cli_lasso_auto_resumes_where_it_was(tmp_path):
+    standins.install()
+    base = ["train", "--data", "test_tiny", "--model", "test_tiny_cp", "--batch-size", "8",
+            "--workers", "0", "--device", "cpu", "--no-progress", "--data-arg", "size=16",
+            "--lr", "0.01", "--lasso", "auto", "--seed", "1",
+            "--config", str(_config(tmp_path, start=0.5))]  # fmt: skip
+    assert main([*base, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--epochs", "1", "--out", str(tmp_path / "cut")]) == 0
+    assert main([*base, "--epochs", "3", "--resume", "--out", str(tmp_path / "cut")]) == 0
+    states = [_last(tmp_path / run) for run in ("whole", "cut")]
+    assert states[0]["config"]["lasso_auto"] == states[1]["config"]["lasso_auto"]
+    assert states[0]["config"]["lasso_auto"]["phase"] == "hold"  # resumed while holding zeros
+    for key, value in states[0]["state_dict"].items():
+        torch.testing.assert_close(states[1]["state_dict"][key], value, rtol=0, atol=0)
+
+
+def _last(run):
+    from hoconv.engine import read_checkpoint
+
+    return read_checkpoint(run / "last.pt")

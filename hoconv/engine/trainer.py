@@ -171,7 +171,7 @@ def _lasso_setup(cfg: dict, core: nn.Module, fresh: bool):
 
     settings = {k: cfg[f"lasso_{k}"] for k in ("target", "tolerance", "start", "doubling_steps")}
     saved = None if fresh else cfg.get("lasso_auto")  # resumed: the schedule where it was
-    return AutoLasso(**(saved or settings))
+    return AutoLasso(**(saved or settings)).resume(core)
 
 
 def _lasso_epoch_end(schedule, core, score: float, cfg: dict, row: dict, out: Path | None):
