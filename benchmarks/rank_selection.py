@@ -10,7 +10,8 @@ checkpoint selection on the split that is reported)::
     python benchmarks/rank_selection.py --summarize --out /tmp/rank-sel
 
 Arms: ``none`` (no lasso), ``auto`` (``--lasso auto --lasso-target 0.3``), ``fixed``
-(``--lasso GAMMA --proximal``). Results: OUT/<arm>-s<seed>.json; ``--summarize`` prints the
+(``--lasso GAMMA --proximal``), and ``tucker_none`` / ``tucker_auto`` (the same on
+``tucker_resnet18_2d``: group lasso on the core's slices). Results: OUT/<arm>-s<seed>.json; ``--summarize`` prints the
 mean +- std table. Measured numbers are in the README's rank-selection section.
 """
 
@@ -30,10 +31,13 @@ TRAIN = [
     "--data-arg", "images_per_subject=40", "--batch-size", "16", "--lr", "3e-3",
     "--epochs", "6", "--keep", "last", "--workers", "0", "--no-progress",
 ]  # fmt: skip
+TUCKER = ["--model", "tucker_resnet18_2d"]  # a later --model wins
 ARMS = {
     "none": [],
     "auto": ["--lasso", "auto", "--lasso-target", "0.3"],
     "fixed": ["--lasso", "0.03", "--proximal"],
+    "tucker_none": TUCKER,
+    "tucker_auto": [*TUCKER, "--lasso", "auto", "--lasso-target", "0.3"],
 }
 
 
@@ -55,7 +59,7 @@ def run_arm(arm: str, seed: int, out: Path) -> dict:
         raise RuntimeError(f"train {arm} seed {seed} failed")
     row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
     row.update(_evaluate(run / "last.pt", run / "eval"))
-    if arm != "none":
+    if arm not in ("none", "tucker_none"):
         from hoconv.engine.checkpoint import prune_checkpoint
 
         report = prune_checkpoint(run / "last.pt", run / "pruned.pt")
@@ -82,8 +86,9 @@ def summarize(out: Path) -> str:
     """Markdown table: per arm, mean +- std over seeds."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*-s*.json"))]
     lines = [
-        "| arm | seeds | val CCC (V+A)/2 | after prune | components removed | params |",
-        "|---|---|---|---|---|---|",
+        "| arm | seeds | val CCC (V+A)/2 | after prune | max CCC change | components removed "
+        "| params |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         got = [r for r in rows if r["arm"] == arm]
@@ -96,9 +101,13 @@ def summarize(out: Path) -> str:
             if "params_after" in got[0]
             else "-"
         )
+        change = max(
+            (abs(r["pruned_ccc"] - r["ccc"]) for r in got if "pruned_ccc" in r), default=None
+        )
         lines.append(
             f"| {arm} | {','.join(str(r['seed']) for r in got)} | "
             f"{_mean_std([r['ccc'] for r in got])} | {_mean_std(pruned) if pruned else '-'} | "
+            f"{'-' if change is None else f'{change:.1e}'} | "
             f"{_mean_std(share) + ' %' if share else '-'} | {params} |"
         )
     return "\n".join(lines)
