@@ -1,7 +1,7 @@
 """hoconv: factorized higher-order convolutions on PyTorch."""
 
 from hoconv._fast.switch import get_implementation, implementation, set_implementation
-from hoconv.decompose import factorize
+from hoconv.factorization import factorize
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
 from hoconv.transduction import transduce
 

@@ -65,6 +65,10 @@ class FactorizedConv(nn.Module):
             )
         )
 
+    def macs(self, input_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of a forward pass on ``input_shape`` (each subclass counts its stages)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count its MACs")
+
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dim={self.dim}, "

@@ -51,7 +51,7 @@ EXAMPLES: dict[str, str] = {
     "--out runs/eval",
     "transduce": "hoconv transduce --checkpoint runs/img/best.pt --out runs/video_init.pt "
     "--dims 1 --kernel-size 3",
-    "prune": "hoconv prune --checkpoint runs/lasso/best.pt --out runs/pruned.pt",
+    "prune": "hoconv prune --checkpoint runs/lasso/last.pt --out runs/pruned.pt",
     "search": "hoconv search --data synthetic --model cp_resnet18_2d --out runs/search",
     "demo": "hoconv demo --out demo_out",
     "predict": "hoconv predict face.jpg clip.mp4 --checkpoint runs/vid/best.pt --out predictions/",

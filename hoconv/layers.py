@@ -30,6 +30,7 @@ from hoconv._checks import (
 )
 from hoconv._conv_base import FactorizedConv, dense_source
 from hoconv._fast.plan import plan
+from hoconv.decompose import cp_decompose_kernel, tucker_decompose_kernel
 
 _ACTIVATIONS = ("relu", "prelu")
 
@@ -255,8 +256,6 @@ class CPConv(FactorizedConv):
         """
         if implementation is not None:
             _fast.check_implementation(implementation)
-        from hoconv.decompose import cp_decompose_kernel
-
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         r = R.cp_rank(rank, c, t, ksize)
@@ -395,8 +394,6 @@ class TuckerConv(FactorizedConv):
 
         The relative reconstruction error is stored in ``layer.decomposition_error``.
         """
-        from hoconv.decompose import tucker_decompose_kernel
-
         kernel, geometry = dense_source(conv_or_kernel, stride, padding, dilation, bias)
         t, c, *ksize = kernel.shape
         ranks = R.tucker_ranks(rank, c, t, ksize)

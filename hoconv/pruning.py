@@ -1,17 +1,21 @@
-"""Automatic rank selection (paper section 4): lasso on the CP weights, soft-thresholding, pruning.
+"""Automatic rank selection (paper section 4): a lasso on the ranks, soft-thresholding, pruning.
 
-The CP layers' ``weights`` vector (the paper's lambda) scales each rank component. Training
-with ``loss + gamma * lasso_penalty(model)`` and, after each ``optimizer.step()``,
-``proximal_step(model, lr * gamma)`` (the proximal operator of the L1 norm, a soft-threshold)
-drives the weights of unneeded components to exactly zero; :func:`prune` then removes those
-components physically, so parameters and FLOPs really drop.
+CP layers: the ``weights`` vector (the paper's lambda) scales each rank component; the
+penalty is ``sum_r |weights[r]|``. Tucker layers: a group lasso on the core's slices, one
+group per rank index per mode, ``sum_o ||core[o]||_F + sum_i ||core[:, i]||_F``; a zero
+output slice ``core[o]`` makes ``out_factor[:, o]`` useless, a zero input slice
+``core[:, i]`` makes ``in_factor[i]`` useless.
 
-Only CP layers carry a lambda: Tucker layers are neither penalised nor pruned. The penalty is
-scale-ambiguous (``weights[r] / a`` with ``out_factor[:, r] * a`` is the same layer), so
-penalising ``|weights|`` alone lets gradient descent move magnitude into the factors; the
-proximal step still zeroes components, and :func:`normalize_cp_weights` (exact) moves the
-factor norms into ``weights`` so that ``|weights[r]|`` is the component's magnitude; call it
-before lasso training (``from_dense`` layers are already normalised).
+Training with ``loss + gamma * lasso_penalty(model)`` and, after each ``optimizer.step()``,
+``proximal_step(model, lr * gamma)`` (or :func:`optimizer_proximal_step`, matched to Adam)
+drives unneeded components to exactly zero; :func:`prune` then removes them physically, so
+parameters and FLOPs really drop. The Tucker prox soft-thresholds the output groups, then the
+input groups (each family exactly; the two overlap, so their composition is the usual
+approximation of the overlapping group lasso's prox, and it yields exact zeros).
+
+The penalties are scale-ambiguous (``weights[r] / a`` with ``out_factor[:, r] * a`` is the
+same layer), so :func:`normalize_factors` (exact) first moves the factor norms into the
+penalised tensors; the trainer calls it before lasso training.
 
 Optimizer state refers to the old parameter tensors: create a new optimizer after ``prune``.
 """
@@ -19,13 +23,21 @@ Optimizer state refers to the old parameter tensors: create a new optimizer afte
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from hoconv.layers import BatchNorm, CPConv
+from hoconv.layers import BatchNorm, CPConv, TuckerConv
+from hoconv.prune_report import (  # noqa: F401 - the report API lives beside prune
+    LayerRanks,
+    PruneReport,
+    plot_rank_report,
+    prune_hint,
+    rank_report_table,
+)
+
+_TINY = 1e-30
 
 
 def cp_layers(model: nn.Module) -> list[tuple[str, CPConv]]:
@@ -33,23 +45,47 @@ def cp_layers(model: nn.Module) -> list[tuple[str, CPConv]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, CPConv)]
 
 
-def _require_cp(model: nn.Module, what: str) -> list[tuple[str, CPConv]]:
-    layers = cp_layers(model)
+def tucker_layers(model: nn.Module) -> list[tuple[str, TuckerConv]]:
+    """The Tucker convolutions of a model (transduced ones too), with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, TuckerConv)]
+
+
+def rank_layers(model: nn.Module, what: str) -> list[tuple[str, CPConv | TuckerConv]]:
+    """The CP and Tucker layers of a model (the ones a lasso selects ranks of); raise if none."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (CPConv, TuckerConv))]
     if not layers:
         raise ValueError(
-            f"{what} needs CP layers (CPConv): the model has none (Tucker layers are not "
-            "penalised or pruned; use hoconv.factorize(model, kind='cp'))"
+            f"{what} needs CP or Tucker layers (CPConv / TuckerConv): the model has none "
+            "(use hoconv.factorize(model, kind='cp' or 'tucker'))"
         )
     return layers
 
 
+def _other_dims(tensor: torch.Tensor, dim: int) -> list[int]:
+    return [d for d in range(tensor.dim()) if d != dim]
+
+
+def tucker_group_norms(core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frobenius norms of a core's output slices ``(R_out,)`` and input slices ``(R_in,)``."""
+    return (
+        torch.linalg.vector_norm(core, dim=_other_dims(core, 0)),
+        torch.linalg.vector_norm(core, dim=_other_dims(core, 1)),
+    )
+
+
 def lasso_penalty(model: nn.Module) -> torch.Tensor:
-    """The paper's rank-selection term: ``sum_l sum_r |weights_l[r]|`` over every CP layer.
+    """The rank-selection term: CP ``sum |weights|`` plus the Tucker core-slice group lasso.
 
     Add ``gamma * lasso_penalty(model)`` to the loss; it is differentiable (sub-gradient at 0).
     """
-    layers = _require_cp(model, "lasso_penalty")
-    return torch.stack([layer.weights.abs().sum() for _, layer in layers]).sum()
+    terms = []
+    for _, layer in rank_layers(model, "lasso_penalty"):
+        if isinstance(layer, CPConv):
+            terms.append(layer.weights.abs().sum())
+        else:
+            out_norms, in_norms = tucker_group_norms(layer.core)
+            terms.append(out_norms.sum() + in_norms.sum())
+    return torch.stack(terms).sum()
 
 
 def _check_threshold(value: float, name: str) -> float:
@@ -64,40 +100,66 @@ def _soft_threshold_(w: torch.Tensor, threshold: float | torch.Tensor) -> int:
     return int((w == 0).sum())
 
 
+def _group_soft_threshold_(core: torch.Tensor, dim: int, threshold) -> int:
+    """Scale each slice of ``core`` along ``dim`` by ``max(1 - threshold / ||slice||, 0)``.
+
+    ``threshold`` is a number or one per slice. Returns the count of slices exactly zero.
+    """
+    norms = torch.linalg.vector_norm(core, dim=_other_dims(core, dim))  # (R_dim,)
+    scale = (1 - threshold / norms.clamp_min(_TINY)).clamp_min(0)
+    core.mul_(scale.reshape([-1 if d == dim else 1 for d in range(core.dim())]))
+    return int((scale == 0).sum())
+
+
+def _prox_tucker_(core: torch.Tensor, out_threshold, in_threshold) -> int:
+    """Group soft-threshold of the output slices, then of the input slices; zero groups."""
+    return _group_soft_threshold_(core, 0, out_threshold) + _group_soft_threshold_(
+        core, 1, in_threshold
+    )
+
+
 @torch.no_grad()
 def proximal_step(model: nn.Module, threshold: float) -> int:
-    """Soft-threshold every CP ``weights``: ``sign(w) * max(|w| - threshold, 0)``.
+    """Soft-threshold every CP ``weights`` and group-soft-threshold every Tucker core's slices.
 
     Call after ``optimizer.step()`` with ``threshold = lr * gamma`` (proximal gradient for the
     lasso): weights reach exactly zero instead of oscillating around it.
 
     Returns:
-        The number of weights that are exactly zero afterwards, over all CP layers.
+        The number of rank components (CP weights, Tucker core slices) exactly zero afterwards.
     """
     threshold = _check_threshold(threshold, "threshold")
     zeros = 0
-    for _, layer in _require_cp(model, "proximal_step"):
-        zeros += _soft_threshold_(layer.weights, threshold)
+    for _, layer in rank_layers(model, "proximal_step"):
+        if isinstance(layer, CPConv):
+            zeros += _soft_threshold_(layer.weights, threshold)
+        else:
+            zeros += _prox_tucker_(layer.core, threshold, threshold)
     return zeros
 
 
-def _weight_threshold(weights: nn.Parameter, optimizer: torch.optim.Optimizer, gamma: float):
-    """``lr * gamma`` divided by Adam's per-weight step scale ``sqrt(v_hat) + eps`` when known.
+def _step_scale(param: nn.Parameter, optimizer: torch.optim.Optimizer):
+    """``(lr, denominator)`` of the optimizer's step on ``param``; None when it is not trained.
 
-    Adam's step on a weight is ``lr * m_hat / (sqrt(v_hat) + eps)``: the proximal operator of
-    ``gamma * |w|`` in that preconditioned metric is a soft-threshold at
-    ``lr * gamma / (sqrt(v_hat) + eps)``. With a plain ``lr * gamma`` Adam's bounded (~lr)
-    steps would undo the shrinkage whatever gamma is, or any gamma > 1 would zero every weight.
+    Adam's step is ``lr * m_hat / (sqrt(v_hat) + eps)``: its denominator has the shape of
+    ``param``. SGD (or no step yet): the denominator is 1.
     """
     for group in optimizer.param_groups:
-        if any(p is weights for p in group["params"]):
-            state = optimizer.state.get(weights, {})
-            if "exp_avg_sq" not in state:  # SGD (or no step yet): the plain proximal step
-                return group["lr"] * gamma
+        if any(p is param for p in group["params"]):
+            state = optimizer.state.get(param, {})
+            if "exp_avg_sq" not in state:
+                return group["lr"], 1.0
             step = float(state["step"])
-            v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** step)  # (R,)
-            return group["lr"] * gamma / (v_hat.sqrt() + group["eps"])
-    return 0.0  # not trained (e.g. --phase temporal): leave it
+            v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** step)  # shape of param
+            return group["lr"], v_hat.sqrt() + group["eps"]
+    return None  # not trained (e.g. --phase temporal): leave it
+
+
+def _group_mean(denominator, core: torch.Tensor, dim: int):
+    """A slice's mean step denominator (a number stays a number)."""
+    if isinstance(denominator, float):
+        return denominator
+    return denominator.mean(dim=_other_dims(core, dim))  # (R_dim,)
 
 
 @torch.no_grad()
@@ -106,64 +168,91 @@ def optimizer_proximal_step(
 ) -> int:
     """The lasso's proximal step matched to the optimizer that just stepped (Adam or SGD).
 
-    Call after ``optimizer.step()``; weights of unneeded components reach exactly zero.
+    The proximal operator of ``gamma * |w|`` in Adam's preconditioned metric is a
+    soft-threshold at ``lr * gamma / (sqrt(v_hat) + eps)`` (per CP weight); a Tucker slice
+    uses the mean of that denominator over the slice. With a plain ``lr * gamma`` Adam's
+    bounded (~lr) steps would undo the shrinkage whatever gamma is. Call after
+    ``optimizer.step()``.
 
     Returns:
-        The number of weights that are exactly zero afterwards, over all CP layers.
+        The number of rank components (CP weights, Tucker core slices) exactly zero afterwards.
     """
     gamma = _check_threshold(gamma, "gamma")
     zeros = 0
-    for _, layer in _require_cp(model, "optimizer_proximal_step"):
-        w = layer.weights
-        zeros += _soft_threshold_(w, _weight_threshold(w, optimizer, gamma))
+    for _, layer in rank_layers(model, "optimizer_proximal_step"):
+        tensor = layer.weights if isinstance(layer, CPConv) else layer.core
+        scale = _step_scale(tensor, optimizer)
+        if scale is None:
+            zeros += _count_zero_components(layer)
+        elif isinstance(layer, CPConv):
+            zeros += _soft_threshold_(tensor, scale[0] * gamma / scale[1])
+        else:
+            lr, denominator = scale
+            zeros += _prox_tucker_(
+                tensor,
+                lr * gamma / _group_mean(denominator, tensor, 0),
+                lr * gamma / _group_mean(denominator, tensor, 1),
+            )
     return zeros
+
+
+def _count_zero_components(layer: CPConv | TuckerConv) -> int:
+    if isinstance(layer, CPConv):
+        return int((layer.weights == 0).sum())
+    out_norms, in_norms = tucker_group_norms(layer.core)
+    return int((out_norms == 0).sum() + (in_norms == 0).sum())
+
+
+def component_counts(model: nn.Module) -> tuple[int, int]:
+    """``(exactly zero, total)`` rank components over the CP and Tucker layers."""
+    layers = rank_layers(model, "component_counts")
+    total = sum(layer.rank if isinstance(layer, CPConv) else sum(layer.rank) for _, layer in layers)
+    with torch.no_grad():
+        return sum(_count_zero_components(layer) for _, layer in layers), total
+
+
+def _unit_columns_(factor: torch.Tensor, dim: int) -> torch.Tensor:
+    """Divide ``factor`` by its norms along ``dim`` in place; returns the norms (1 where 0)."""
+    norms = torch.linalg.vector_norm(factor, dim=dim)  # (R,)
+    norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+    factor.div_(norms.unsqueeze(dim))
+    return norms
 
 
 @torch.no_grad()
 def normalize_cp_weights(model: nn.Module) -> None:
-    """Move factor norms into ``weights`` without changing any output (exact rescaling).
+    """Move CP factor norms into ``weights`` without changing any output (exact rescaling).
 
     ``out_factor`` columns always get unit norm; ``in_factor`` and ``kernel_factors`` rows
     too when the layer has no Psi (a rank-space BatchNorm makes their scale matter in eval).
     """
-    for _, layer in _require_cp(model, "normalize_cp_weights"):
+    layers = cp_layers(model)
+    if not layers:
+        raise ValueError("normalize_cp_weights needs CP layers (CPConv): the model has none")
+    for _, layer in layers:
         factors = [(layer.out_factor, 0)]
         if layer.psi is None:
             factors += [(layer.in_factor, 1), *((f, 1) for f in layer.kernel_factors)]
         for factor, dim in factors:
-            norms = torch.linalg.vector_norm(factor, dim=dim)  # (R,)
-            norms = torch.where(norms > 0, norms, torch.ones_like(norms))
-            factor.div_(norms.unsqueeze(dim))
-            layer.weights.mul_(norms)
+            layer.weights.mul_(_unit_columns_(factor, dim))
 
 
-@dataclass
-class LayerRanks:
-    """Kept / total rank components of one CP layer after pruning."""
+@torch.no_grad()
+def normalize_factors(model: nn.Module) -> None:
+    """Exact rescaling before lasso training: CP norms into ``weights``, Tucker ones into the core.
 
-    name: str
-    kept: int
-    total: int
-    params_removed: int
-
-
-@dataclass
-class PruneReport:
-    """Result of :func:`prune`: per-layer ranks and whole-model parameter counts."""
-
-    threshold: float
-    layers: list[LayerRanks] = field(default_factory=list)
-    params_before: int = 0
-    params_after: int = 0
-    smallest_weight: float = float("inf")
-
-    @property
-    def kept(self) -> int:
-        return sum(layer.kept for layer in self.layers)
-
-    @property
-    def total(self) -> int:
-        return sum(layer.total for layer in self.layers)
+    A Tucker layer's ``out_factor`` columns and ``in_factor`` rows get unit norm; the core's
+    output / input slices take the norms, so a slice's norm is its component's magnitude.
+    """
+    rank_layers(model, "normalize_factors")
+    if cp_layers(model):
+        normalize_cp_weights(model)
+    for _, layer in tucker_layers(model):
+        out_norms = _unit_columns_(layer.out_factor, 0)  # (R_out,)
+        in_norms = _unit_columns_(layer.in_factor, 1)  # (R_in,)
+        core_shape = [-1] + [1] * (layer.core.dim() - 1)
+        layer.core.mul_(out_norms.reshape(core_shape))
+        layer.core.mul_(in_norms.reshape([1, -1] + [1] * (layer.core.dim() - 2)))
 
 
 def _num_params(module: nn.Module) -> int:
@@ -203,102 +292,101 @@ def prune_layer(layer: CPConv, keep: torch.Tensor) -> None:
         _shrink_psi(layer.psi, keep)
 
 
-def prune(model: nn.Module, threshold: float = 0.0) -> PruneReport:
-    """Remove, in place, every CP rank component whose ``|weights[r]| <= threshold``.
+def prune_tucker_layer(layer: TuckerConv, keep_out: torch.Tensor, keep_in: torch.Tensor) -> None:
+    """Keep only the output ranks ``keep_out`` and input ranks ``keep_in`` (sorted), in place.
 
-    Factors, and the Psi BatchNorm / PReLU channels, shrink; each removed component takes
-    ``C + T + sum K_i + 1`` parameters (plus its Psi channels) with it. Outputs are unchanged
-    when the removed weights are exactly zero, and otherwise change by exactly the removed
-    components' contribution. A layer whose components would all go keeps its largest one
-    (with a warning).
+    The core keeps ``core[keep_out][:, keep_in]``, ``out_factor`` its ``keep_out`` columns,
+    ``in_factor`` its ``keep_in`` rows (a transduced layer's temporal factors likewise).
+    """
+    keep_out, keep_in = keep_out.to(layer.core.device), keep_in.to(layer.core.device)
+    layer.core = _param(layer.core[keep_out][:, keep_in], layer.core)
+    layer.out_factor = _param(layer.out_factor[:, keep_out], layer.out_factor)
+    layer.in_factor = _param(layer.in_factor[keep_in], layer.in_factor)
+    if hasattr(layer, "temporal_factors"):  # TransducedTuckerConv: (R_out, R_in, K_j) each
+        layer.temporal_factors = nn.ParameterList(
+            _param(f[keep_out][:, keep_in], f) for f in layer.temporal_factors
+        )
+
+
+def shrink_to_rank(layer: nn.Module, rank: int | Sequence[int]) -> None:
+    """Cut a freshly built layer to a pruned checkpoint's rank (its leading components).
+
+    Raises:
+        ValueError: ``layer`` is not a CP (int rank) / Tucker (``[R_out, R_in]``) layer the
+            rank fits in.
+    """
+    if isinstance(layer, CPConv) and isinstance(rank, int) and 1 <= rank <= layer.rank:
+        if rank < layer.rank:
+            prune_layer(layer, torch.arange(rank))
+    elif (
+        isinstance(layer, TuckerConv)
+        and isinstance(rank, (list, tuple))
+        and len(rank) == 2
+        and all(isinstance(r, int) and 1 <= r <= full for r, full in zip(rank, layer.rank))
+    ):
+        if tuple(rank) != layer.rank:
+            prune_tucker_layer(layer, torch.arange(rank[0]), torch.arange(rank[1]))
+    else:
+        raise ValueError(
+            f"rank {rank!r} does not fit a {type(layer).__name__} of rank {getattr(layer, 'rank', '-')}"
+        )
+
+
+def _keep(magnitude: torch.Tensor, threshold: float, name: str) -> torch.Tensor:
+    """Indices with ``magnitude > threshold``; the largest one when none is (with a warning)."""
+    keep = torch.nonzero(magnitude > threshold).flatten()
+    if len(keep) == 0:
+        warnings.warn(
+            f"prune: every rank component of layer {name!r} has |weight| <= {threshold}; "
+            "keeping the largest one so the layer still exists",
+            stacklevel=3,
+        )
+        keep = magnitude.argmax().reshape(1)
+    return keep
+
+
+def _prune_one(name: str, layer: CPConv | TuckerConv, threshold: float) -> tuple[LayerRanks, float]:
+    """Prune one layer in place; its report row and the smallest magnitude it had."""
+    before = _num_params(layer)
+    if isinstance(layer, CPConv):
+        magnitude = layer.weights.detach().abs()
+        total, keep = layer.rank, _keep(magnitude, threshold, name)
+        if len(keep) < total:
+            prune_layer(layer, keep)
+        smallest, kept, after = float(magnitude.min()), len(keep), str(layer.rank)
+    else:
+        out_norms, in_norms = tucker_group_norms(layer.core.detach())
+        total = sum(layer.rank)
+        keep_out = _keep(out_norms, threshold, f"{name} (output ranks)")
+        keep_in = _keep(in_norms, threshold, f"{name} (input ranks)")
+        if len(keep_out) + len(keep_in) < total:
+            prune_tucker_layer(layer, keep_out, keep_in)
+        smallest = float(torch.cat([out_norms, in_norms]).min())
+        kept, after = len(keep_out) + len(keep_in), str(layer.rank)
+    row = LayerRanks(name, kept, total, before - _num_params(layer), after)
+    return row, smallest
+
+
+def prune(model: nn.Module, threshold: float = 0.0) -> PruneReport:
+    """Remove, in place, every rank component whose magnitude is ``<= threshold``.
+
+    A CP component's magnitude is ``|weights[r]|``: factors, and the Psi BatchNorm / PReLU
+    channels, shrink; each removed component takes ``C + T + sum K_i + 1`` parameters (plus
+    its Psi channels) with it. A Tucker output (input) rank's magnitude is the norm of its
+    core slice: the slice and its ``out_factor`` column (``in_factor`` row) go. Outputs are
+    unchanged when the removed components are exactly zero, and otherwise change by exactly
+    their contribution. A layer (or Tucker mode) whose components would all go keeps its
+    largest one (with a warning).
 
     Returns:
         A :class:`PruneReport` (per-layer kept / total, parameters before / after).
     """
     threshold = _check_threshold(threshold, "threshold")
-    layers = _require_cp(model, "prune")
+    layers = rank_layers(model, "prune")
     report = PruneReport(threshold=threshold, params_before=_num_params(model))
     for name, layer in layers:
-        total = layer.rank
-        magnitude = layer.weights.detach().abs()
-        report.smallest_weight = min(report.smallest_weight, float(magnitude.min()))
-        keep = torch.nonzero(magnitude > threshold).flatten()
-        if len(keep) == 0:
-            warnings.warn(
-                f"prune: every rank component of layer {name!r} has |weight| <= {threshold}; "
-                "keeping the largest one so the layer still exists",
-                stacklevel=2,
-            )
-            keep = magnitude.argmax().reshape(1)
-        before = _num_params(layer)
-        if len(keep) < total:
-            prune_layer(layer, keep)
-        report.layers.append(LayerRanks(name, len(keep), total, before - _num_params(layer)))
+        row, smallest = _prune_one(name, layer, threshold)
+        report.layers.append(row)
+        report.smallest_weight = min(report.smallest_weight, smallest)
     report.params_after = _num_params(model)
     return report
-
-
-def prune_hint(report: PruneReport) -> str | None:
-    """What to change when :func:`prune` removed nothing, or None when it removed something.
-
-    Names the smallest ``|weight|`` seen, so the user can pick ``--threshold`` or train longer
-    / with a larger lasso.
-    """
-    if report.kept < report.total:
-        return None
-    return (
-        f"nothing pruned: the smallest |weight| is {report.smallest_weight:.4g} > threshold "
-        f"{report.threshold:g}. Raise --threshold (to at least {report.smallest_weight:.4g}, "
-        "which changes outputs), or train with a larger --lasso, more epochs, or --proximal "
-        "(the proximal step shrinks each weight by lr * gamma per step)"
-    )
-
-
-def rank_report_table(report: PruneReport) -> str:
-    """A markdown table of a :class:`PruneReport` (one row per CP layer, then the total)."""
-    lines = [
-        f"Pruned at |weight| <= {report.threshold:g}: {report.params_before} -> "
-        f"{report.params_after} parameters; smallest |weight| {report.smallest_weight:.4g}",
-        "",
-        "| layer | kept | total | kept % | parameters removed |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for layer in report.layers:
-        share = 100.0 * layer.kept / layer.total
-        lines.append(
-            f"| {layer.name} | {layer.kept} | {layer.total} | {share:.1f} | {layer.params_removed} |"
-        )
-    removed = sum(layer.params_removed for layer in report.layers)
-    share = 100.0 * report.kept / max(report.total, 1)
-    lines.append(f"| **total** | {report.kept} | {report.total} | {share:.1f} | {removed} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_rank_report(report: PruneReport, path: str | Path) -> Path:
-    """Bar plot of kept / total ranks per layer (like the paper's figure 9), written as an image.
-
-    Uses matplotlib's Agg canvas directly (no global backend change).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not report.layers:
-        raise ValueError("the report has no layers to plot")
-    path = Path(path)
-    names = [layer.name for layer in report.layers]
-    xs = range(len(names))
-    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2), 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.bar(xs, [layer.total for layer in report.layers], color="#cccccc", label="total rank")
-    ax.bar(xs, [layer.kept for layer in report.layers], color="#1f77b4", label="kept rank")
-    ax.set_xticks(list(xs), names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("rank components")
-    ax.set_title(
-        f"Automatic rank selection: {report.kept}/{report.total} components kept, "
-        f"{report.params_before - report.params_after} parameters removed"
-    )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from hoconv._checks import prod
+from hoconv._conv_base import FactorizedConv
 
 RankArg = int | float | str
 
@@ -144,11 +145,7 @@ def parameter_count(module: nn.Module, *, trainable_only: bool = False) -> int:
 
 def _conv_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
     """MACs of one convolution-like leaf module, from its input and output shapes."""
-    from hoconv.layers import CPConv, TuckerConv
-
-    if isinstance(module, CPConv):
-        return module.macs(tuple(inputs.shape))
-    if isinstance(module, TuckerConv):
+    if isinstance(module, FactorizedConv):  # CP, Tucker and their transduced kinds
         return module.macs(tuple(inputs.shape))
     if isinstance(module, nn.modules.conv._ConvNd):
         per_output = module.in_channels // module.groups * prod(module.kernel_size)
@@ -170,9 +167,7 @@ def macs(module: nn.Module, input_shape: Sequence[int]) -> int:
         nonlocal total
         total += _conv_macs(mod, args[0], output)
 
-    from hoconv.layers import CPConv, TuckerConv
-
-    counted = (CPConv, TuckerConv, nn.modules.conv._ConvNd, nn.Linear)
+    counted = (FactorizedConv, nn.modules.conv._ConvNd, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, counted)]
     try:
         param = next(module.parameters(), None)
@@ -199,28 +194,3 @@ def _run_on_meta(module: nn.Module, input_shape: Sequence[int], dtype: torch.dty
 def flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Floating-point operations of one forward pass: ``2 * macs``."""
     return 2 * macs(module, input_shape)
-
-
-_PRUNING = (
-    "LayerRanks",
-    "PruneReport",
-    "cp_layers",
-    "lasso_penalty",
-    "normalize_cp_weights",
-    "optimizer_proximal_step",
-    "plot_rank_report",
-    "proximal_step",
-    "prune",
-    "prune_hint",
-    "prune_layer",
-    "rank_report_table",
-)
-
-
-def __getattr__(name: str) -> object:
-    """Lazy re-export of :mod:`hoconv.pruning` (lasso, proximal step, prune, reports)."""
-    if name in _PRUNING:
-        from hoconv import pruning
-
-        return getattr(pruning, name)
-    raise AttributeError(f"module 'hoconv.rank' has no attribute {name!r}")

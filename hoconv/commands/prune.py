@@ -1,8 +1,9 @@
-"""`hoconv prune`: remove the CP rank components a lasso drove to zero, for real.
+"""`hoconv prune`: remove the rank components a lasso drove to zero, for real.
 
-Train with ``hoconv train --lasso GAMMA`` (the paper's automatic rank selection), then prune:
-factors shrink, the checkpoint gets smaller and faster, and every other command (evaluate,
-predict, export, ``train --init`` to fine-tune) rebuilds the pruned model.
+Train with ``hoconv train --lasso auto`` (or ``--lasso GAMMA --proximal``; the paper's
+automatic rank selection), then prune: CP components (zero weights) and Tucker ranks (zero
+core slices) go, factors shrink, the checkpoint gets smaller and faster, and every other
+command (evaluate, predict, export, ``train --init`` to fine-tune) rebuilds the pruned model.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from hoconv.commands import refuse_overwriting_source
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `prune` subcommand."""
-    p = subparsers.add_parser("prune", help="prune zeroed CP rank components", description=__doc__)
+    p = subparsers.add_parser(
+        "prune", help="prune zeroed CP / Tucker rank components", description=__doc__
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint to prune (e.g. RUN/best.pt)")
     p.add_argument("--out", required=True, help="pruned checkpoint to write")
     p.add_argument(
         "--threshold",
         type=float,
         default=0.0,
-        help="remove components with |weight| <= this (default 0.0: only exact zeros)",
+        help="remove components with |weight| (Tucker: core-slice norm) <= this (0.0: only exact zeros)",
     )
     p.add_argument(
         "--report-dir", default=None, help="folder for ranks.md and ranks.png (figure 9)"

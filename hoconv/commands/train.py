@@ -18,6 +18,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _lasso_value(text: str) -> float | str:
+    """argparse type: a gamma >= 0, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _names(kind: str) -> str:
     """The registered model or data set names, comma-separated, for help texts."""
     if kind == "model":
@@ -58,7 +68,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=("step", "multistep", "plateau", "cosine", "none"))
     p.add_argument("--lr-step", type=int, help="epochs between learning-rate decays")
     p.add_argument("--lr-gamma", type=float, help="learning-rate decay factor")
-    p.add_argument("--lasso", type=float, metavar="GAMMA", help="L1 penalty on the CP weights")
+    p.add_argument(
+        "--lasso",
+        type=_lasso_value,
+        metavar="GAMMA|auto",
+        help="lasso on the ranks (CP weights, Tucker core slices); auto: ramp gamma until "
+        "--lasso-target of the components are zero (hoconv/lasso_schedule.py)",
+    )
+    p.add_argument(
+        "--lasso-target",
+        type=float,
+        metavar="SHARE",
+        help="--lasso auto: share of components to zero",
+    )
     p.add_argument(
         "--proximal",
         action="store_true",
@@ -125,6 +147,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             "lr_step",
             "lr_gamma",
             "lasso",
+            "lasso_target",
             "proximal",
             "num_outputs",
             "seed",

@@ -13,7 +13,7 @@ from hoconv.compress import candidates as C
 from hoconv.compress.latency import LatencyTable
 from hoconv.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.compress.solver import Budget, solve
-from hoconv.decompose import _set_submodule
+from hoconv.factorization import _set_submodule
 
 KINDS = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}
 

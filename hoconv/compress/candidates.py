@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hoconv import rank as R
-from hoconv.decompose import _is_factorizable
+from hoconv.factorization import _is_factorizable
 from hoconv.layers import CPConv, TuckerConv
 
 COARSE = (0.1, 0.25, 0.5)

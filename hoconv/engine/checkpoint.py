@@ -250,10 +250,10 @@ def build_model(spec: dict) -> torch.nn.Module:
     return model
 
 
-def _apply_pruned_ranks(model: torch.nn.Module, ranks: dict[str, int]) -> None:
-    """Shrink the CP layers named in ``ranks`` to their pruned rank (weights come from the state dict)."""
-    from hoconv.layers import CPConv
-    from hoconv.pruning import prune_layer
+def _apply_pruned_ranks(model: torch.nn.Module, ranks: dict) -> None:
+    """Shrink the CP / Tucker layers named in ``ranks`` to their pruned rank (CP: an int,
+    Tucker: ``[R_out, R_in]``; the weights come from the state dict)."""
+    from hoconv.pruning import shrink_to_rank
 
     for name, rank in ranks.items():
         try:
@@ -262,16 +262,14 @@ def _apply_pruned_ranks(model: torch.nn.Module, ranks: dict[str, int]) -> None:
             raise CheckpointError(
                 f"checkpoint names a pruned layer {name!r} the model does not have"
             ) from None
-        if not isinstance(layer, CPConv) or not 1 <= int(rank) <= layer.rank:
-            raise CheckpointError(
-                f"checkpoint prunes layer {name!r} to rank {rank}, which does not fit it"
-            )
-        if int(rank) < layer.rank:
-            prune_layer(layer, torch.arange(int(rank)))
+        try:
+            shrink_to_rank(layer, rank)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint prunes layer {name!r}: {err}") from None
 
 
 def prune_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, threshold: float = 0.0):
-    """Prune a checkpoint's CP layers (``|weights| <= threshold``) and write a smaller checkpoint.
+    """Prune a checkpoint's CP / Tucker ranks (magnitude ``<= threshold``); write a smaller one.
 
     The pruned ranks are recorded in the model spec, so :func:`load_model`, ``train --init``,
     ``evaluate``, ``predict`` and ``export`` rebuild the smaller model.
@@ -279,12 +277,15 @@ def prune_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, threshold: 
     Returns:
         The :class:`hoconv.pruning.PruneReport`.
     """
-    from hoconv.pruning import cp_layers, prune
+    from hoconv.pruning import prune, rank_layers
 
     model, meta = load_model(src)
     report = prune(model, threshold)
     spec = dict(meta["model"])
-    spec["pruned_ranks"] = {name: layer.rank for name, layer in cp_layers(model)}
+    spec["pruned_ranks"] = {  # CP: int, Tucker: [R_out, R_in]
+        name: list(layer.rank) if isinstance(layer.rank, tuple) else layer.rank
+        for name, layer in rank_layers(model, "prune")
+    }
     ckpt = make_checkpoint(model_spec=spec, state_dict=model.state_dict(), epoch=int(meta.get("epoch", 0)),
                            config=dict(meta.get("config") or {}), history=meta.get("history"),
                            best=meta.get("best"))  # fmt: skip

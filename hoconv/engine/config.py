@@ -116,6 +116,8 @@ def validate(cfg: dict) -> None:
         if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 1):
             raise ValueError(f"{key}: expected a positive integer, got {cfg[key]!r}")
     for key in NON_NEGATIVE:
+        if key == "lasso" and cfg.get(key) == "auto":  # hoconv.lasso_schedule picks gamma
+            continue
         if key in cfg and (not isinstance(cfg[key], (int, float)) or cfg[key] < 0):
             raise ValueError(f"{key}: expected a non-negative number, got {cfg[key]!r}")
     for key in ("model_kwargs", "data_kwargs"):

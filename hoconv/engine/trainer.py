@@ -71,10 +71,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     train_ds = build.make_dataset(cfg, cfg["train_split"])
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     core, spec, net = _prepare_model(cfg, state, info, train_ds)
-    if cfg.get("lasso") and state is None:
-        from hoconv.rank import normalize_cp_weights
-
-        normalize_cp_weights(core)  # exact: |weights[r]| is then component r's magnitude
+    schedule = _lasso_setup(cfg, core, fresh=state is None)
     params = build.trainable_parameters(core)
     optimizer = build.make_optimizer(cfg, params)
     scheduler = build.make_scheduler(cfg, optimizer)
@@ -104,12 +101,15 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
         build.seed_epoch(train_ds, cfg["seed"], epoch)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        counts = _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, history)
+        counts = _train_epoch(
+            net, core, loader, optimizer, task, cfg, info, epoch, out, history, schedule
+        )
         metrics = _validate(net, val_ds, task, cfg, per_rank, info, epoch)
         value = task.score(metrics)
         _step_scheduler(scheduler, value)
         row = {"epoch": epoch + 1, "lr": lr, **counts, "score": value}
         row.update(runlog.flatten_metrics(metrics), epoch_s=round(time.perf_counter() - t0, 3))
+        _lasso_epoch_end(schedule, core, value, cfg, row, out if info.is_main else None)
         history.append(row)
         improved = best is None or value > best["score"]
         if improved:
@@ -186,6 +186,34 @@ def _step_scheduler(scheduler, value: float) -> None:
         scheduler.step(value)
     elif scheduler is not None:
         scheduler.step()
+
+
+def _lasso_setup(cfg: dict, core: nn.Module, fresh: bool):
+    """Normalise the factors for a lasso run (exact); the ``--lasso auto`` schedule or None."""
+    if not cfg.get("lasso"):
+        return None
+    from hoconv.pruning import normalize_factors
+
+    if fresh:  # exact: a component's weight / core-slice norm is then its magnitude
+        normalize_factors(core)
+    if cfg["lasso"] != "auto":
+        return None
+    from hoconv.lasso_schedule import AutoLasso
+
+    settings = {k: cfg[f"lasso_{k}"] for k in ("target", "tolerance", "start", "doubling_steps")}
+    saved = None if fresh else cfg.get("lasso_auto")  # resumed: the schedule where it was
+    return AutoLasso(**(saved or settings)).resume(core)
+
+
+def _lasso_epoch_end(schedule, core, score: float, cfg: dict, row: dict, out: Path | None):
+    """Feed the validation score to ``--lasso auto``; record its state in the row and config."""
+    if schedule is None:
+        return
+    schedule.end_epoch(core, score)
+    cfg["lasso_auto"] = schedule.state()
+    row.update(lasso_gamma=schedule.gamma, zero_share=round(schedule.zero_share, 4))
+    if out is not None:
+        config_io.save(cfg, out / "config.yaml")
 
 
 def _prepare_model(cfg: dict, state: dict | None, info: ddp.DistInfo, train_ds) -> tuple:
@@ -273,8 +301,10 @@ def _warmup(optimizer, base_lrs: list[float], cfg: dict, done: int) -> None:
         group["lr"] = base * factor
 
 
-def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, history) -> dict:
-    """One pass over the training split.
+def _train_epoch(
+    net, core, loader, optimizer, task, cfg, info, epoch, out, history, schedule=None
+) -> dict:
+    """One pass over the training split (``schedule``: the ``--lasso auto`` one, or None).
 
     Returns:
         ``{"train_loss": mean loss of the steps, "train_steps", "train_samples": rows
@@ -304,7 +334,7 @@ def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, hist
                     raise TrainingError("a whole batch on one rank was unreadable; see the report")
                 continue
             _warmup(optimizer, base_lrs, cfg, done + steps)
-            value, rows = _step(net, core, batch, optimizer, task, cfg, info)
+            value, rows = _step(net, core, batch, optimizer, task, cfg, info, schedule)
             if rows == 0:
                 continue
             if not ddp.all_true(math.isfinite(value), info):
@@ -335,14 +365,14 @@ def _train_epoch(net, core, loader, optimizer, task, cfg, info, epoch, out, hist
     }
 
 
-def _step(net, core, batch, optimizer, task, cfg, info) -> tuple[float, int]:
+def _step(net, core, batch, optimizer, task, cfg, info, schedule=None) -> tuple[float, int]:
     """Forward, loss and (when finite) one optimizer step on a batch gathered over ranks.
 
     Returns:
         ``(loss value, rows in the global batch)``; no step when there are no rows or the
         loss is not finite (the caller stops the run).
     """
-    lasso = float(cfg.get("lasso") or 0.0)
+    lasso = 0.0 if schedule is not None else float(cfg.get("lasso") or 0.0)
     proximal = bool(cfg.get("proximal")) and lasso > 0  # soft-threshold after the step
     out_t = net(batch["input"].to(info.device, non_blocking=True))
     rows = tasks.gather_rows(task.rows(batch, out_t), info)
@@ -350,7 +380,7 @@ def _step(net, core, batch, optimizer, task, cfg, info) -> tuple[float, int]:
         return 0.0, 0
     loss = task.loss(rows)
     if lasso and not proximal:
-        from hoconv.rank import lasso_penalty
+        from hoconv.pruning import lasso_penalty
 
         loss = loss + lasso * lasso_penalty(core)
     value = float(loss.detach())
@@ -360,7 +390,9 @@ def _step(net, core, batch, optimizer, task, cfg, info) -> tuple[float, int]:
     loss.backward()
     optimizer.step()
     if proximal:
-        from hoconv.rank import optimizer_proximal_step
+        from hoconv.pruning import optimizer_proximal_step
 
         optimizer_proximal_step(core, optimizer, lasso)
+    elif schedule is not None:  # --lasso auto
+        schedule.after_step(core, optimizer)
     return value, int(rows["pred"].shape[0])

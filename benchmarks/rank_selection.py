@@ -1,0 +1,132 @@
+"""Rank selection end to end on the embedded data: train (lasso or not), evaluate, prune, evaluate.
+
+Each arm runs the README's commands through the CLI (``hoconv train``, ``hoconv prune``,
+``hoconv evaluate``) at one stated budget; the lasso arms are evaluated before and after
+``prune`` (the same weights), every arm on the validation split with ``last.pt`` (no
+checkpoint selection on the split that is reported)::
+
+    python benchmarks/rank_selection.py --arm auto --seed 0 --out /tmp/rank-sel
+    python benchmarks/rank_selection.py --arm none --seed 0 --out /tmp/rank-sel
+    python benchmarks/rank_selection.py --summarize --out /tmp/rank-sel
+
+Arms: ``none`` (no lasso), ``auto`` (``--lasso auto --lasso-target 0.3``), ``fixed``
+(``--lasso GAMMA --proximal``), and ``tucker_none`` / ``tucker_auto`` (the same on
+``tucker_resnet18_2d``: group lasso on the core's slices). Results: OUT/<arm>-s<seed>.json; ``--summarize`` prints the
+mean +- std table. Measured numbers are in the README's rank-selection section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from hoconv.cli import main
+
+# the README example's budget (one place, so every arm gets the same)
+TRAIN = [
+    "--data", "synthetic", "--model", "cp_resnet18_2d", "--width", "8", "--image-size", "32",
+    "--data-arg", "images_per_subject=40", "--batch-size", "16", "--lr", "3e-3",
+    "--epochs", "6", "--keep", "last", "--workers", "0", "--no-progress",
+]  # fmt: skip
+TUCKER = ["--model", "tucker_resnet18_2d"]  # a later --model wins
+ARMS = {
+    "none": [],
+    "auto": ["--lasso", "auto", "--lasso-target", "0.3"],
+    "fixed": ["--lasso", "0.03", "--proximal"],
+    "tucker_none": TUCKER,
+    "tucker_auto": [*TUCKER, "--lasso", "auto", "--lasso-target", "0.3"],
+}
+
+
+def _evaluate(checkpoint: Path, out: Path) -> dict:
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--split", "val", "--no-plots",
+                 "--workers", "0", "--out", str(out)])  # fmt: skip
+    if code != 0:
+        raise RuntimeError(f"evaluate {checkpoint} failed ({code})")
+    metrics = json.loads((out / "metrics.json").read_text())
+    v, a = metrics["valence"]["ccc"], metrics["arousal"]["ccc"]
+    return {"ccc_v": v, "ccc_a": a, "ccc": (v + a) / 2}
+
+
+def run_arm(arm: str, seed: int, out: Path) -> dict:
+    """Train one arm, evaluate it (and its pruned copy); returns the result row."""
+    run = out / f"{arm}-s{seed}"
+    t0 = time.perf_counter()
+    if main(["train", *TRAIN, *ARMS[arm], "--seed", str(seed), "--out", str(run)]) != 0:
+        raise RuntimeError(f"train {arm} seed {seed} failed")
+    row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
+    row.update(_evaluate(run / "last.pt", run / "eval"))
+    if arm not in ("none", "tucker_none"):
+        from hoconv.engine.checkpoint import prune_checkpoint
+
+        report = prune_checkpoint(run / "last.pt", run / "pruned.pt")
+        row.update(
+            pruned_share=report.removed_share,
+            kept=report.kept,
+            total=report.total,
+            params_before=report.params_before,
+            params_after=report.params_after,
+        )
+        pruned = _evaluate(run / "pruned.pt", run / "eval_pruned")
+        row.update({f"pruned_{k}": v for k, v in pruned.items()})
+    (out / f"{arm}-s{seed}.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "-"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def summarize(out: Path) -> str:
+    """Markdown table: per arm, mean +- std over seeds."""
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*-s*.json"))]
+    lines = [
+        "| arm | seeds | val CCC (V+A)/2 | after prune | max CCC change | components removed "
+        "| params |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        got = [r for r in rows if r["arm"] == arm]
+        if not got:
+            continue
+        pruned = [r["pruned_ccc"] for r in got if "pruned_ccc" in r]
+        share = [100 * r["pruned_share"] for r in got if "pruned_share" in r]
+        params = (
+            f"{got[0]['params_before']:,} -> {statistics.mean(r['params_after'] for r in got):,.0f}"
+            if "params_after" in got[0]
+            else "-"
+        )
+        change = max(
+            (abs(r["pruned_ccc"] - r["ccc"]) for r in got if "pruned_ccc" in r), default=None
+        )
+        lines.append(
+            f"| {arm} | {','.join(str(r['seed']) for r in got)} | "
+            f"{_mean_std([r['ccc'] for r in got])} | {_mean_std(pruned) if pruned else '-'} | "
+            f"{'-' if change is None else f'{change:.1e}'} | "
+            f"{_mean_std(share) + ' %' if share else '-'} | {params} |"
+        )
+    return "\n".join(lines)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arm", choices=tuple(ARMS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--summarize", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.arm:
+        print(json.dumps(run_arm(args.arm, args.seed, out)))
+    if args.summarize:
+        print(summarize(out))
+
+
+if __name__ == "__main__":
+    cli()
