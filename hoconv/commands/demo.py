@@ -4,7 +4,7 @@ fair comparison: the same budget and schedule for every model, the lr of each ch
 search on the validation split, 3 seeds, mean +- std. Writes DIR/report.md and the figures.
 
 The default profile is sized for <= 10 minutes on an idle 2-core CPU (width-8 models, 32 px,
-8-frame clips; about 16 min of CPU time over 2 processes, from measured per-run CPU times);
+8-frame clips; about 18 min of CPU time over 2 processes, summed from measured per-run CPU times);
 `--full` is the budget meant for the 3-D baselines to learn (width 16, 10 epochs, and the
 scratch models also get the static model's 750 steps on clips: equal steps in total; about
 90 min of CPU time, i.e. ~45 min on 2 idle cores, estimated from per-step costs, not run to
