@@ -30,9 +30,9 @@ from hoconv.compress.finetune import DistillSettings, finetune, validation_score
 from hoconv.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.compress.pipeline import data_config
 from hoconv.compress.solver import Budget
-from hoconv.decompose import _set_submodule
 from hoconv.engine import build
 from hoconv.engine.checkpoint import load_model
+from hoconv.factorization import _set_submodule
 
 SAMPLES = {"resnet18": (8, 3, 48, 48), "mobilenet": (8, 3, 32, 32), "convnet3d": (4, 3, 16, 32, 32)}
 

@@ -1,6 +1,6 @@
 """Fine-tune a compressed model with knowledge distillation from the original (the teacher).
 
-Loss per step, on the rows :func:`hoconv.engine.tasks.rows` gives (labelled frames / samples):
+Loss per step, on the rows :meth:`hoconv.engine.tasks.Task.rows` gives (labelled frames / samples):
 
 * affect: ``task_weight x AffectLoss + mse_weight x MSE(student V/A, teacher V/A)
   + kl_weight x T^2 KL(teacher || student)`` on the expression logits at temperature ``T``
@@ -9,7 +9,7 @@ Loss per step, on the rows :func:`hoconv.engine.tasks.rows` gives (labelled fram
 
 Data come from the run's config (the checkpoint's, with the command line's overrides) through
 :func:`hoconv.engine.build.make_dataset`, as in ``hoconv train``; the validation metric is
-:func:`hoconv.engine.tasks.score` (mean V/A CCC or top-1) on the config's ``val_split``.
+:meth:`hoconv.engine.tasks.Task.score` (mean V/A CCC or top-1) on the config's ``val_split``.
 """
 
 from __future__ import annotations
@@ -70,13 +70,14 @@ def distillation_loss(
 
 def validation_score(net: nn.Module, cfg: dict, dataset) -> tuple[float, dict]:
     """``(score, metrics)`` of ``net`` on ``dataset`` (mean V/A CCC or top-1)."""
-    preds = predict_dataset(net, dataset, task=cfg["task"], batch_size=cfg["batch_size"],
+    task = tasks.get(cfg["task"])
+    preds = predict_dataset(net, dataset, task=task, batch_size=cfg["batch_size"],
                             workers=cfg["workers"])  # fmt: skip
-    metrics = tasks.metrics(cfg["task"], preds)
-    return tasks.score(cfg["task"], metrics), metrics
+    metrics = task.metrics(preds)
+    return task.score(metrics), metrics
 
 
-def _epoch(student, teacher, loader, optimizer, cfg, settings, affect_loss) -> float:
+def _epoch(student, teacher, loader, optimizer, cfg, settings, task) -> float:
     """One distillation pass; returns the mean loss of its steps."""
     student.train()
     total, steps = 0.0, 0
@@ -87,13 +88,13 @@ def _epoch(student, teacher, loader, optimizer, cfg, settings, affect_loss) -> f
             continue
         x = batch["input"]
         with torch.no_grad():
-            teacher_rows = tasks.rows(cfg["task"], batch, teacher(x))
-        rows = tasks.rows(cfg["task"], batch, student(x))
+            teacher_rows = task.rows(batch, teacher(x))
+        rows = task.rows(batch, student(x))
         if rows["pred"].shape[0] == 0:
             continue
         loss = distillation_loss(cfg["task"], rows["pred"], teacher_rows["pred"], settings)
         if settings.task_weight:
-            loss = loss + settings.task_weight * tasks.loss(cfg["task"], rows, affect_loss)
+            loss = loss + settings.task_weight * task.loss(rows)
         if not torch.isfinite(loss):
             raise ValueError(
                 f"fine-tune: non-finite loss at step {step + 1}; try a lower --finetune-lr"
@@ -123,12 +124,12 @@ def finetune(
     loader = DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True, drop_last=False,
                         num_workers=cfg["workers"], collate_fn=collate_skipping)  # fmt: skip
     optimizer = torch.optim.Adam(build.trainable_parameters(student), lr=settings.lr)
-    affect_loss = build.make_affect_loss(cfg) if cfg["task"] == "affect" else None
+    task = tasks.get(cfg["task"], cfg)  # holds the training loss (affect: the run's weights)
     best_score, _ = validation_score(student_net, cfg, val_ds)
     best_state, history = copy.deepcopy(student.state_dict()), [{"epoch": 0, "score": best_score}]
     for epoch in range(settings.epochs):
         torch.manual_seed(int(cfg.get("seed", 0)) * 100_003 + epoch)
-        loss = _epoch(student_net, teacher_net, loader, optimizer, cfg, settings, affect_loss)
+        loss = _epoch(student_net, teacher_net, loader, optimizer, cfg, settings, task)
         score, _ = validation_score(student_net, cfg, val_ds)
         history.append({"epoch": epoch + 1, "loss": loss, "score": score})
         if score > best_score:
