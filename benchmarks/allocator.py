@@ -3,7 +3,7 @@
 Usage: ``PYTHONPATH=. python benchmarks/allocator.py [--ranks 64 273] [--rounds 3]
 [--reps 5] [--threads 2]``.
 
-The ``hoconv`` command line calls :func:`hoconv.runtime.tune_allocator` (glibc ``mallopt``)
+The ``hoconv`` command line calls :func:`hoconv.app.runtime.tune_allocator` (glibc ``mallopt``)
 before every command; a script that only does ``import hoconv`` does not. Each round runs
 one fresh subprocess per setting, alternately ("plain import" = glibc's defaults, "tuned" =
 after ``tune_allocator()``); inside, the dense conv and the CP layer (default path,
@@ -34,7 +34,7 @@ def _child(rank: int, reps: int, threads: int, tuned: bool) -> dict:
     import torch
 
     import hoconv
-    from hoconv import runtime
+    from hoconv.app import runtime
 
     if tuned:
         runtime.tune_allocator()

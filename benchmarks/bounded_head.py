@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from hoconv.demo import demo_settings
-from hoconv.demo_jobs import train_cfg, warm_data_cache
-from hoconv.demo_stats import mean_std, pm
-from hoconv.engine import evaluate, train
+from hoconv.app.demo import demo_settings
+from hoconv.app.demo_jobs import train_cfg, warm_data_cache
+from hoconv.app.demo_stats import mean_std, pm
+from hoconv.app.engine import evaluate, train
 
 
 def main() -> None:  # noqa: D103

@@ -4,7 +4,7 @@ For each model trained by ``benchmarks/compress_models.py``: EVBMF (Nakajima et 
 each conv kernel's mode-0 / mode-1 unfoldings gives Tucker-2 ranks (musco's recipe; a layer
 stays dense when its EVBMF ranks do not save parameters); its whole-model parameter count is
 then the common budget: one global parameter fraction for every layer (bisected to fit) and
-``hoconv.compress`` (``params=`` budget, Tucker only, and ``auto``: CP or Tucker per layer).
+``hoconv.app.compress`` (``params=`` budget, Tucker only, and ``auto``: CP or Tucker per layer).
 Each variant is scored on the validation split before and after the same distillation
 fine-tune; all variants and the original are timed in one interleaved loop (median forward ms).
 
@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from hoconv.compress import candidates as C
-from hoconv.compress.apply import compress_model
-from hoconv.compress.evbmf import tucker_ranks_evbmf
-from hoconv.compress.finetune import DistillSettings, finetune, validation_score
-from hoconv.compress.measure import interleaved_ms, model_macs, param_count
-from hoconv.compress.pipeline import data_config
-from hoconv.compress.solver import Budget
-from hoconv.engine import build
-from hoconv.engine.checkpoint import load_model
+from hoconv.app.compress import candidates as C
+from hoconv.app.compress.apply import compress_model
+from hoconv.app.compress.evbmf import tucker_ranks_evbmf
+from hoconv.app.compress.finetune import DistillSettings, finetune, validation_score
+from hoconv.app.compress.measure import interleaved_ms, model_macs, param_count
+from hoconv.app.compress.pipeline import data_config
+from hoconv.app.compress.solver import Budget
+from hoconv.app.engine import build
+from hoconv.app.engine.checkpoint import load_model
 from hoconv.factorization import _set_submodule
 
 SAMPLES = {"resnet18": (8, 3, 48, 48), "mobilenet": (8, 3, 32, 32), "convnet3d": (4, 3, 16, 32, 32)}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from classification_fixtures import coloured_shape, moving_square, write_cifar, write_jester  # noqa: E402
 
-from hoconv.cli import main as hoconv_main  # noqa: E402
+from hoconv.app.cli import main as hoconv_main  # noqa: E402
 
 SYNTH = ["--data-arg", "num_subjects=24", "--data-arg", "images_per_subject=60"]
 JESTER_CLASSES = ["Sliding Right", "Sliding Left", "Sliding Down", "Sliding Up"]

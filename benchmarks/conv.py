@@ -2,14 +2,14 @@
 
 Usage: ``PYTHONPATH=. python benchmarks/conv.py --out bench-out [--quick] [--config 3d]
 [--layout cf|cl|both] [--no-tune-allocator]``. Runs through the ``hoconv`` CLI, so the
-allocator setting of :func:`hoconv.runtime.tune_allocator` applies unless turned off.
+allocator setting of :func:`hoconv.app.runtime.tune_allocator` applies unless turned off.
 """
 
 from __future__ import annotations
 
 import sys
 
-from hoconv.cli import main
+from hoconv.app.cli import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -11,7 +11,7 @@ resizing Megamind's 720 x 528 to 982 x 720 and padding it left and right with bl
 * ``haar``: OpenCV's Haar cascade on every frame (the fallback detector);
 * ``old``: full MTCNN on every frame, smallest face 8 % of the short side (58 px at 720p),
   the configuration of the previous session;
-* ``new``: :class:`~hoconv.predict.track.VideoFaces` (what ``hoconv predict`` runs on
+* ``new``: :class:`~hoconv.app.predict.track.VideoFaces` (what ``hoconv predict`` runs on
   videos): full MTCNN every ``--detect-every`` frames with the smallest face ``--min-face``
   pixels, O-Net alone on the previous boxes in between, a full detection when a face is lost.
 
@@ -42,9 +42,9 @@ import cv2
 import numpy as np
 import torch
 
-from hoconv.predict.detect import FaceDetector
-from hoconv.predict.mtcnn import MTCNN
-from hoconv.predict.track import VideoFaces, box_iou
+from hoconv.app.predict.detect import FaceDetector
+from hoconv.app.predict.mtcnn import MTCNN
+from hoconv.app.predict.track import VideoFaces, box_iou
 
 
 def to_720p(frame: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Side-by-side convolution benchmark (``benchmarks/conv.py`` and ``hoconv bench``).
 
 Lives in ``benchmarks/`` (not in the library); ``hoconv bench`` loads it from the source
-checkout (:func:`hoconv.commands.bench.harness`).
+checkout (:func:`hoconv.app.commands.bench.harness`).
 
 Every candidate runs in one process on the same input, interleaved round-robin (so a burst of
 load on a shared machine hits all of them alike); the median of ``repeats`` timed runs after

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from hoconv import rank as hrank
-from hoconv import runtime
-from hoconv.commands.report import compute_all, render, write_outputs
+from hoconv.app import runtime
+from hoconv.app.commands.report import compute_all, render, write_outputs
 from hoconv.models import create_model
 
 MODELS = ("cp_resnet18_3d", "r3d_18", "r2plus1d_18")

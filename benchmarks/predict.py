@@ -1,6 +1,6 @@
 """Frames per second of `hoconv predict` on a 720p video, on CPU.
 
-Writes a 1280x720 mp4 with a synthetic face (hoconv.data.synth_render, drawn frontal, about
+Writes a 1280x720 mp4 with a synthetic face (hoconv.app.data.synth_render, drawn frontal, about
 300 px, moving), then runs the whole prediction path (decode, Haar detection on the frame
 downscaled to 640 px, crop, model, CSV/JSON/plot; no annotated video) with untrained zoo
 models (weights do not change the speed) and reports frames/s, plus the stages alone:
@@ -40,11 +40,11 @@ import cv2
 import numpy as np
 import torch
 
-from hoconv.data.synth_render import render_face, sample_identity, sample_view
-from hoconv.predict import Options, predict
-from hoconv.predict.detect import FaceDetector
-from hoconv.predict.model import Scorer
-from hoconv.predict.video import Source, iter_frames, open_source
+from hoconv.app.data.synth_render import render_face, sample_identity, sample_view
+from hoconv.app.predict import Options, predict
+from hoconv.app.predict.detect import FaceDetector
+from hoconv.app.predict.model import Scorer
+from hoconv.app.predict.video import Source, iter_frames, open_source
 
 
 def write_720p(path: Path, frames: int, fps: float = 30.0) -> None:

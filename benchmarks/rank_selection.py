@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hoconv.cli import main
+from hoconv.app.cli import main
 
 # the README example's budget (one place, so every arm gets the same)
 TRAIN = [
@@ -60,7 +60,7 @@ def run_arm(arm: str, seed: int, out: Path) -> dict:
     row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
     row.update(_evaluate(run / "last.pt", run / "eval"))
     if arm not in ("none", "tucker_none"):
-        from hoconv.engine.checkpoint import prune_checkpoint
+        from hoconv.app.engine.checkpoint import prune_checkpoint
 
         report = prune_checkpoint(run / "last.pt", run / "pruned.pt")
         row.update(

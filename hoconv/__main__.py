@@ -28,6 +28,6 @@ if (problem := _shadowed()) is not None:
     print(problem, file=sys.stderr)
     sys.exit(2)
 
-from hoconv.cli import main  # noqa: E402
+from hoconv.app.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Media and a checkpoint file for the `hoconv serve` tests (made here, nothing downloaded).
 
-Faces come from the synthetic renderer (hoconv.data.synth_render), drawn frontal with a
+Faces come from the synthetic renderer (hoconv.app.data.synth_render), drawn frontal with a
 light skin tone onto a plain background, which the default MTCNN detector finds.
 """
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from hoconv.data.synth_render import render_face, sample_identity, sample_view
+from hoconv.app.data.synth_render import render_face, sample_identity, sample_view
 
 W, H, FACE = 240, 180, 120
 
@@ -51,7 +51,8 @@ def write_video(path: Path, frames: int = 8, fps: float = 8.0) -> Path:
 
 def write_checkpoint(path: Path, name: str = "cp_resnet18_2d", image_size: int = 32) -> Path:
     """A tiny untrained zoo checkpoint (engine format) trained 'on' the synthetic set."""
-    from hoconv import engine, models
+    from hoconv import models
+    from hoconv.app import engine
 
     torch.manual_seed(0)
     kwargs = {"width": 4, "num_outputs": 10}

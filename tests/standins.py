@@ -155,7 +155,10 @@ def create_tiny_dataset(name: str, root=None, split="train", mode="static", **kw
 
 def install() -> None:
     """Make ``test_tiny2d`` / ``test_tiny3d`` models and the ``test_tiny`` data set available."""
-    models, data = importlib.import_module("hoconv.models"), importlib.import_module("hoconv.data")
+    models, data = (
+        importlib.import_module("hoconv.models"),
+        importlib.import_module("hoconv.app.data"),
+    )
     real_model, real_data = models.create_model, data.create_dataset
     if getattr(real_model, "_standin", False):
         return
@@ -181,7 +184,7 @@ def install() -> None:
 
 def tiny_config(**overrides) -> dict:
     """A resolved train config for the tiny stand-ins."""
-    from hoconv.engine import config as config_io
+    from hoconv.app.engine import config as config_io
 
     base = {
         "data": "test_tiny",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hoconv.engine import build
-from hoconv.engine import checkpoint as ckpt_io
+from hoconv.app.engine import build
+from hoconv.app.engine import checkpoint as ckpt_io
 from hoconv.heads import OutputHead
 from hoconv.models import create_model
 

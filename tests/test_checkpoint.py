@@ -9,7 +9,7 @@ import pytest
 import standins
 import torch
 
-from hoconv.engine import checkpoint as ck
+from hoconv.app.engine import checkpoint as ck
 
 
 @pytest.fixture(autouse=True)

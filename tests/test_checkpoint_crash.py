@@ -13,8 +13,8 @@ import pytest
 import standins
 import torch
 
-from hoconv.engine import checkpoint as ckpt_io
-from hoconv.engine import read_checkpoint, train
+from hoconv.app.engine import checkpoint as ckpt_io
+from hoconv.app.engine import read_checkpoint, train
 
 HERE = Path(__file__).parent
 
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import standins
     standins.install()
-    from hoconv.engine import checkpoint, train
+    from hoconv.app.engine import checkpoint, train
     real = checkpoint.write_checkpoint
     def write(path, ckpt):
         real(path, ckpt)
@@ -123,7 +123,7 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypat
 
 
 def test_failed_log_write_leaves_no_temp(tmp_path, monkeypatch):
-    from hoconv.engine import runlog
+    from hoconv.app.engine import runlog
 
     def full_disk(self, *args, **kwargs):
         Path.write_bytes(self, b"par")  # a partial write, then the disk is full

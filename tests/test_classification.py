@@ -1,4 +1,4 @@
-"""hoconv.classification: loss, gathered top-k accuracy, confusion matrix, conv counts; learning."""
+"""hoconv.app.classification: loss, gathered top-k accuracy, confusion matrix, conv counts; learning."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from classification_fixtures import coloured_shape, moving_square, write_cifar, 
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hoconv.classification import (
+from hoconv.app.classification import (
     ClassificationAccumulator,
     classification_loss,
     classification_results,
@@ -23,7 +23,7 @@ from hoconv.classification import (
     plot_confusion_matrix,
     seed_summary,
 )
-from hoconv.data import create_dataset
+from hoconv.app.data import create_dataset
 from hoconv.layers import CPConv
 from hoconv.models import create_model
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from classification_fixtures import coloured_shape, write_cifar
 
-from hoconv.classification import conv_parameter_count
-from hoconv.cli import main
-from hoconv.engine import config as config_io
+from hoconv.app.classification import conv_parameter_count
+from hoconv.app.cli import main
+from hoconv.app.engine import config as config_io
 from hoconv.models import create_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "hoconv" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "hoconv" / "app" / "configs"
 
 
 @pytest.mark.parametrize(

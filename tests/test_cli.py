@@ -10,8 +10,8 @@ import standins
 import torch
 import yaml
 
-from hoconv.cli import main
-from hoconv.commands.search import draw_trials
+from hoconv.app.cli import main
+from hoconv.app.commands.search import draw_trials
 
 TINY = [
     "--data",
@@ -175,7 +175,7 @@ def test_search_draws_distinct_grid_points_and_keeps_the_best(tmp_path):
 
 
 def _state(path):
-    from hoconv.engine import read_checkpoint
+    from hoconv.app.engine import read_checkpoint
 
     return read_checkpoint(path)["state_dict"]
 
@@ -262,7 +262,7 @@ def test_proximal_lasso_reaches_exact_zeros_and_prune_removes_them(tmp_path, cap
 
 
 def test_wrong_data_layout_is_a_one_line_error(tmp_path, capsys):
-    pytest.importorskip("hoconv.data.afew_va")
+    pytest.importorskip("hoconv.app.data.afew_va")
     (tmp_path / "root" / "junk").mkdir(parents=True)
     (tmp_path / "root" / "junk" / "notes.txt").write_text("not a data set")
     assert_one_line_error(

@@ -14,7 +14,7 @@ import pytest
 import standins
 import torch
 
-from hoconv.cli import main
+from hoconv.app.cli import main
 
 RNG = np.random.default_rng(0)
 HEADER = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
@@ -199,7 +199,7 @@ def test_malformed_input_gives_one_line(prepare, want, tmp_path, monkeypatch, ca
 
 
 def test_ctrl_c_is_one_line_exit_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
-    from hoconv.engine import trainer
+    from hoconv.app.engine import trainer
 
     real = trainer._train_epoch
 
@@ -221,7 +221,7 @@ def test_ctrl_c_is_one_line_exit_130_and_says_how_to_resume(tmp_path, monkeypatc
 def test_bad_entries_are_counted_not_fatal(tmp_path):
     """A non-numeric AFEW-VA key, a list-valued JSON, a short CSV row: counted with their
     path, every other sample loaded."""
-    from hoconv.data import create_dataset
+    from hoconv.app.data import create_dataset
 
     docs = {f"{c:03d}": {"actor": f"a{c}", "frames": _frames(["00001", "00002"])} for c in range(3)}
     docs["000"]["frames"]["frame_x"] = {"valence": 1, "arousal": 1}

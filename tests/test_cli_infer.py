@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hoconv import cli
-from hoconv.engine import config as config_io
+from hoconv.app import cli
+from hoconv.app.engine import config as config_io
 
 
 def test_task_follows_from_data() -> None:
@@ -58,7 +58,7 @@ def test_top_level_help_is_not_a_dispatcher(capsys: pytest.CaptureFixture) -> No
 
 @pytest.mark.parametrize("keep", ["best", "last", "both"])
 def test_keep_checkpoints(keep: str, tmp_path) -> None:
-    from hoconv.engine import train
+    from hoconv.app.engine import train
 
     cfg = config_io.resolve(
         "train",

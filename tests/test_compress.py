@@ -1,4 +1,4 @@
-"""Tests of hoconv.compress: budgets, the solver, caches, MACs, distillation, end to end."""
+"""Tests of hoconv.app.compress: budgets, the solver, caches, MACs, distillation, end to end."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hoconv.compress import (
+from hoconv.app.compress import (
     DistillSettings,
     ErrorCache,
     LatencyTable,
@@ -20,7 +20,7 @@ from hoconv.compress import (
     record_shapes,
     solve,
 )
-from hoconv.compress.candidates import Candidate, refine_fractions
+from hoconv.app.compress.candidates import Candidate, refine_fractions
 from hoconv.layers import CPConv
 
 
@@ -140,7 +140,7 @@ def test_interleaved_ms_times_every_model():
 
 
 def _tiny_checkpoint(tmp_path, config):
-    from hoconv.engine import checkpoint as ck
+    from hoconv.app.engine import checkpoint as ck
     from tests import standins
 
     standins.install()
@@ -154,8 +154,8 @@ def _tiny_checkpoint(tmp_path, config):
 
 
 def test_compress_checkpoint_cli_reloads(tmp_path, capsys):
-    from hoconv.cli import main
-    from hoconv.engine import checkpoint as ck
+    from hoconv.app.cli import main
+    from hoconv.app.engine import checkpoint as ck
 
     model, src = _tiny_checkpoint(tmp_path, {})
     out = tmp_path / "b.pt"
@@ -177,8 +177,8 @@ def test_compress_checkpoint_cli_reloads(tmp_path, capsys):
 
 
 def test_compress_with_distillation_finetune_and_report(tmp_path, capsys):
-    from hoconv.cli import main
-    from hoconv.engine import checkpoint as ck
+    from hoconv.app.cli import main
+    from hoconv.app.engine import checkpoint as ck
 
     data = {"data": "test_tiny", "mode": "static", "task": "affect", "batch_size": 8,
             "workers": 0, "data_kwargs": {"size": 16, "image_size": 16}}  # fmt: skip
@@ -202,7 +202,7 @@ def test_compress_with_distillation_finetune_and_report(tmp_path, capsys):
 def test_evbmf_recovers_planted_rank_and_noise():
     import numpy as np
 
-    from hoconv.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
+    from hoconv.app.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
 
     rng = np.random.default_rng(0)
     for rank in (3, 10):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from classification_fixtures import CIFAR_NAMES, write_cifar, write_cifar_batch, write_jester
 
-from hoconv.data import create_dataset
-from hoconv.data.jester import segment_positions, window_positions
-from hoconv.data.transforms import denormalise
+from hoconv.app.data import create_dataset
+from hoconv.app.data.jester import segment_positions, window_positions
+from hoconv.app.data.transforms import denormalise
 
 # -- CIFAR-10 ---------------------------------------------------------------------------------
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import hoconv.data as data
-from hoconv.data.clips import eval_windows, random_clip
-from hoconv.data.faces import box_from_landmarks, crop_face
-from hoconv.data.report import CorruptDataError, LoadReport
-from hoconv.data.transforms import ClipAugment, denormalise, to_tensor
+import hoconv.app.data as data
+from hoconv.app.data.clips import eval_windows, random_clip
+from hoconv.app.data.faces import box_from_landmarks, crop_face
+from hoconv.app.data.report import CorruptDataError, LoadReport
+from hoconv.app.data.transforms import ClipAugment, denormalise, to_tensor
 
 
 def test_registry_lists_and_rejects():

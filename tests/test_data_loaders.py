@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from hoconv.data import create_dataset
-from hoconv.data.base import collate_skipping, read_rgb
-from hoconv.data.report import CorruptDataError
+from hoconv.app.data import create_dataset
+from hoconv.app.data.base import collate_skipping, read_rgb
+from hoconv.app.data.report import CorruptDataError
 
 RNG = np.random.default_rng(0)
 QUIET = dict(verbose=False, image_size=16)

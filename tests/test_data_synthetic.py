@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hoconv.data import create_dataset
-from hoconv.data.synthetic import circumplex_expression
+from hoconv.app.data import create_dataset
+from hoconv.app.data.synthetic import circumplex_expression
 
 SMALL = dict(
     num_subjects=6, images_per_subject=4, videos_per_subject=1, frames_per_video=12, image_size=32

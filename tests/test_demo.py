@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("hoconv.transduction")
 pytest.importorskip("hoconv.models.resnet")
-pytest.importorskip("hoconv.data.synthetic")
+pytest.importorskip("hoconv.app.data.synthetic")
 
-from hoconv.cli import main  # noqa: E402
-from hoconv.engine import read_checkpoint  # noqa: E402
+from hoconv.app.cli import main  # noqa: E402
+from hoconv.app.engine import read_checkpoint  # noqa: E402
 
 SMALL = [
     "--set", "models={scratch: [r3d_18]}", "--set", "lr={static: 0.003}",
@@ -65,7 +65,7 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
 
 
 def test_demo_settings_refuse_a_subject_split_that_differs_between_stages():
-    from hoconv.demo import demo_settings
+    from hoconv.app.demo import demo_settings
 
     s = demo_settings("default")
     assert s["static_data_kwargs"]["num_subjects"] == s["video_data_kwargs"]["num_subjects"]

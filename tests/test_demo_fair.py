@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from hoconv import demo_jobs
-from hoconv.demo import demo_settings, run_graph
-from hoconv.demo_stats import aggregate, check_equal_budget, choose_lr, headline, mean_std
+from hoconv.app import demo_jobs
+from hoconv.app.demo import demo_settings, run_graph
+from hoconv.app.demo_stats import aggregate, check_equal_budget, choose_lr, headline, mean_std
 
 
 def test_mean_std_on_known_numbers():
@@ -143,7 +143,7 @@ def test_settings_refuse_bad_budgets():
 def test_warmup_is_linear_then_flat():
     import torch
 
-    from hoconv.engine.trainer import _warmup
+    from hoconv.app.engine.trainer import _warmup
 
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     lrs = []
@@ -158,7 +158,7 @@ def test_warmup_is_linear_then_flat():
 def test_report_adds_the_demo_tables_from_results_json(tmp_path):
     import json
 
-    from hoconv.commands.report import demo_tables
+    from hoconv.app.commands.report import demo_tables
 
     runs = [_run("A", 0, 40, v=0.2, a=0.4), _run("A", 1, 40, v=0.4, a=0.8),
             _run("B", 0, 40, v=0.1, a=0.1), _run("B", 1, 40, v=0.1, a=0.1)]  # fmt: skip
@@ -175,7 +175,7 @@ def test_report_adds_the_demo_tables_from_results_json(tmp_path):
 
 
 def test_a_diverging_search_run_scores_minus_infinity_and_a_final_one_stops(monkeypatch):
-    from hoconv.engine.trainer import TrainingError
+    from hoconv.app.engine.trainer import TrainingError
 
     def diverge(job):
         raise TrainingError("non-finite training loss")

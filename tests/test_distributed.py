@@ -10,8 +10,8 @@ import pytest
 import standins
 import torch
 
-from hoconv.engine import read_checkpoint, train
-from hoconv.engine.distributed import DistInfo, ShardSampler
+from hoconv.app.engine import read_checkpoint, train
+from hoconv.app.engine.distributed import DistInfo, ShardSampler
 
 HERE = Path(__file__).parent
 

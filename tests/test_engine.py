@@ -14,7 +14,7 @@ import standins
 import torch
 import yaml
 
-from hoconv.engine import (
+from hoconv.app.engine import (
     Framewise,
     TrainingError,
     evaluate,
@@ -187,7 +187,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_resume_reproduces_runs_with_random_clip_sampling(tmp_path):
-    pytest.importorskip("hoconv.data.synthetic")
+    pytest.importorskip("hoconv.app.data.synthetic")
     data = {
         "num_subjects": 6,
         "videos_per_subject": 2,

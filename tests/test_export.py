@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 import hoconv
-from hoconv import cli
-from hoconv.export import export_checkpoint, export_model, max_difference
+from hoconv.app import cli
+from hoconv.app.export import export_checkpoint, export_model, max_difference
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and (
     importlib.util.find_spec("onnx") is not None
@@ -81,7 +81,7 @@ def test_a_wrong_export_is_detected(tmp_path):
 
 
 def test_export_command(tmp_path, monkeypatch, capsys):
-    import hoconv.predict.model as pm
+    import hoconv.app.predict.model as pm
 
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("predict", "export"))
     monkeypatch.setattr(

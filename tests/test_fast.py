@@ -354,7 +354,7 @@ def test_auto_takes_the_dense_route_when_cp_saves_little():
 def test_bench_cli_quick_smoke(tmp_path):
     import argparse
 
-    from hoconv.commands import bench
+    from hoconv.app.commands import bench
 
     parser = argparse.ArgumentParser()
     bench.register(parser.add_subparsers(dest="command"))

@@ -4,8 +4,8 @@ import pytest
 import standins
 import yaml
 
-from hoconv.cli import main
-from hoconv.engine import read_checkpoint
+from hoconv.app.cli import main
+from hoconv.app.engine import read_checkpoint
 
 TINY = ["--data", "test_tiny", "--model", "test_tiny2d", "--batch-size", "8", "--workers", "0",
         "--device", "cpu", "--no-progress", "--lr", "0.01"]  # fmt: skip

@@ -9,7 +9,7 @@ import yaml
 from torch import nn
 
 from hoconv import pruning as P
-from hoconv.cli import main
+from hoconv.app.cli import main
 from hoconv.lasso_schedule import AutoLasso
 from hoconv.layers import CPConv
 
@@ -115,6 +115,6 @@ def test_cli_lasso_auto_resumes_where_it_was(tmp_path):
 
 
 def _last(run):
-    from hoconv.engine import read_checkpoint
+    from hoconv.app.engine import read_checkpoint
 
     return read_checkpoint(run / "last.pt")

@@ -1,6 +1,6 @@
 """`hoconv layers`: the appendix's Jester stack table and its errors."""
 
-from hoconv.cli import main
+from hoconv.app.cli import main
 
 
 def test_layers_prints_the_jester_counts(capsys):

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hoconv.affect.losses import AffectLoss
-from hoconv.affect.metrics import ccc, pcc, rmse
+from hoconv.app.affect.losses import AffectLoss
+from hoconv.app.affect.metrics import ccc, pcc, rmse
 
 
 def _batch(n=16, seed=0, t=None):

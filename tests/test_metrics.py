@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hoconv.affect.metrics import (
+from hoconv.app.affect.metrics import (
     DegenerateMetricWarning,
     accuracy,
     ccc,

@@ -305,7 +305,7 @@ def test_transduced_cp_resnet_gives_per_frame_outputs():
 
 # --------------------------------------------------------------------------- report
 def test_report_tables_and_files(tmp_path, capsys):
-    from hoconv.commands import report
+    from hoconv.app.commands import report
 
     assert report.run(SimpleNamespace(out=tmp_path)) == 0
     printed = capsys.readouterr().out
@@ -327,7 +327,7 @@ def test_report_tables_and_files(tmp_path, capsys):
 
 
 def test_report_out_must_be_a_folder(tmp_path):
-    from hoconv.commands import report
+    from hoconv.app.commands import report
 
     file = tmp_path / "x.txt"
     file.write_text("")

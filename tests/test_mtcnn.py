@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hoconv.predict.mtcnn import (
+from hoconv.app.predict.mtcnn import (
     MTCNN,
     Face,
     align_face,
@@ -13,7 +13,7 @@ from hoconv.predict.mtcnn import (
     nms_reference,
     template_points,
 )
-from hoconv.predict.track import FaceTracker
+from hoconv.app.predict.track import FaceTracker
 
 
 def test_weights_shapes():
@@ -87,7 +87,7 @@ def test_tracker_keeps_id_through_gap_and_splits_two_people():
 def test_haar_fallback_says_cascades_missing(monkeypatch):
     import cv2
 
-    from hoconv.predict.detect import FaceDetector
+    from hoconv.app.predict.detect import FaceDetector
 
     monkeypatch.delattr(cv2, "data", raising=False)
     with pytest.raises(FileNotFoundError, match="ships no cascades"):
@@ -95,7 +95,7 @@ def test_haar_fallback_says_cascades_missing(monkeypatch):
 
 
 def test_unknown_detector_is_refused():
-    from hoconv.predict.run import Options, make_detector
+    from hoconv.app.predict.run import Options, make_detector
 
     with pytest.raises(ValueError, match="expected one of"):
         make_detector(Options(detector="yolo"))

@@ -150,7 +150,7 @@ def test_from_dense_factorize_transduce_and_create_model_take_it():
 
 
 def test_cli_flag_sets_the_switch(monkeypatch, tmp_path):
-    from hoconv import cli
+    from hoconv.app import cli
 
     monkeypatch.setenv("HOCONV_IMPLEMENTATION", "auto")  # restored after the test
     args = cli.build_parser().parse_args(["--implementation", "plain", "layers"])

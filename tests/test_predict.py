@@ -1,10 +1,10 @@
 """hoconv predict: synthetic faces drawn into videos / images, scored end to end.
 
-The faces come from the procedural generator (hoconv.data.synth_render), drawn frontal
+The faces come from the procedural generator (hoconv.app.data.synth_render), drawn frontal
 with a light skin tone onto a larger background: OpenCV's Haar cascade (alt2) finds every
 one of them (checked below), while it misses many dark-skinned or rotated cartoon faces.
 Models are tiny stand-ins with the zoo's output contract; the oracle is the model applied
-directly to crops made with hoconv.data.faces.crop_face from the decoded frames.
+directly to crops made with hoconv.app.data.faces.crop_face from the decoded frames.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 import torch
 from torch import nn
 
-from hoconv.data.faces import crop_face
-from hoconv.data.synth_render import render_face, sample_identity, sample_view
-from hoconv.data.transforms import frames_to_tensor, to_tensor
-from hoconv.predict import NothingPredicted, Options, predict
-from hoconv.predict.detect import FaceDetector, IoUTracker, iou
-from hoconv.predict.run import moving_average, window_starts
+from hoconv.app.data.faces import crop_face
+from hoconv.app.data.synth_render import render_face, sample_identity, sample_view
+from hoconv.app.data.transforms import frames_to_tensor, to_tensor
+from hoconv.app.predict import NothingPredicted, Options, predict
+from hoconv.app.predict.detect import FaceDetector, IoUTracker, iou
+from hoconv.app.predict.run import moving_average, window_starts
 
 W, H, FACE = 160, 120, 80
 SIZE = 32  # training image size of the stand-in checkpoints
@@ -307,7 +307,7 @@ def test_bad_inputs_are_reported_and_good_ones_kept(media, tmp_path):
 
 
 def test_synthetic_checkpoint_warns_once_and_real_data_does_not(media, tmp_path):
-    from hoconv.predict.model import SYNTHETIC_WARNING
+    from hoconv.app.predict.model import SYNTHETIC_WARNING
 
     path, opts = [str(media / "short.avi")], Options(progress=False)
     warned = predict(path, (Static(), meta()), tmp_path / "a", opts)["warnings"]
@@ -344,7 +344,7 @@ def test_webcam_without_camera_is_one_line_without_opencv_warnings(tmp_path, cap
     ],
 )
 def test_transduced_model_has_its_own_display_name(spec, name):
-    from hoconv.predict.model import model_display_name
+    from hoconv.app.predict.model import model_display_name
 
     assert model_display_name(spec) == name
 
@@ -378,8 +378,8 @@ def test_wrong_kind_of_checkpoint(media, tmp_path, model, info, match):
 
 
 def test_predict_command(media, tmp_path, monkeypatch, capsys):
-    import hoconv.predict as hp
-    from hoconv import cli
+    import hoconv.app.predict as hp
+    from hoconv.app import cli
 
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("predict", "export"))
     monkeypatch.setattr(hp, "load_checkpoint", lambda path, device="cpu": (Static(), meta()))
@@ -406,8 +406,8 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
 def test_zoo_checkpoint_through_the_cli(media, tmp_path, capsys, name):
     """A real checkpoint file (engine format) of a zoo model, predicted through `hoconv`."""
     models = pytest.importorskip("hoconv.models")
-    engine = pytest.importorskip("hoconv.engine")
-    from hoconv import cli
+    engine = pytest.importorskip("hoconv.app.engine")
+    from hoconv.app import cli
 
     torch.manual_seed(0)
     kwargs = {"width": 4, "num_outputs": 10}
@@ -448,7 +448,7 @@ def test_transduced_model_predicts_the_image_model_frame_by_frame(media, tmp_pat
 
     image_model = models.create_model("cp_resnet18_2d", width=4, num_outputs=10).eval()
     video_model = hoconv.transduce(image_model, dims=1, kernel_size=3, init="center").eval()
-    video_model.data_dim = 3  # as hoconv.engine's align_data_dim does after transduce
+    video_model.data_dim = 3  # as hoconv.app.engine's align_data_dim does after transduce
     path = [str(media / "talk.mp4")]
     opts = Options(detector="haar", progress=False)
     predict(path, (image_model, meta()), tmp_path / "a", opts, annotate="none")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from hoconv.predict import Options, predict
-from hoconv.predict.draw import place_label
-from hoconv.predict.run import clamp_affect
+from hoconv.app.predict import Options, predict
+from hoconv.app.predict.draw import place_label
+from hoconv.app.predict.run import clamp_affect
 
 PHOTO = Path(__file__).with_name("data") / "astronaut_face.jpg"
 
@@ -111,7 +111,7 @@ def test_annotated_video_is_webm_that_decodes(scored_video, tmp_path):
 
 
 def test_missing_webm_encoder_falls_back_with_a_clear_line(scored_video, tmp_path, monkeypatch):
-    from hoconv.predict import outputs
+    from hoconv.app.predict import outputs
     from tests.test_predict import Static, meta
 
     monkeypatch.setattr(outputs, "VIDEO_CODECS", (("XXXX", ".webm"), ("mp4v", ".mp4")))

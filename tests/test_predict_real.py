@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hoconv.predict import Options, predict
-from hoconv.predict.mtcnn import MTCNN, alignment_matrix, template_points
-from hoconv.predict.track import VideoFaces, box_iou
+from hoconv.app.predict import Options, predict
+from hoconv.app.predict.mtcnn import MTCNN, alignment_matrix, template_points
+from hoconv.app.predict.track import VideoFaces, box_iou
 
 PHOTO = Path(__file__).with_name("data") / "astronaut_face.jpg"
 FACE_BOX = (93, 61, 181, 174)  # x0, y0, x1, y1 of the face, checked by eye
@@ -104,7 +104,7 @@ def test_predict_end_to_end_with_the_default_detector(photo, tmp_path):
 
 
 def test_aligned_crop_is_framed_like_the_loaders_box_crop(photo):
-    from hoconv.data.faces import square_box
+    from hoconv.app.data.faces import square_box
 
     face = MTCNN()(photo)[0]
     cx, cy, side = square_box(face.xywh, 0.2)  # crop_face(box, margin=0.2), as the loaders
@@ -117,7 +117,7 @@ def test_aligned_crop_is_framed_like_the_loaders_box_crop(photo):
 
 
 def test_synthetic_checkpoints_align_with_the_renders_margin():
-    from hoconv.predict.model import SYNTHETIC_MARGIN, Scorer
+    from hoconv.app.predict.model import SYNTHETIC_MARGIN, Scorer
     from tests.test_predict import Static, meta
 
     assert Scorer(Static(), meta()).align_margin == SYNTHETIC_MARGIN

@@ -2,8 +2,8 @@
 
 import torch
 
-from hoconv.cli import main
-from hoconv.engine.checkpoint import (
+from hoconv.app.cli import main
+from hoconv.app.engine.checkpoint import (
     load_model,
     make_checkpoint,
     transduce_checkpoint,

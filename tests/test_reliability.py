@@ -2,7 +2,7 @@
 
 import pytest
 
-from hoconv.cli import main
+from hoconv.app.cli import main
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Matrix views / GEMM helpers of the fast path (hoconv._fast.rows) and hoconv.runtime."""
+"""Matrix views / GEMM helpers of the fast path (hoconv._fast.rows) and hoconv.app.runtime."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import platform
 import pytest
 import torch
 
-from hoconv import runtime
 from hoconv._fast.rows import channels_last, empty_like_layout, mm_rows, rows, tmm_rows
+from hoconv.app import runtime
 
 
 def layouts(shape):
@@ -61,7 +61,7 @@ def test_tune_allocator_applies_on_glibc():
 
 
 def test_cli_tunes_the_allocator_unless_asked_not_to(monkeypatch, capsys):
-    from hoconv import cli
+    from hoconv.app import cli
 
     calls = []
     monkeypatch.setattr(runtime, "tune_allocator", lambda: calls.append(1) or True)

@@ -20,10 +20,10 @@ pytest.importorskip("flask")
 
 from serve_fixtures import face_image, png_bytes, write_checkpoint, write_video  # noqa: E402
 
-from hoconv.predict import Options  # noqa: E402
-from hoconv.serve import ServeConfig, create_app  # noqa: E402
-from hoconv.serve.jobs import Checkpoints, find_checkpoints  # noqa: E402
-from hoconv.serve.uploads import result_path  # noqa: E402
+from hoconv.app.predict import Options  # noqa: E402
+from hoconv.app.serve import ServeConfig, create_app  # noqa: E402
+from hoconv.app.serve.jobs import Checkpoints, find_checkpoints  # noqa: E402
+from hoconv.app.serve.uploads import result_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -257,14 +257,14 @@ def test_job_states_and_failures(server, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("hoconv.serve.app.run_job", broken)
+    monkeypatch.setattr("hoconv.app.serve.app.run_job", broken)
     state = post(client, png_bytes(face_image(0)), "a.png").get_json()
     assert state["state"] == "error"
     assert state["error"] == "prediction failed (RuntimeError: out of memory)"
 
 
 def test_cli_refuses_bad_flags(capsys, tmp_path, ckpt):
-    from hoconv import cli
+    from hoconv.app import cli
 
     assert cli.main(["serve"]) == 2
     assert "expected --checkpoint FILE" in capsys.readouterr().err

@@ -38,9 +38,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from serve_fixtures import face_image, png_bytes, write_checkpoint, write_video  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from hoconv.predict import Options  # noqa: E402
-from hoconv.serve import ServeConfig, create_app  # noqa: E402
-from hoconv.serve.jobs import Checkpoints  # noqa: E402
+from hoconv.app.predict import Options  # noqa: E402
+from hoconv.app.serve import ServeConfig, create_app  # noqa: E402
+from hoconv.app.serve.jobs import Checkpoints  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def _check_video_or_still(driver) -> None:
 
 def test_playable_annotated_video_moves_the_cursor(browser, url, tmp_path, monkeypatch):
     """A WebM beside predict's outputs (as a browser-playable annotated video) is played."""
-    from hoconv.serve import jobs
+    from hoconv.app.serve import jobs
 
     real_predict = jobs.predict
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from hoconv.engine.sync_bn import AllReduceBatchNorm, convert_batchnorm
+from hoconv.app.engine.sync_bn import AllReduceBatchNorm, convert_batchnorm
 
 HERE = Path(__file__).parent
 
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     import torch.distributed as dist
     sys.path.insert(0, {tests!r})
     from test_sync_bn import make_model, make_batch, local_loss
-    from hoconv.engine.sync_bn import convert_batchnorm
+    from hoconv.app.engine.sync_bn import convert_batchnorm
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     model = convert_batchnorm(make_model())

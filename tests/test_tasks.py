@@ -5,9 +5,9 @@ import pytest
 import standins
 import torch
 
-from hoconv.affect.labels import EXPRESSIONS
-from hoconv.classification import ClassificationAccumulator, topk_accuracy
-from hoconv.engine import evaluate, tasks, train
+from hoconv.app.affect.labels import EXPRESSIONS
+from hoconv.app.classification import ClassificationAccumulator, topk_accuracy
+from hoconv.app.engine import evaluate, tasks, train
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_top_k_is_one_function_for_both_paths():
 
 
 def test_expression_labels_are_one_tuple():
-    from hoconv.predict import model
+    from hoconv.app.predict import model
 
     assert model.EXPRESSIONS is EXPRESSIONS is tasks.AffectTask.labels
     assert tasks.NUM_EXPRESSIONS == len(EXPRESSIONS) == 8

@@ -149,8 +149,8 @@ def test_shrink_to_rank_checks_the_rank():
 
 
 def test_prune_command_on_a_tucker_checkpoint(tmp_path, capsys):
-    from hoconv.cli import main
-    from hoconv.engine.checkpoint import load_model, make_checkpoint, write_checkpoint
+    from hoconv.app.cli import main
+    from hoconv.app.engine.checkpoint import load_model, make_checkpoint, write_checkpoint
     from hoconv.models import create_model
 
     model = create_model("tucker_resnet18_2d", width=4).eval()

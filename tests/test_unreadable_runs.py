@@ -7,8 +7,8 @@ import json
 import pytest
 import standins
 
-from hoconv.cli import main
-from hoconv.engine import TrainingError, evaluate, train
+from hoconv.app.cli import main
+from hoconv.app.engine import TrainingError, evaluate, train
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_video_mode_with_every_frame_unreadable_fails_in_one_line(tmp_path, caps
 
 
 def test_empty_validation_split_stops_the_run(tmp_path, monkeypatch):
-    from hoconv.engine import build
+    from hoconv.app.engine import build
 
     real = build.make_dataset
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-OUT = Path(__file__).resolve().parents[1] / "hoconv" / "predict" / "weights" / "mtcnn.npz"
+OUT = Path(__file__).resolve().parents[1] / "hoconv" / "app" / "predict" / "weights" / "mtcnn.npz"
 
 
 def main(wheel: str) -> None:

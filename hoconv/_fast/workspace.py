@@ -4,7 +4,7 @@ With glibc's default allocator settings, a block of a few MB freed at the end of
 often returned to the kernel (``munmap`` or a heap trim) and the next call's block of the
 same size is page-faulted and zeroed afresh: measured on CPConv fwd+bwd, input
 (4, 64, 16, 32, 32), rank 64, interleaved with a dense ``nn.Conv3d``, 4,000-8,200 minor faults
-per CP call with the defaults against 0 after :func:`hoconv.runtime.tune_allocator`. The fast
+per CP call with the defaults against 0 after :func:`hoconv.app.runtime.tune_allocator`. The fast
 path instead takes its large outputs and temporaries from this pool, as oneDNN keeps its own
 (then 0-4,064 faults per call: the rest are the depthwise outputs oneDNN allocates).
 
