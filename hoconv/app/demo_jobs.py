@@ -216,7 +216,7 @@ def _train_job(job: dict) -> dict:
 
 
 def _steps(run: dict) -> int:
-    return sum(int(row.get("train_steps", row.get("steps", 0))) for row in run["history"])
+    return sum(int(row["train_steps"]) for row in run["history"])  # the trainer logs train_steps
 
 
 def _transduced(job: dict, s: dict, out: Path, e: dict, common: dict) -> list[dict]:
