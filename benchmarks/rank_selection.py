@@ -27,8 +27,9 @@ from hoconv.app.cli import main
 
 # the README example's budget (one place, so every arm gets the same)
 TRAIN = [
-    "--data", "synthetic", "--model", "cp_resnet18_2d", "--width", "8", "--image-size", "32",
-    "--data-arg", "images_per_subject=40", "--batch-size", "16", "--lr", "3e-3",
+    "--data", "synthetic", "--model", "cp_resnet18_2d", "--width", "16", "--image-size", "32",
+    "--data-arg", "num_subjects=24", "--data-arg", "fractions=[0.5,0.25,0.25]",
+    "--batch-size", "16", "--lr", "3e-3", "--scheduler", "cosine",
     "--epochs", "6", "--keep", "last", "--workers", "0", "--no-progress",
 ]  # fmt: skip
 TUCKER = ["--model", "tucker_resnet18_2d"]  # a later --model wins
@@ -110,7 +111,22 @@ def summarize(out: Path) -> str:
             f"{'-' if change is None else f'{change:.1e}'} | "
             f"{_mean_std(share) + ' %' if share else '-'} | {params} |"
         )
+    lines += _paired(rows)
     return "\n".join(lines)
+
+
+def _paired(rows: list[dict]) -> list[str]:
+    """Per seed, each lasso arm's pruned CCC minus its no-lasso twin's CCC (same seed)."""
+    out = []
+    for arm, twin in (("auto", "none"), ("fixed", "none"), ("tucker_auto", "tucker_none")):
+        base = {r["seed"]: r["ccc"] for r in rows if r["arm"] == twin}
+        diffs = [r["pruned_ccc"] - base[r["seed"]] for r in rows
+                 if r["arm"] == arm and r["seed"] in base and "pruned_ccc" in r]  # fmt: skip
+        if diffs:
+            shown = " / ".join(f"{d:+.3f}" for d in diffs)
+            out.append(f"\npaired by seed, {arm} after prune - {twin}: {shown} "
+                       f"(mean {_mean_std(diffs)})")  # fmt: skip
+    return out
 
 
 def cli() -> None:

@@ -160,7 +160,7 @@ def _scratch_line(rows: list[dict], profile: str) -> list[str]:
     names = ", ".join(f"{r['network']} {pm(r['mean_ccc'])}" for r in weak)
     hint = (
         "; `hoconv demo --full` gives them equal steps in total (the static model's steps on "
-        "clips too) at width 16"
+        "clips too) and more epochs"
         if profile != "full"
         else ""
     )
