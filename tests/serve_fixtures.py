@@ -17,14 +17,23 @@ from hoconv.app.data.synth_render import render_face, sample_identity, sample_vi
 W, H, FACE = 240, 180, 120
 
 
-def face_image(t: int = 0, n: int = 8, seed: int = 3, blank: bool = False) -> np.ndarray:
-    """One RGB frame ``(H, W, 3)``: a face whose V/A moves on a circle with ``t / n``."""
+def frontal_face(seed: int) -> tuple[dict, dict, np.random.Generator]:
+    """``(identity, view, rng)`` of a frontal, light-skinned face that MTCNN and Haar find.
+
+    Draw it with ``render_face(size, identity, view, valence, arousal, 0.0, rng)``.
+    """
     rng = np.random.default_rng(seed)
     ident = sample_identity(rng)
     ident["skin"] = np.array([225.0, 190.0, 160.0])
     view = sample_view(rng)
     view.update(roll=0.0, yaw=0.0, dx=0.0, dy=0.0, clutter=0, light=0.1, noise=2.0, scale=0.36,
                 gain=1.0)  # fmt: skip
+    return ident, view, rng
+
+
+def face_image(t: int = 0, n: int = 8, seed: int = 3, blank: bool = False) -> np.ndarray:
+    """One RGB frame ``(H, W, 3)``: a face whose V/A moves on a circle with ``t / n``."""
+    ident, view, rng = frontal_face(seed)
     img = np.full((H, W, 3), (90, 90, 140), np.uint8)
     if not blank:
         v, a = 0.6 * np.sin(2 * np.pi * t / n), 0.5 * np.cos(2 * np.pi * t / n)
@@ -50,7 +59,11 @@ def write_video(path: Path, frames: int = 8, fps: float = 8.0) -> Path:
 
 
 def write_checkpoint(path: Path, name: str = "cp_resnet18_2d", image_size: int = 32) -> Path:
-    """A tiny untrained zoo checkpoint (engine format) trained 'on' the synthetic set."""
+    """A tiny untrained zoo checkpoint (engine format) trained 'on' the synthetic set.
+
+    Its config says affect task, ``image_size`` pixels, clips of 4 frames (video models, whose
+    name ends in ``3d``); used by the serve, browser and predict tests.
+    """
     from hoconv import models
     from hoconv.app import engine
 

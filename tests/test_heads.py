@@ -11,16 +11,6 @@ from tensorly.tucker_tensor import tucker_to_tensor
 
 from hoconv.heads import TRL, OutputHead
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SHAPES = [(6,), (5, 3, 4), (4, 3, 2, 3)]
 
 

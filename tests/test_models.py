@@ -14,16 +14,6 @@ from hoconv.layers import CPConv, TuckerConv
 from hoconv.models import create_model, list_models, register_model
 from hoconv.models.resnet import midplanes_2plus1d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Tiny configuration and input per model: (kwargs, input shape). Video models get clips.
 SMALL = {
     "resnet18_2d": ({"width": 4}, (2, 3, 16, 16)),

@@ -100,3 +100,15 @@ def test_unknown_detector_is_refused():
     with pytest.raises(ValueError, match="expected one of"):
         make_detector(Options(detector="yolo"))
     assert isinstance(make_detector(Options()), MTCNN)
+
+
+def test_tracker_carry_ages_unseen_tracks_like_update():
+    """``carry`` (O-Net tracking between detections) ages and drops tracks as ``update`` does."""
+    tracker = FaceTracker(max_missed=1)
+    assert tracker.update([_face(10, 10), _face(200, 10)]) == [0, 1]
+    tracker.carry([0], [_face(12, 10)])  # track 1 unseen once: kept, missed = 1
+    assert tracker.tracks[1][1] == 1 and tracker.tracks[0][1] == 0
+    assert tracker.tracks[0][0].box[0] == 12  # the carried face is the new position
+    tracker.carry([0], [_face(14, 10)])  # unseen a second time: past max_missed, dropped
+    assert sorted(tracker.tracks) == [0]
+    assert tracker.update([_face(15, 10), _face(200, 10)]) == [0, 2]

@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from serve_fixtures import frontal_face, write_checkpoint
 from torch import nn
 
 from hoconv.app.data.faces import crop_face
-from hoconv.app.data.synth_render import render_face, sample_identity, sample_view
+from hoconv.app.data.synth_render import render_face
 from hoconv.app.data.transforms import frames_to_tensor, to_tensor
 from hoconv.app.predict import NothingPredicted, Options, predict
 from hoconv.app.predict.detect import FaceDetector, IoUTracker, iou
@@ -31,12 +32,7 @@ SIZE = 32  # training image size of the stand-in checkpoints
 
 def face_frames(n: int, seed: int = 3, blank=(), two: bool = False) -> list[np.ndarray]:
     """``n`` RGB frames: a face moving left-right, V/A on a circle; ``blank`` frames empty."""
-    rng = np.random.default_rng(seed)
-    ident = sample_identity(rng)
-    ident["skin"] = np.array([225.0, 190.0, 160.0])
-    view = sample_view(rng)
-    view.update(roll=0.0, yaw=0.0, dx=0.0, dy=0.0, clutter=0, light=0.1, noise=2.0, scale=0.36,
-                gain=1.0)  # fmt: skip
+    ident, view, rng = frontal_face(seed)
     size = FACE // 2 if two else FACE
     out = []
     for t in range(n):
@@ -405,19 +401,10 @@ def test_predict_command(media, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("name", ["cp_resnet18_2d", "cp_resnet18_3d"])
 def test_zoo_checkpoint_through_the_cli(media, tmp_path, capsys, name):
     """A real checkpoint file (engine format) of a zoo model, predicted through `hoconv`."""
-    models = pytest.importorskip("hoconv.models")
-    engine = pytest.importorskip("hoconv.app.engine")
     from hoconv.app import cli
 
-    torch.manual_seed(0)
-    kwargs = {"width": 4, "num_outputs": 10}
-    model = models.create_model(name, **kwargs)
+    write_checkpoint(tmp_path / "ck.pt", name, image_size=SIZE)
     mode = "video" if name.endswith("3d") else "static"
-    config = {"task": "affect", "mode": mode, "data": "synthetic",
-              "data_kwargs": {"image_size": SIZE, "clip_length": 4}}  # fmt: skip
-    ckpt = engine.make_checkpoint(model_spec={"name": name, "kwargs": kwargs},
-                                  state_dict=model.state_dict(), epoch=1, config=config)  # fmt: skip
-    engine.write_checkpoint(tmp_path / "ck.pt", ckpt)
     out = tmp_path / "o"
     argv = ["predict", "--detector", "haar", str(media / "talk.mp4"), "--checkpoint", str(tmp_path / "ck.pt"),
             "--out", str(out), "--no-progress"]  # fmt: skip

@@ -11,15 +11,6 @@ from hoconv import functional as HF
 from hoconv.models import create_model, list_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("implementation", ["plain", "fast"])
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_model_on_each_path(name, implementation):

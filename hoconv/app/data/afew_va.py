@@ -27,32 +27,27 @@ import os
 import numpy as np
 
 from hoconv.app.data import register
-from hoconv.app.data.base import (
-    MODES,
-    SPLITS,
-    VERIFY_CHOICES,
-    AffectDataset,
-    VideoRecord,
-    check_choice,
-    image_problem,
-    require_root,
-    split_subjects,
+from hoconv.app.data.base import AffectDataset, VideoRecord, require_root, split_subjects
+from hoconv.app.data.loading import (
+    FRAME_KEY,
+    check_options,
+    checked_image,
+    numbered,
+    read_or_report,
+    va_record,
 )
 from hoconv.app.data.report import LoadReport
 
 
-def _read_json(path: str, report: LoadReport) -> dict | None:
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict):
-            raise ValueError(f"top level is a {type(data).__name__}, expected an object")
-        if not isinstance(data.get("frames"), dict):
-            raise ValueError("no 'frames' object")
-        return data
-    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
-        report.add_corrupt(path, f"unreadable annotation ({err})")
-        return None
+def _read_json(path: str) -> dict:
+    """The annotation object of one clip; ValueError (UnicodeDecodeError, JSONDecodeError) if bad."""
+    with open(path) as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise ValueError(f"top level is a {type(data).__name__}, expected an object")
+    if not isinstance(data.get("frames"), dict):
+        raise ValueError("no 'frames' object")
+    return data
 
 
 def _clip_record(
@@ -60,10 +55,10 @@ def _clip_record(
 ) -> VideoRecord | None:
     rows = []
     json_path = f"{os.path.join(root, clip, clip)}.json"
-    numeric = [k for k in data["frames"] if str(k).isascii() and str(k).isdigit()]
-    for key in sorted(set(data["frames"]) - set(numeric)):
+    numeric = numbered(data["frames"], FRAME_KEY)
+    for key in sorted(set(data["frames"]) - {k for _, k in numeric}):
         report.add_corrupt(f"{json_path}#{key}", "frame key is not a frame number")
-    for key in sorted(numeric, key=int):
+    for _, key in numeric:
         entry = data["frames"][key]
         try:
             val, aro = float(entry["valence"]), float(entry["arousal"])
@@ -75,27 +70,16 @@ def _clip_record(
         if not (-10 <= val <= 10 and -10 <= aro <= 10):
             report.filter("valence/arousal outside [-10, 10]")
             continue
-        path = os.path.join(root, clip, f"{key}.png")
-        problem = image_problem(path, verify)
-        if problem:
-            report.add_corrupt(path, problem)
+        path = checked_image(os.path.join(root, clip, f"{key}.png"), verify, report)
+        if path is None:
             continue
         rows.append((int(key), path, val / 10.0, aro / 10.0, lms))
     if not rows:
         return None
     frames, paths, val, aro, lms = zip(*rows)
-    n = len(rows)
-    return VideoRecord(
-        name=clip,
-        subject=str(data.get("actor", clip)),
-        frames=np.array(frames, dtype=np.int64),
-        valence=np.array(val, dtype=np.float32),
-        arousal=np.array(aro, dtype=np.float32),
-        expression=np.full(n, -1, dtype=np.int64),
-        labelled=np.ones(n, dtype=bool),
-        paths=list(paths),
-        landmarks=np.stack(lms) if len({x.shape for x in lms}) == 1 else None,
-    )
+    landmarks = np.stack(lms) if len({x.shape for x in lms}) == 1 else None
+    subject = str(data.get("actor", clip))
+    return va_record(clip, subject, frames, val, aro, list(paths), landmarks=landmarks)
 
 
 @register("afew_va")
@@ -122,16 +106,14 @@ def afew_va(
         image_size: output side in pixels.
         **kwargs: forwarded to :class:`hoconv.app.data.base.AffectDataset`.
     """
-    check_choice("split", split, SPLITS)
-    check_choice("mode", mode, MODES)
-    check_choice("verify", verify, VERIFY_CHOICES)
+    check_options(split, mode, verify)
     root = require_root(root, "afew_va")
     report = LoadReport("afew_va", split, on_error)
     clips = {}
     for clip in sorted(os.listdir(root)):
         path = os.path.join(root, clip, f"{clip}.json")
         if os.path.isdir(os.path.join(root, clip)) and os.path.isfile(path):
-            data = _read_json(path, report)
+            data = read_or_report(_read_json, path, report)
             if data is not None:
                 clips[clip] = data
     if not clips:

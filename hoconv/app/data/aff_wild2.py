@@ -27,16 +27,8 @@ import os
 import numpy as np
 
 from hoconv.app.data import register
-from hoconv.app.data.base import (
-    MODES,
-    SPLITS,
-    VERIFY_CHOICES,
-    AffectDataset,
-    VideoRecord,
-    check_choice,
-    image_problem,
-    require_root,
-)
+from hoconv.app.data.base import AffectDataset, VideoRecord, require_root
+from hoconv.app.data.loading import check_options, checked_image, read_or_report, va_record
 from hoconv.app.data.report import LoadReport
 
 _FOLDERS = {"train": "Train_Set", "val": "Validation_Set", "test": "Test_Set"}
@@ -53,19 +45,16 @@ def _annotation_dir(root: str, split: str) -> str:
     )
 
 
-def _read_txt(path: str, report: LoadReport) -> np.ndarray | None:
-    try:
-        with open(path) as fh:
-            header = fh.readline().strip().replace(" ", "").lower()
-            if header != "valence,arousal":
-                raise ValueError(f"header {header!r}, expected 'valence,arousal'")
-            values = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
-        if values.size and values.shape[1] != 2:
-            raise ValueError(f"{values.shape[1]} columns, expected 2")
-        return values.reshape(-1, 2)  # (F, 2)
-    except (OSError, ValueError) as err:
-        report.add_corrupt(path, f"unreadable annotation ({err})")
-        return None
+def _read_txt(path: str) -> np.ndarray:
+    """``(F, 2)`` float64 (valence, arousal) rows of one annotation file; ValueError if malformed."""
+    with open(path) as fh:
+        header = fh.readline().strip().replace(" ", "").lower()
+        if header != "valence,arousal":
+            raise ValueError(f"header {header!r}, expected 'valence,arousal'")
+        values = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
+    if values.size and values.shape[1] != 2:
+        raise ValueError(f"{values.shape[1]} columns, expected 2")
+    return values.reshape(-1, 2)  # (F, 2)
 
 
 def _video_record(
@@ -84,26 +73,14 @@ def _video_record(
         name = f"{i + 1:05d}.jpg"
         path = os.path.join(folder, name) if name in present else None
         if path is not None and verify != "exists":
-            problem = image_problem(path, verify)
-            if problem:
-                report.add_corrupt(path, problem)
-                path = None
+            path = checked_image(path, verify, report)
         elif path is None and labelled[i]:
             report.filter("missing jpg (no face)")
         if path is None:
             labelled[i] = False
         paths.append(path)
     vals = np.where(labelled[:, None], values, 0.0).astype(np.float32)  # (F, 2)
-    return VideoRecord(
-        name=video,
-        subject=video,
-        frames=np.arange(1, n + 1, dtype=np.int64),
-        valence=vals[:, 0],
-        arousal=vals[:, 1],
-        expression=np.full(n, -1, dtype=np.int64),
-        labelled=labelled,
-        paths=paths,
-    )
+    return va_record(video, video, np.arange(1, n + 1), vals[:, 0], vals[:, 1], paths, labelled)
 
 
 @register("aff_wild2")
@@ -127,16 +104,14 @@ def aff_wild2(
         image_size: output side in pixels.
         **kwargs: forwarded to :class:`hoconv.app.data.base.AffectDataset`.
     """
-    check_choice("split", split, SPLITS)
-    check_choice("mode", mode, MODES)
-    check_choice("verify", verify, VERIFY_CHOICES)
+    check_options(split, mode, verify)
     root = require_root(root, "aff_wild2")
     ann_dir = _annotation_dir(root, split)
     report = LoadReport("aff_wild2", split, on_error)
     records = []
     for name in sorted(os.listdir(ann_dir)):
         if name.endswith(".txt"):
-            values = _read_txt(os.path.join(ann_dir, name), report)
+            values = read_or_report(_read_txt, os.path.join(ann_dir, name), report)
             if values is not None and len(values):
                 records.append(_video_record(root, name[:-4], values, report, verify))
     return AffectDataset(records, report, mode=mode, image_size=image_size, **kwargs)

@@ -43,14 +43,13 @@ from collections import defaultdict
 import numpy as np
 
 from hoconv.app.data import register
-from hoconv.app.data.base import (
-    SPLITS,
-    VERIFY_CHOICES,
-    AffectDataset,
-    VideoRecord,
-    check_choice,
-    image_problem,
-    require_root,
+from hoconv.app.data.base import AffectDataset, VideoRecord, check_choice, require_root
+from hoconv.app.data.loading import (
+    check_options,
+    checked_image,
+    require_mode,
+    split_mask,
+    va_record,
 )
 from hoconv.app.data.report import LoadReport
 
@@ -94,7 +93,7 @@ def _holdout(n: int, split: str, val_fraction: float, seed: int) -> np.ndarray:
         return np.ones(n, dtype=bool)
     val = np.zeros(n, dtype=bool)
     val[np.random.default_rng(seed).permutation(n)[: round(n * val_fraction)]] = True
-    return val if split == "val" else ~val
+    return split_mask(val, split)
 
 
 def _original(root: str, split: str, report: LoadReport, opts: dict) -> list[VideoRecord]:
@@ -128,10 +127,8 @@ def _original(root: str, split: str, report: LoadReport, opts: dict) -> list[Vid
         if expr is None:
             continue
         rel = row[col["subDirectory_filePath"]]
-        path = os.path.join(images, rel)
-        problem = image_problem(path, opts["verify"])
-        if problem:
-            report.add_corrupt(path, problem)
+        path = checked_image(os.path.join(images, rel), opts["verify"], report)
+        if path is None:
             continue
         groups[os.path.dirname(rel) or "."].append((i, path, val, aro, expr, box, lms))
     return [_group_record(name, items, opts["crop"]) for name, items in sorted(groups.items())]
@@ -151,16 +148,14 @@ def _read_csv(csv_path: str) -> list[list[str]]:
 
 def _group_record(name: str, items: list, crop: str) -> VideoRecord:
     idx, paths, val, aro, expr, boxes, lms = zip(*items)
-    n = len(items)
-    return VideoRecord(
-        name=name,
-        subject=name,
-        frames=np.array(idx, dtype=np.int64),
-        valence=np.array(val, dtype=np.float32),
-        arousal=np.array(aro, dtype=np.float32),
-        expression=np.array(expr, dtype=np.int64),
-        labelled=np.ones(n, dtype=bool),
-        paths=list(paths),
+    return va_record(
+        name,
+        name,
+        idx,
+        val,
+        aro,
+        list(paths),
+        expression=expr,
         boxes=None if crop != "box" or boxes[0] is None else np.array(boxes, dtype=np.float32),
         landmarks=None if crop != "landmarks" else np.stack(lms).astype(np.float32),
     )
@@ -199,10 +194,8 @@ def _new(root: str, split: str, report: LoadReport, opts: dict) -> list[VideoRec
         expr = _label(report, expr, val, aro)
         if expr is None:
             continue
-        path = os.path.join(img_dir, f"{image_id}.jpg")
-        problem = image_problem(path, opts["verify"])
-        if problem:
-            report.add_corrupt(path, problem)
+        path = checked_image(os.path.join(img_dir, f"{image_id}.jpg"), opts["verify"], report)
+        if path is None:
             continue
         frame = int(image_id) if image_id.isdigit() else j
         items.append((frame, path, val, aro, expr, None, lms))
@@ -243,12 +236,11 @@ def affectnet(
         image_size: output side in pixels.
         **kwargs: forwarded to :class:`hoconv.app.data.base.AffectDataset`.
     """
-    check_choice("split", split, SPLITS)
-    if mode != "static":
-        raise ValueError(f"affectnet has still images only: mode must be 'static', got {mode!r}")
+    check_options(split)
+    require_mode("affectnet", mode, "static")
     check_choice("release", release, ("auto", "original", "new"))
     check_choice("crop", crop, ("box", "landmarks", "none"))
-    check_choice("verify", verify, VERIFY_CHOICES)
+    check_options(split, verify=verify)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = require_root(root, "affectnet")

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from hoconv.app.data.clips import eval_windows, random_clip
 from hoconv.app.data.faces import crop_face
-from hoconv.app.data.report import LoadReport
+from hoconv.app.data.report import LoadReport, ReportedDataset
 from hoconv.app.data.transforms import frames_to_tensor
 
 SPLITS = ("train", "val", "test")
@@ -147,7 +146,7 @@ def read_rgb(path: str) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class AffectDataset(Dataset):
+class AffectDataset(ReportedDataset):
     """Static or video samples over a list of :class:`VideoRecord`.
 
     Args:
@@ -202,11 +201,6 @@ class AffectDataset(Dataset):
         report.loaded = sum(int((r.labelled & self._has_image(r)).sum()) for r in records)
         if verbose:
             print(report.format(), file=sys.stderr)
-
-    @property
-    def summary(self) -> dict:
-        """Loaded / filtered / corrupt counts (see :class:`LoadReport`)."""
-        return self.report.summary()
 
     @staticmethod
     def _has_image(rec: VideoRecord) -> np.ndarray:

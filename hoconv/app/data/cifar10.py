@@ -30,16 +30,15 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import sys
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from hoconv.app.data import register
-from hoconv.app.data.base import SPLITS, check_choice, require_root
-from hoconv.app.data.report import LoadReport
+from hoconv.app.data.base import require_root
+from hoconv.app.data.loading import check_options, finish_report, require_mode, split_mask
+from hoconv.app.data.report import EpochSeededDataset, LoadReport
 from hoconv.app.data.transforms import to_tensor
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -152,7 +151,7 @@ def stratified_holdout(labels: np.ndarray, val_size: int, seed: int) -> np.ndarr
     return held
 
 
-class Cifar10(Dataset):
+class Cifar10(EpochSeededDataset):
     """CIFAR-10 images in memory (see the module docstring).
 
     Args:
@@ -180,15 +179,6 @@ class Cifar10(Dataset):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.epoch = 0
-
-    @property
-    def summary(self) -> dict:
-        """Loaded / filtered / corrupt counts (see :class:`LoadReport`)."""
-        return self.report.summary()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the augmentation draws a function of ``(seed, epoch, index)``."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -230,9 +220,8 @@ def cifar10(
         seed: seed of the augmentation draws.
         verbose: print the loading summary.
     """
-    check_choice("split", split, SPLITS)
-    if mode != "static":
-        raise ValueError(f"cifar10 has still images only: mode must be 'static', got {mode!r}")
+    check_options(split)
+    require_mode("cifar10", mode, "static")
     if not isinstance(val_size, int) or val_size < 0:
         raise ValueError(f"val_size must be a non-negative integer, got {val_size!r}")
     if split == "val" and val_size == 0:
@@ -248,12 +237,10 @@ def cifar10(
     report = LoadReport("cifar10", split)
     if split != "test" and val_size:
         held = stratified_holdout(labels, val_size, val_seed)
-        keep = held if split == "val" else ~held
+        keep = split_mask(held, split)
         report.filter(f"held out as {'train' if split == 'val' else 'val'} (val_size={val_size})",
                       int((~keep).sum()))  # fmt: skip
         images, labels = images[keep], labels[keep]
-    report.loaded = len(labels)
-    if verbose:
-        print(report.format(), file=sys.stderr)
+    finish_report(report, loaded=len(labels), videos=0, verbose=verbose)
     augment = split == "train" if augment is None else bool(augment)
     return Cifar10(images, labels, classes, report, augment=augment, seed=seed)

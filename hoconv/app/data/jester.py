@@ -39,16 +39,15 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from hoconv.app.data import register
-from hoconv.app.data.base import SPLITS, check_choice, read_rgb, require_root
-from hoconv.app.data.report import LoadReport, check_on_error
+from hoconv.app.data.base import check_choice, read_rgb, require_root
+from hoconv.app.data.loading import check_options, finish_report, numbered, require_mode
+from hoconv.app.data.report import EpochSeededDataset, LoadReport, check_on_error
 from hoconv.app.data.transforms import ClipAugment, frames_to_tensor
 
 LABELS_FILE = "jester-v1-labels.csv"
@@ -107,14 +106,14 @@ def list_frames(folder: str) -> tuple[list[str], int]:
         names = os.listdir(folder)
     except OSError:
         return [], 0
-    numbered = sorted((int(m.group(1)), name) for name in names if (m := _FRAME.match(name)))
-    if not numbered:
+    frames = numbered(sorted(names), _FRAME)
+    if not frames:
         return [], 0
-    numbers = [k for k, _ in numbered]
+    numbers = [k for k, _ in frames]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"jester: {folder}: two frame files have the same number")
     gaps = numbers[-1] - numbers[0] + 1 - len(numbers)
-    return [name for _, name in numbered], gaps
+    return [name for _, name in frames], gaps
 
 
 def segment_positions(
@@ -139,7 +138,7 @@ def window_positions(
     return start + stride * np.arange(length, dtype=np.int64)
 
 
-class Jester(Dataset):
+class Jester(EpochSeededDataset):
     """Jester clips (see the module docstring).
 
     Args:
@@ -176,15 +175,6 @@ class Jester(Dataset):
         self.sampling, self.image_size, self.aspect = sampling, image_size, aspect
         self.augment = bool(augment)
         self.train, self.seed, self.epoch = train, int(seed), 0
-
-    @property
-    def summary(self) -> dict:
-        """Loaded / filtered / corrupt counts (see :class:`LoadReport`)."""
-        return self.report.summary()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the random draws a function of ``(seed, epoch, index)``."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -286,9 +276,8 @@ def jester(
         on_error: ``"raise"`` or ``"skip"`` for clips without frames / unreadable frames.
         verbose: print the loading summary.
     """
-    check_choice("split", split, SPLITS)
-    if mode != "video":
-        raise ValueError(f"jester has clips only: mode must be 'video', got {mode!r}")
+    check_options(split)
+    require_mode("jester", mode, "video")
     check_choice("sampling", sampling, ("segments", "window"))
     check_choice("aspect", aspect, ("crop", "stretch"))
     check_on_error(on_error)
@@ -304,9 +293,7 @@ def jester(
         raise FileNotFoundError(f"jester: frame folder not found: {folder}")
     report = LoadReport("jester", split, on_error)
     clips = _scan(folder, entries, report)
-    report.loaded = report.videos = len(clips)
-    if verbose:
-        print(report.format(), file=sys.stderr)
+    finish_report(report, loaded=len(clips), videos=len(clips), verbose=verbose)
     train = split == "train"
     return Jester(
         folder, clips, classes, report, clip_length=clip_length, clip_stride=clip_stride,

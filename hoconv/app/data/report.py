@@ -13,6 +13,8 @@ import warnings
 from collections import Counter
 from typing import Any
 
+from torch.utils.data import Dataset
+
 ON_ERROR_CHOICES = ("skip", "raise")
 
 
@@ -86,3 +88,29 @@ def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
     return on_error
+
+
+class ReportedDataset(Dataset):
+    """A data set that keeps its :class:`LoadReport` in ``report`` (subclasses set it)."""
+
+    report: LoadReport
+
+    @property
+    def summary(self) -> dict:
+        """Loaded / filtered / corrupt counts (see :class:`LoadReport`)."""
+        return self.report.summary()
+
+
+class EpochSeededDataset(ReportedDataset):
+    """A :class:`ReportedDataset` whose random draws depend on ``(seed, epoch, index)`` only.
+
+    Subclasses set ``seed``; the trainer calls :meth:`set_epoch` (``epoch`` starts at 0). Data
+    sets without it (e.g. :class:`hoconv.app.data.base.AffectDataset`) are reseeded instead.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the random draws a function of ``(seed, epoch, index)``."""
+        self.epoch = int(epoch)

@@ -34,15 +34,13 @@ import re
 import numpy as np
 
 from hoconv.app.data import register
-from hoconv.app.data.base import (
-    MODES,
-    SPLITS,
-    VERIFY_CHOICES,
-    AffectDataset,
-    VideoRecord,
-    check_choice,
-    image_problem,
-    require_root,
+from hoconv.app.data.base import AffectDataset, VideoRecord, require_root
+from hoconv.app.data.loading import (
+    check_options,
+    checked_image,
+    numbered,
+    read_or_report,
+    va_record,
 )
 from hoconv.app.data.report import LoadReport
 
@@ -84,7 +82,7 @@ def _record(
     if not os.path.isdir(folder):
         report.add_corrupt(folder, "no frames folder for this label file")
         return None
-    files = sorted((int(m.group(1)), f) for f in os.listdir(folder) if (m := _FRAME.match(f)))
+    files = numbered(sorted(os.listdir(folder)), _FRAME)
     if not files:
         report.add_corrupt(folder, "no frame images")
         return None
@@ -94,20 +92,9 @@ def _record(
     report.filter("outside annotated time range", int((~labelled).sum()))
     if opts["verify"] != "exists":
         for i, path in enumerate(paths):
-            problem = image_problem(path, opts["verify"])
-            if problem:
-                report.add_corrupt(path, problem)
+            if checked_image(path, opts["verify"], report) is None:
                 paths[i], labelled[i] = None, False
-    return VideoRecord(
-        name=name,
-        subject=name,
-        frames=numbers,
-        valence=val.astype(np.float32),
-        arousal=aro.astype(np.float32),
-        expression=np.full(len(numbers), -1, dtype=np.int64),
-        labelled=labelled,
-        paths=paths,
-    )
+    return va_record(name, name, numbers, val, aro, paths, labelled)
 
 
 @register("sewa")
@@ -141,9 +128,7 @@ def sewa(
         image_size: output side in pixels.
         **kwargs: forwarded to :class:`hoconv.app.data.base.AffectDataset`.
     """
-    check_choice("split", split, SPLITS)
-    check_choice("mode", mode, MODES)
-    check_choice("verify", verify, VERIFY_CHOICES)
+    check_options(split, mode, verify)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     root = require_root(root, "sewa")
@@ -164,10 +149,10 @@ def sewa(
         if not m or m.group(1) != _PREFIX[split] or (cultures and m.group(2) not in cultures):
             continue
         path = os.path.join(label_dir, fname)
-        try:
-            labels = read_labels(path)
-        except (OSError, ValueError, IndexError) as err:
-            report.add_corrupt(path, f"unreadable labels ({err})")
+        labels = read_or_report(
+            read_labels, path, report, "labels", (OSError, ValueError, IndexError)
+        )
+        if labels is None:
             continue
         rec = _record(root, fname[:-4], labels, report, opts)
         if rec is not None:

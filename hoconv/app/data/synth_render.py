@@ -80,6 +80,53 @@ def _background(size: int, view: dict) -> np.ndarray:
     return img
 
 
+class _Pen:
+    """Draws in face coordinates (half-height 1, rolled and yaw-shifted) onto ``img``."""
+
+    def __init__(self, img: np.ndarray, view: dict) -> None:
+        size = img.shape[0]
+        self.img = img
+        self.unit = view["scale"] * size  # pixels per face half-height
+        self.cx = size * (0.5 + view["dx"])
+        self.cy = size * (0.5 + view["dy"])
+        self.roll = view["roll"]
+        self.cr, self.sr = math.cos(view["roll"]), math.sin(view["roll"])
+        self.yaw = view["yaw"]
+
+    def tp(self, x: float, y: float) -> tuple[int, int]:
+        """Face coordinates -> fixed-point image point (with roll and a yaw shift)."""
+        x = x * (1 - 0.25 * abs(self.yaw)) + 0.35 * self.yaw * (1 - x * x)
+        cr, sr, unit = self.cr, self.sr, self.unit
+        return _pt(self.cx + unit * (cr * x - sr * y), self.cy + unit * (sr * x + cr * y))
+
+    def ellipse(self, x, y, ax, ay, color, thick=-1) -> None:
+        """An ellipse centred at ``(x, y)`` with half-axes ``(ax, ay)`` (filled by default)."""
+        ax_px = max(self.unit * ax, 0.3)
+        ay_px = max(self.unit * ay, 0.3)
+        cv2.ellipse(
+            self.img,
+            self.tp(x, y),
+            _pt(ax_px, ay_px),
+            math.degrees(self.roll),
+            0,
+            360,
+            tuple(float(c) for c in color),
+            thick,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
+
+    def poly(self, points, color, thick=-1) -> None:
+        """A filled polygon (``thick < 0``) or a polyline ``thick`` face units wide."""
+        pts = np.array([self.tp(x, y) for x, y in points], dtype=np.int32)[None]  # (1, K, 2)
+        color = tuple(float(c) for c in color)
+        if thick < 0:
+            cv2.fillPoly(self.img, pts, color, cv2.LINE_AA, _SHIFT)
+        else:
+            width = max(1, int(round(thick * self.unit)))
+            cv2.polylines(self.img, pts, False, color, width, cv2.LINE_AA, _SHIFT)
+
+
 def render_face(
     size: int,
     identity: dict,
@@ -92,63 +139,36 @@ def render_face(
     """Draw one face; returns ``(size, size, 3)`` uint8 RGB."""
     v, a = float(valence), float(arousal)
     img = _background(size, view)
-    unit = view["scale"] * size  # pixels per face half-height
-    cx = size * (0.5 + view["dx"])
-    cy = size * (0.5 + view["dy"])
-    cr, sr = math.cos(view["roll"]), math.sin(view["roll"])
-    yaw = view["yaw"]
-
-    def tp(x: float, y: float) -> tuple[int, int]:
-        """Face coordinates -> fixed-point image point (with roll and a yaw shift)."""
-        x = x * (1 - 0.25 * abs(yaw)) + 0.35 * yaw * (1 - x * x)
-        return _pt(cx + unit * (cr * x - sr * y), cy + unit * (sr * x + cr * y))
-
-    def ellipse(x, y, ax, ay, color, thick=-1):
-        ax_px = max(unit * ax, 0.3)
-        ay_px = max(unit * ay, 0.3)
-        cv2.ellipse(
-            img,
-            tp(x, y),
-            _pt(ax_px, ay_px),
-            math.degrees(view["roll"]),
-            0,
-            360,
-            tuple(float(c) for c in color),
-            thick,
-            cv2.LINE_AA,
-            _SHIFT,
-        )
-
-    def poly(points, color, thick=-1):
-        pts = np.array([tp(x, y) for x, y in points], dtype=np.int32)[None]  # (1, K, 2)
-        color = tuple(float(c) for c in color)
-        if thick < 0:
-            cv2.fillPoly(img, pts, color, cv2.LINE_AA, _SHIFT)
-        else:
-            cv2.polylines(
-                img, pts, False, color, max(1, int(round(thick * unit))), cv2.LINE_AA, _SHIFT
-            )
-
+    pen = _Pen(img, view)
     asp = identity["aspect"]
     skin = identity["skin"]
-    ellipse(0.0, -0.25, asp * 1.05, 0.85 + identity["hair_h"] * 0.3, identity["hair"])
-    ellipse(0.0, 0.0, asp, 1.0, skin)
-    # Eyes: opening from arousal, closed by blinks.
+    pen.ellipse(0.0, -0.25, asp * 1.05, 0.85 + identity["hair_h"] * 0.3, identity["hair"])
+    pen.ellipse(0.0, 0.0, asp, 1.0, skin)
+    _eyes_and_brows(pen, identity, v, a, blink)
+    pen.poly([(0.0, -0.05), (-0.06, 0.22), (0.05, 0.24)], skin * 0.7, thick=0.03)
+    _mouth(pen, identity, v, a)
+    return _finish(img, view, noise_rng)
+
+
+def _eyes_and_brows(pen: _Pen, identity: dict, v: float, a: float, blink: float) -> None:
+    """Eyes: opening from arousal, closed by blinks; brows: raised by arousal, tilted by -v * a."""
+    skin = identity["skin"]
     openness = float(np.clip(0.55 + 0.38 * a, 0.1, 1.0)) * (1.0 - float(np.clip(blink, 0, 1)))
     es = identity["eye_size"]
     for side in (-1.0, 1.0):
         ex, ey = side * identity["eye_dx"], identity["eye_y"]
         if openness > 0.08:
-            ellipse(ex, ey, es * 1.3, es * openness, (245, 245, 240))
-            ellipse(ex, ey, es * 0.55, min(es * 0.55, es * openness), identity["iris"])
-        poly([(ex - es * 1.3, ey), (ex + es * 1.3, ey)], skin * 0.45, thick=0.025)
-        # Brows: raise from arousal, inner-end tilt from -v * a.
+            pen.ellipse(ex, ey, es * 1.3, es * openness, (245, 245, 240))
+            pen.ellipse(ex, ey, es * 0.55, min(es * 0.55, es * openness), identity["iris"])
+        pen.poly([(ex - es * 1.3, ey), (ex + es * 1.3, ey)], skin * 0.45, thick=0.025)
         by = ey - identity["brow_gap"] - 0.10 * a
         tilt = 0.10 * (-v) * a
         inner, outer = ex - side * es * 0.3, ex + side * es * 1.6
-        poly([(outer, by - 0.02), (inner, by + tilt)], identity["hair"] * 0.6, thick=0.06)
-    poly([(0.0, -0.05), (-0.06, 0.22), (0.05, 0.24)], skin * 0.7, thick=0.03)
-    # Mouth: curvature from valence, opening from arousal, asymmetry near (-1, 0).
+        pen.poly([(outer, by - 0.02), (inner, by + tilt)], identity["hair"] * 0.6, thick=0.06)
+
+
+def _mouth(pen: _Pen, identity: dict, v: float, a: float) -> None:
+    """Mouth: curvature from valence, opening from arousal, asymmetry near (-1, 0)."""
     mw, my = identity["mouth_w"], identity["mouth_y"]
     curve = 0.28 * v
     angle = math.atan2(a, v)
@@ -158,12 +178,11 @@ def render_face(
     upper = [(mw * x, my - curve * x * x - asym * max(x, 0.0)) for x in xs]
     lower = [(mw * x, y + opening * (1 - x * x)) for (_, y), x in zip(upper, xs)]
     if opening > 0.01:
-        poly(upper + lower[::-1], (90, 20, 30))
+        pen.poly(upper + lower[::-1], (90, 20, 30))
     lip = (150, 50, 60)
-    poly(upper, lip, thick=0.07)
+    pen.poly(upper, lip, thick=0.07)
     if opening > 0.01:
-        poly(lower, lip, thick=0.07)
-    return _finish(img, view, noise_rng)
+        pen.poly(lower, lip, thick=0.07)
 
 
 def _finish(img: np.ndarray, view: dict, noise_rng: np.random.Generator | None) -> np.ndarray:

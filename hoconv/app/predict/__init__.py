@@ -73,30 +73,8 @@ def predict(
     results = predict_sources(sources, scorer, options)
     results += [_problem_result(path, reason) for path, reason in problems]
     for res in results:
-        if res.error and res.source.kind != "missing":
-            warnings.append(res.error)
-        elif res.frames and not res.scored:
-            warnings.append(f"{res.source.path}: no face found in any of {res.frames} frame(s)")
-        announced = res.source.frame_count if res.source.kind == "video" else None
-        if announced and options.max_frames:
-            announced = min(announced, options.max_frames)
-        if announced and res.frames < announced:
-            warnings.append(
-                f"{res.source.path}: read {res.frames} of the {announced} frames the file "
-                "announces (truncated or corrupt); the rest is not in the outputs"
-            )
-    settings = {
-        "checkpoint": str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
-        "model": scorer.name, "mode": scorer.mode, "image_size": scorer.image_size,
-        "clip_length": scorer.clip_length if scorer.temporal else None,
-        "clip_stride": scorer.clip_stride if scorer.temporal else None,
-        "margin": scorer.margin, "align_margin": scorer.align_margin, "num_outputs": scorer.num_outputs,
-        "expressions": list(scorer.expressions), "detect": options.detect,
-        "detector": options.detector if options.detect else None,
-        "min_face": options.min_face, "detect_every": options.detect_every,
-        "all_faces": options.all_faces, "cascade": options.cascade, "smooth": options.smooth,
-        "step": options.step, "normalisation": "RGB, (x / 255 - 0.5) / 0.5",
-    }  # fmt: skip
+        warnings += _result_warnings(res, options.max_frames)
+    settings = _settings(checkpoint, scorer, options)
     clamped = sum(r.clamped for r in results)
     if clamped:
         values = 2 * sum(r.scored for r in results)
@@ -114,15 +92,57 @@ def predict(
         "warnings": warnings,
         "files": [str(f) for f in files],
     }
-    if summary["scored"] == 0 and problems and len(problems) == len(results):
-        raise NothingPredicted("; ".join(w for w in warnings if w != SYNTHETIC_WARNING))
-    if summary["scored"] == 0:
-        hint = " (use --no-detect for inputs that are face crops)" if options.detect else ""
-        raise NothingPredicted(
-            f"nothing could be scored in {len(results)} input(s), {summary['frames']} frame(s)"
-            f"{hint}; reasons written to {Path(out_dir) / 'predictions.csv'}"
-        )
+    _raise_if_nothing_scored(summary, problems, options, Path(out_dir))
     return summary
+
+
+def _result_warnings(res: SourceResult, max_frames: int | None) -> list[str]:
+    """The warning lines of one input: its error, no face at all, or frames missing."""
+    out = []
+    if res.error and res.source.kind != "missing":
+        out.append(res.error)
+    elif res.frames and not res.scored:
+        out.append(f"{res.source.path}: no face found in any of {res.frames} frame(s)")
+    announced = res.source.frame_count if res.source.kind == "video" else None
+    if announced and max_frames:
+        announced = min(announced, max_frames)
+    if announced and res.frames < announced:
+        out.append(
+            f"{res.source.path}: read {res.frames} of the {announced} frames the file "
+            "announces (truncated or corrupt); the rest is not in the outputs"
+        )
+    return out
+
+
+def _settings(checkpoint: str | Path | tuple, scorer: Scorer, options: Options) -> dict:
+    """The settings block of ``predictions.json``: what the frames were scored with."""
+    return {
+        "checkpoint": str(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
+        "model": scorer.name, "mode": scorer.mode, "image_size": scorer.image_size,
+        "clip_length": scorer.clip_length if scorer.temporal else None,
+        "clip_stride": scorer.clip_stride if scorer.temporal else None,
+        "margin": scorer.margin, "align_margin": scorer.align_margin, "num_outputs": scorer.num_outputs,
+        "expressions": list(scorer.expressions), "detect": options.detect,
+        "detector": options.detector if options.detect else None,
+        "min_face": options.min_face, "detect_every": options.detect_every,
+        "all_faces": options.all_faces, "cascade": options.cascade, "smooth": options.smooth,
+        "step": options.step, "normalisation": "RGB, (x / 255 - 0.5) / 0.5",
+    }  # fmt: skip
+
+
+def _raise_if_nothing_scored(
+    summary: dict, problems: list[tuple[str, str]], options: Options, out_dir: Path
+) -> None:
+    """Raise :class:`NothingPredicted` (one line) when no frame of any input was scored."""
+    if summary["scored"]:
+        return
+    if problems and len(problems) == summary["inputs"]:
+        raise NothingPredicted("; ".join(w for w in summary["warnings"] if w != SYNTHETIC_WARNING))
+    hint = " (use --no-detect for inputs that are face crops)" if options.detect else ""
+    raise NothingPredicted(
+        f"nothing could be scored in {summary['inputs']} input(s), {summary['frames']} frame(s)"
+        f"{hint}; reasons written to {out_dir / 'predictions.csv'}"
+    )
 
 
 def _problem_result(path: str, reason: str) -> SourceResult:

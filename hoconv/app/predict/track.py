@@ -67,24 +67,23 @@ class FaceTracker:
             if ids[i] is None:
                 ids[i] = self.next_id
                 self.next_id += 1
-        for tid, (last, missed) in list(self.tracks.items()):
-            if tid not in ids:
-                if missed >= self.max_missed:
-                    del self.tracks[tid]
-                else:
-                    self.tracks[tid] = (last, missed + 1)
+        self._age_unseen(ids)
         for i, tid in enumerate(ids):
             self.tracks[tid] = (faces[i], 0)
         return [int(t) for t in ids]
 
-    def carry(self, ids: Sequence[int], faces: Sequence[Face]) -> None:
-        """Record ``faces`` as the new positions of tracks ``ids`` (the others miss a frame)."""
+    def _age_unseen(self, ids: Sequence) -> None:
+        """Tracks not in ``ids`` miss one more frame; those past ``max_missed`` are dropped."""
         for tid, (last, missed) in list(self.tracks.items()):
             if tid not in ids:
                 if missed >= self.max_missed:
                     del self.tracks[tid]
                 else:
                     self.tracks[tid] = (last, missed + 1)
+
+    def carry(self, ids: Sequence[int], faces: Sequence[Face]) -> None:
+        """Record ``faces`` as the new positions of tracks ``ids`` (the others miss a frame)."""
+        self._age_unseen(ids)
         for tid, face in zip(ids, faces):
             self.tracks[tid] = (face, 0)
 
