@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from hoconv.app.compress import candidates as C
-from hoconv.app.compress.apply import compress_model
-from hoconv.app.compress.evbmf import tucker_ranks_evbmf
 from hoconv.app.compress.finetune import DistillSettings, finetune, validation_score
-from hoconv.app.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.app.compress.pipeline import data_config
-from hoconv.app.compress.solver import Budget
 from hoconv.app.engine import build
 from hoconv.app.engine.checkpoint import load_model
+from hoconv.compress import candidates as C
+from hoconv.compress.apply import compress_model
+from hoconv.compress.evbmf import tucker_ranks_evbmf
+from hoconv.compress.measure import interleaved_ms, model_macs, param_count
+from hoconv.compress.solver import Budget
 from hoconv.factorization import _set_submodule
 
 SAMPLES = {"resnet18": (8, 3, 48, 48), "mobilenet": (8, 3, 32, 32), "convnet3d": (4, 3, 16, 32, 32)}

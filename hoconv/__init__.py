@@ -1,6 +1,7 @@
 """hoconv: factorized higher-order convolutions on PyTorch."""
 
 from hoconv._fast.switch import get_implementation, implementation, set_implementation
+from hoconv.compress import compress_model
 from hoconv.factorization import factorize
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
 from hoconv.transduction import transduce
@@ -12,6 +13,7 @@ __all__ = [
     "CPConv",
     "TuckerConv",
     "__version__",
+    "compress_model",
     "factorize",
     "get_implementation",
     "implementation",

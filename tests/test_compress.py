@@ -20,7 +20,7 @@ from hoconv.app.compress import (
     record_shapes,
     solve,
 )
-from hoconv.app.compress.candidates import Candidate, refine_fractions
+from hoconv.compress.candidates import Candidate, refine_fractions
 from hoconv.layers import CPConv
 
 
@@ -202,7 +202,7 @@ def test_compress_with_distillation_finetune_and_report(tmp_path, capsys):
 def test_evbmf_recovers_planted_rank_and_noise():
     import numpy as np
 
-    from hoconv.app.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
+    from hoconv.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
 
     rng = np.random.default_rng(0)
     for rank in (3, 10):
@@ -213,3 +213,69 @@ def test_evbmf_recovers_planted_rank_and_noise():
     kernel = torch.einsum("tr,rc,k->tck", torch.randn(16, 4), torch.randn(4, 12), torch.randn(9))
     kernel = (kernel + 0.01 * torch.randn(16, 12, 9)).reshape(16, 12, 3, 3)
     assert tucker_ranks_evbmf(kernel) == (4, 4)
+
+
+NOT_MET = (
+    r"budget not met: measured \d+\.\d\dx of the original \(target 0\.01\), cheapest choice kept"
+)
+
+
+def test_params_budget_below_reach_names_the_minimum():
+    # 0.01 of the parameters: below even the smallest Tucker ranks of both convs
+    with pytest.raises(ValueError, match=r"reachable minimum") as info:
+        compress_model(_net(), torch.randn(1, 8, 8, 8), parse_budget("params=0.01"),
+                       kind="tucker", latency=LatencyTable("/dev/null", repeats=1),
+                       timing_repeats=2)  # fmt: skip
+    floor = float(str(info.value).split("give ")[1].split("x")[0])
+    assert 0.01 < floor < 1  # the minimum it names is a real fraction above the budget
+
+
+def test_latency_budget_out_of_reach_keeps_the_cheapest_choice():
+    from hoconv.compress import BudgetNotMet, BudgetWarning
+
+    model, x = _net(), torch.randn(2, 8, 16, 16)
+    args = dict(kind="tucker", latency=LatencyTable("/dev/null", repeats=1), timing_repeats=3)
+    with pytest.raises(BudgetNotMet, match=NOT_MET) as info:  # 100x faster: out of reach
+        compress_model(model, x, parse_budget("latency=0.01"), **args)
+    err = info.value
+    assert not err.report.budget_met and err.report.rounds[-1]["note"]
+    assert len(err.report.rounds) == 1  # no re-solve once the cheapest choice is over the target
+    assert err.model(x).shape == model(x).shape
+    with pytest.warns(BudgetWarning, match=NOT_MET):
+        new, spec, report = compress_model(model, x, parse_budget("latency=0.01"),
+                                           best_effort=True, **args)  # fmt: skip
+    ratio = report.whole["compressed"]["ms"] / report.whole["original"]["ms"]
+    assert f"measured {ratio:.2f}x" in report.note and not report.budget_met  # the json's ratio
+    assert new(x).shape == model(x).shape
+
+
+def test_compress_cli_latency_out_of_reach_exits_2_unless_best_effort(tmp_path, capsys):
+    from hoconv.app.cli import main
+
+    _, src = _tiny_checkpoint(tmp_path, {})
+    out, rep = tmp_path / "b.pt", tmp_path / "rep"
+    argv = ["compress", "--checkpoint", str(src), "--out", str(out), "--budget", "latency=0.01",
+            "--kind", "tucker", "--input-shape", "2,3,16,16", "--report-dir", str(rep)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("budget not met") == 1 and "hoconv compress: error: budget not met" in err
+    assert not out.exists()  # without --best-effort nothing is written, but the report is
+    saved = json.loads((rep / "compress.json").read_text())
+    assert saved["budget_met"] is False and "cheapest choice kept" in saved["note"]
+    assert main([*argv, "--best-effort"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("budget not met") == 1 and "warning: budget not met" in captured.err
+    assert out.exists() and "**budget not met" in (rep / "compress.md").read_text()
+
+
+def test_library_compress_does_not_import_the_application():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hoconv.compress\n"
+        "print(sorted(m for m in sys.modules if m.startswith('hoconv.app')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -14,6 +14,8 @@ predict / export like any other.
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 from hoconv.app.commands import refuse_overwriting_source
 
@@ -32,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input-shape", required=True, help="shape the model runs at, e.g. 1,3,64,64")
     p.add_argument("--pointwise", action="store_true", help="also factorize 1x1 convs (low rank)")
+    p.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="latency budget out of reach: keep the fastest choice, warn, exit 0 (default: exit 2)",
+    )
     p.add_argument(
         "--report-dir", default=None, help="folder for compress.md / .json / _layers.png"
     )
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from hoconv.app.compress.finetune import DistillSettings
     from hoconv.app.compress.pipeline import compress_checkpoint
     from hoconv.app.compress.report import summary, write_report
+    from hoconv.compress import BudgetNotMet, BudgetWarning
 
     refuse_overwriting_source(args.checkpoint, args.out)
     budget = parse_budget(args.budget)
@@ -99,11 +107,23 @@ def run(args: argparse.Namespace) -> int:
         max_batches=args.max_train_batches,
     )  # fmt: skip
     sample = torch.randn(*parse_shape(args.input_shape))
-    report, history = compress_checkpoint(args.checkpoint, args.out, sample, budget, args.kind,
-                                          data=data_overrides(args), settings=settings,
-                                          pointwise=args.pointwise)  # fmt: skip
     metric = "val score (mean V/A CCC or top-1)"
+    try:
+        with warnings.catch_warnings():  # the one warning line is printed below
+            warnings.simplefilter("ignore", BudgetWarning)
+            report, history = compress_checkpoint(
+                args.checkpoint, args.out, sample, budget, args.kind, data=data_overrides(args),
+                settings=settings, pointwise=args.pointwise, best_effort=args.best_effort,
+            )  # fmt: skip
+    except BudgetNotMet as err:  # the report still shows what the cheapest choice gives
+        print(summary(err.report, metric))
+        if args.report_dir:
+            write_report(err.report, args.report_dir, metric)
+            print(f"report in {args.report_dir}")
+        raise ValueError(f"{err} (nothing written; --best-effort keeps it)") from None
     print(summary(report, metric))
+    if report.note:
+        print(f"hoconv compress: warning: {report.note}", file=sys.stderr)
     if history:
         print("fine-tune: " + ", ".join(f"epoch {h['epoch']} {h['score']:.4f}" for h in history))
     if args.report_dir:

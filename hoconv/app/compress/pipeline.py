@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from hoconv.app.compress.apply import CompressReport, compress_model
 from hoconv.app.compress.finetune import DistillSettings, finetune, validation_score
-from hoconv.app.compress.solver import Budget
 from hoconv.app.engine import build
 from hoconv.app.engine import config as config_io
+from hoconv.compress.apply import CompressReport, compress_model
+from hoconv.compress.solver import Budget
 
 DATA_KEYS = ("data", "data_root", "mode", "data_kwargs", "batch_size", "workers", "seed",
              "train_split", "val_split", "task")  # fmt: skip
@@ -56,6 +56,7 @@ def compress_checkpoint(
     pointwise: bool = False,
     latency=None,
     errors=None,
+    best_effort: bool = False,
 ) -> tuple[CompressReport, dict | None]:
     """Compress a checkpoint's model (optionally distil), score every stage, write ``dst``.
 
@@ -69,6 +70,9 @@ def compress_checkpoint(
             checkpoint's own config they give the validation set and the fine-tune data.
         settings: distillation settings (``epochs=0``: no fine-tune).
         pointwise: consider 1x1 convs too.
+        best_effort: a latency budget that cannot be met keeps the fastest choice, warns and
+            goes on (fine-tune, write); without it :class:`hoconv.compress.BudgetNotMet` is
+            raised before the fine-tune and nothing is written.
 
     Returns:
         ``(report, history)``; ``history`` is the fine-tune's per-epoch scores (None without).
@@ -84,7 +88,7 @@ def compress_checkpoint(
         raise ValueError("--finetune-epochs needs data: the checkpoint names none; pass --data")
     name = meta["model"]["name"]
     new, factorized, report = compress_model(
-        teacher, sample, budget, kind, latency, errors, pointwise
+        teacher, sample, budget, kind, latency, errors, pointwise, best_effort=best_effort
     )
     report.whole["original"]["score"] = _score(teacher, cfg, name)
     report.whole["compressed"]["score"] = _score(new, cfg, name)

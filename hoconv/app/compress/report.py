@@ -55,8 +55,9 @@ def summary(report, metric_name: str = "score") -> str:
         + (f" ({r['note']})" if "note" in r else "")
         for r in report.rounds
     )
+    met = [] if report.note is None else [f"**{report.note}**", ""]
     return "\n".join([
-        f"# hoconv compress: budget {b.metric}={b.fraction}", "",
+        f"# hoconv compress: budget {b.metric}={b.fraction}", "", *met,
         whole_table(report, metric_name), "",
         "ms: median whole forward, original and compressed timed interleaved in one process.", "",
         layer_table(report), "",
@@ -72,6 +73,7 @@ def to_json(report) -> dict:
             for r in report.rows]  # fmt: skip
     return {"budget": vars(report.budget), "rows": rows, "whole": report.whole,
             "rounds": report.rounds, "search_s": report.search_s,
+            "budget_met": report.budget_met, "note": report.note,
             "decompositions": report.decompositions,
             "latency_measured": report.latency_measured}  # fmt: skip
 

@@ -244,7 +244,7 @@ def build_model(spec: dict) -> torch.nn.Module:
     if spec.get("pruned_ranks"):
         _apply_pruned_ranks(model, spec["pruned_ranks"])
     if spec.get("factorized"):  # written by `hoconv compress`
-        from hoconv.app.compress.apply import apply_choices
+        from hoconv.compress.apply import apply_choices
 
         apply_choices(model, spec["factorized"])
     return model

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from hoconv.app.compress import candidates as C
-from hoconv.app.compress.latency import LatencyTable
-from hoconv.app.compress.measure import interleaved_ms, model_macs, param_count
-from hoconv.app.compress.solver import Budget, solve
+from hoconv.compress import candidates as C
+from hoconv.compress.latency import LatencyTable
+from hoconv.compress.measure import interleaved_ms, model_macs, param_count
+from hoconv.compress.solver import Budget, BudgetUnreachable, cheapest, parse_budget, solve
 from hoconv.factorization import _set_submodule
 
 KINDS = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}
@@ -35,6 +36,24 @@ class CompressReport:
     search_s: float = 0.0
     decompositions: int = 0
     latency_measured: int = 0
+    budget_met: bool = True
+    note: str | None = None
+
+
+class BudgetWarning(UserWarning):
+    """A latency budget that was not met, kept with ``best_effort``."""
+
+
+class BudgetNotMet(ValueError):
+    """A latency budget the cheapest choices could not reach (``best_effort=False``).
+
+    Carries what was built anyway: ``model``, ``spec`` and the filled-in ``report`` (whose
+    ``note`` is this error's message), so a caller can still write the report.
+    """
+
+    def __init__(self, report: CompressReport, model: nn.Module, spec: dict) -> None:
+        super().__init__(report.note)
+        self.report, self.model, self.spec = report, model, spec
 
 
 def apply_choices(model: nn.Module, factorized: dict[str, dict]) -> None:
@@ -63,8 +82,30 @@ def _cost_tables(infos, cands, metric: str, latency):
     return table, dense
 
 
+def _solve_or_cheapest(table, dense, total, metric):
+    """``solve``; when even the cheapest candidates are over the target, the cheapest choice
+    (latency: measured and reported as not met) or one clear error (params / MACs)."""
+    try:
+        return solve(table, dense, total["fixed"], total["target"]), False
+    except BudgetUnreachable as err:
+        if metric == "latency":
+            return cheapest(table, dense), True
+        whole = total["fixed"] + sum(dense.values())
+        raise ValueError(
+            f"budget {metric}={total['target'] / whole:.4g} cannot be met: the smallest "
+            f"candidates of every factorizable conv give {err.floor / whole:.4f}x of the "
+            f"original {metric} (the reachable minimum with these layers); raise the budget "
+            "(or, if 1x1 convs hold much of the model, factorize them too: --pointwise)"
+        ) from None
+
+
 def _search(infos, kinds, metric, latency, errors, target_of):
-    """Coarse grid, solve, refine around each pick, solve again; returns (choice, table, dense)."""
+    """Coarse grid, solve, refine around each pick, solve again.
+
+    Returns:
+        ``(choice, table, dense, unreachable)``; ``unreachable``: the choice is the cheapest
+        one and still over the (latency) target.
+    """
     search_latency = latency if metric == "latency" else None
     _, dense = _cost_tables(infos, {i.name: [] for i in infos}, metric, latency)
     attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
@@ -75,7 +116,10 @@ def _search(infos, kinds, metric, latency, errors, target_of):
     }
     table, dense = _cost_tables(infos, cands, metric, latency)
     total = target_of(dense)
-    choice = solve(table, dense, total["fixed"], total["target"])
+    try:
+        choice = solve(table, dense, total["fixed"], total["target"])
+    except BudgetUnreachable:  # refine below the cheapest picks before giving up
+        choice = cheapest(table, dense)
     for info in infos:
         picked = choice[info.name]["cand"] if choice[info.name] else None
         extra = C.refine_fractions(picked, C.COARSE)
@@ -83,7 +127,8 @@ def _search(infos, kinds, metric, latency, errors, target_of):
         fresh = C.layer_candidates(info, kinds, extra, search_latency, errors, useful[info.name])
         cands[info.name] += [c for c in fresh if (c.kind, c.rank) not in known]
     table, dense = _cost_tables(infos, cands, metric, latency)
-    return solve(table, dense, total["fixed"], total["target"]), table, dense
+    choice, unreachable = _solve_or_cheapest(table, dense, total, metric)
+    return choice, table, dense, unreachable
 
 
 def _build(model, infos, choice, built: dict) -> nn.Module:
@@ -103,26 +148,35 @@ def _build(model, infos, choice, built: dict) -> nn.Module:
 def compress_model(
     model: nn.Module,
     sample: torch.Tensor,
-    budget: Budget,
+    budget: Budget | str,
     kind: str = "auto",
     latency: LatencyTable | None = None,
     errors: C.ErrorCache | None = None,
     pointwise: bool = False,
     max_rounds: int = 4,
     timing_repeats: int = 15,
+    best_effort: bool = False,
 ) -> tuple[nn.Module, dict[str, dict], CompressReport]:
     """Factorize ``model``'s convs so that its params / MACs / forward latency meet ``budget``.
 
-    Budgets are fractions of the whole model (all parameters; every conv and linear layer's
+    ``budget`` is a :class:`Budget` or its text (``"latency=0.5"``). Budgets are fractions of
+    the whole model (all parameters; every conv and linear layer's
     MACs; the whole forward on ``sample``). For latency the solver predicts the forward as the
     rest of the model (whole minus the dense convs) plus each layer's measured ms; the result
     is then timed against the original (interleaved) and, while it misses, the target is
     scaled by ``fraction x original / measured`` and solved again (``max_rounds`` in all).
 
+    A latency budget the cheapest candidates cannot reach keeps the fastest choice per
+    layer (and a budget still missed after ``max_rounds`` keeps the last round's): with
+    ``best_effort`` that model is returned with ``report.budget_met = False``, ``report.note``
+    and a warning, else :class:`BudgetNotMet` (a ValueError carrying model and report) is
+    raised. A params / MACs budget below the reachable minimum raises one ValueError naming it.
+
     Returns:
         ``(new_model, factorized_spec, report)``; ``factorized_spec`` maps layer name to
         ``{"kind", "rank"}`` (what the checkpoint records).
     """
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
     kinds = KINDS.get(kind)
     if kinds is None:
         raise ValueError(f"--kind must be cp, tucker or auto, got {kind!r}")
@@ -143,36 +197,78 @@ def compress_model(
         return {"fixed": max(0.0, whole - sum(dense.values())), "target": scale[0] * whole}
 
     start = time.perf_counter()
-    choice, table, dense = _search(infos, kinds, budget.metric, latency, errors, target_of)
+    choice, table, dense, unreachable = _search(
+        infos, kinds, budget.metric, latency, errors, target_of
+    )
     report.search_s = time.perf_counter() - start
     built: dict = {}
+    new, choice = _latency_rounds(
+        model, sample, infos, (choice, table, dense), built, report, target_of, scale,
+        whole, unreachable, max_rounds, timing_repeats,
+    )  # fmt: skip
+    spec = _fill_report(report, model, new, infos, choice, latency, sample, orig, timing_repeats)
+    report.decompositions, report.latency_measured = errors.computed, latency.measured
+    errors.save()
+    _check_met(report, new, spec, best_effort)
+    return new, spec, report
+
+
+def _latency_rounds(model, sample, infos, solved, built, report, target_of, scale, whole,
+                    unreachable, max_rounds, repeats):  # fmt: skip
+    """Build the choice; for latency, time it against the original and re-solve while it misses.
+
+    Returns the model of the last round and its choice; ``report.rounds`` gets one entry each.
+    """
+    choice, table, dense = solved
+    metric, fraction = report.budget.metric, report.budget.fraction
     new = _build(model, infos, choice, built)
-    best = (new, choice)
     for _ in range(max_rounds):
         predicted = target_of(dense)["fixed"] + sum(
             dense[n] if o is None else o["cost"] for n, o in choice.items()
         )
         entry = {"target": scale[0] * whole, "predicted": predicted}
         report.rounds.append(entry)
-        if budget.metric != "latency":
+        if metric != "latency":
             break
-        ms = interleaved_ms({"original": model, "compressed": new}, sample, timing_repeats)
+        ms = interleaved_ms({"original": model, "compressed": new}, sample, repeats)
         entry["measured_ratio"] = ms["compressed"] / ms["original"]
-        best = (new, choice)
-        if entry["measured_ratio"] <= budget.fraction:
+        if unreachable:
+            entry["note"] = "the cheapest candidates are predicted over the target"
             break
-        scale[0] *= budget.fraction / entry["measured_ratio"]
+        if entry["measured_ratio"] <= fraction:
+            break
+        scale[0] *= fraction / entry["measured_ratio"]
         try:
             choice = solve(table, dense, target_of(dense)["fixed"], scale[0] * whole)
-        except ValueError:  # even the cheapest candidates cannot go lower: keep the last
+        except BudgetUnreachable:  # even the cheapest candidates cannot go lower: keep the last
             entry["note"] = "no cheaper choice: the cheapest candidates were reached"
             break
         new = _build(model, infos, choice, built)
-    new, choice = best
-    spec = _fill_report(report, model, new, infos, choice, latency, sample, orig, timing_repeats)
-    report.decompositions, report.latency_measured = errors.computed, latency.measured
-    errors.save()
-    return new, spec, report
+    return new, choice
+
+
+def _check_met(report, new, spec, best_effort: bool) -> None:
+    """Latency: the final measured ratio (compress.json's) against the budget.
+
+    Not met: ``report.note`` says so; with ``best_effort`` a warning, else :class:`BudgetNotMet`.
+    """
+    b = report.budget
+    if b.metric != "latency":
+        return
+    ratio = report.whole["compressed"]["ms"] / report.whole["original"]["ms"]
+    if ratio <= b.fraction:
+        return
+    report.budget_met = False
+    report.note = (
+        f"budget not met: measured {ratio:.2f}x of the original (target {b.fraction:g}), "
+        "cheapest choice kept"
+        if report.rounds and "note" in report.rounds[-1]
+        else f"budget not met: measured {ratio:.2f}x of the original (target {b.fraction:g}) "
+        f"after {len(report.rounds)} solver rounds"
+    )
+    if not best_effort:
+        raise BudgetNotMet(report, new, spec)
+    warnings.warn(report.note, BudgetWarning, stacklevel=3)
 
 
 def _fill_report(report, model, new, infos, choice, latency, sample, orig, repeats) -> dict:

@@ -11,6 +11,16 @@ from dataclasses import dataclass
 METRICS = ("params", "macs", "latency")
 
 
+class BudgetUnreachable(ValueError):
+    """Even the cheapest option of every layer is over the target; ``floor`` is that minimum."""
+
+    def __init__(self, floor: float, target: float) -> None:
+        super().__init__(
+            f"budget cannot be met: the cheapest candidates total {floor:.4g} > target {target:.4g}"
+        )
+        self.floor, self.target = floor, target
+
+
 @dataclass(frozen=True)
 class Budget:
     """A budget: the compressed model's ``metric`` must be <= ``fraction`` x the original's."""
@@ -64,19 +74,15 @@ def solve(
         Layer name -> chosen option, or ``None`` for dense.
 
     Raises:
-        ValueError: even the cheapest option of every layer does not meet ``target``.
+        BudgetUnreachable: (a ValueError) even the cheapest option of every layer does not
+            meet ``target``.
     """
-    options = {
-        name: sorted((o for o in opts if o["cost"] < dense_cost[name]), key=lambda o: o["cost"])
-        for name, opts in table.items()
-    }
+    options = _cheaper_options(table, dense_cost)
     floor = fixed_cost + sum(
         opts[0]["cost"] if opts else dense_cost[n] for n, opts in options.items()
     )
     if floor > target:
-        raise ValueError(
-            f"budget cannot be met: the cheapest candidates total {floor:.4g} > target {target:.4g}"
-        )
+        raise BudgetUnreachable(floor, target)
     choice: dict[str, dict | None] = {name: None for name in table}
 
     def cost(name: str, option: dict | None) -> float:
@@ -101,6 +107,22 @@ def solve(
         total -= cost(name, choice[name]) - o["cost"]
         choice[name] = o
     return _spend_slack(choice, options, dense_cost, total, target)
+
+
+def _cheaper_options(table, dense_cost) -> dict[str, list[dict]]:
+    """Per layer, the options cheaper than dense, cheapest first."""
+    return {
+        name: sorted((o for o in opts if o["cost"] < dense_cost[name]), key=lambda o: o["cost"])
+        for name, opts in table.items()
+    }
+
+
+def cheapest(table: dict[str, list[dict]], dense_cost: dict[str, float]) -> dict[str, dict | None]:
+    """Per layer its cheapest option, or ``None`` (dense) where no option is cheaper than dense."""
+    return {
+        name: opts[0] if opts else None
+        for name, opts in _cheaper_options(table, dense_cost).items()
+    }
 
 
 def _spend_slack(choice, options, dense_cost, total, target):
