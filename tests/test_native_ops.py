@@ -10,7 +10,7 @@ import torch
 from test_fused import assert_close_scaled, dense_reference, layout
 
 import hoconv
-from hoconv._fast import native, native_abi, native_build
+from hoconv._fast import native, native_abi, native_build, plan
 from hoconv._fast.fused import cp_fused, cp_fused_backward
 
 
@@ -58,6 +58,66 @@ def test_compile_fullgraph_keeps_the_native_op_and_matches_eager(dim):
     torch.testing.assert_close(out, eager_out, rtol=0, atol=0)
     for a, b in zip(grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _default_layer(stride: int, dim: int):
+    """A CPConv with no implementation of its own (it follows "auto") and its input."""
+    torch.manual_seed(0)
+    if dim == 2:  # dense-route MACs 8x the CP ones (not the dense path), 64 positions a row
+        layer = hoconv.CPConv(32, 32, 3, dim=2, rank=16, padding=1, stride=stride)
+        return layer, torch.randn(2, 32, 8, 64)
+    layer = hoconv.CPConv(16, 8, 3, dim=3, rank=32, padding=1, stride=stride)
+    return layer, torch.randn(2, 16, 4, 8, 8)
+
+
+def _op_count(graphs) -> int:
+    ops = (torch.ops.hoconv.cp_fused.default, torch.ops.hoconv.cp_fused)
+    return sum(n.target in ops for g in graphs for n in g.graph.nodes)
+
+
+@needs_native
+@pytest.mark.parametrize("stride,dim", [(1, 3), (1, 2), (2, 3)])
+def test_compile_auto_keeps_the_fused_op_where_eager_takes_it(monkeypatch, stride, dim):
+    """Default implementation ("auto") under torch.compile(fullgraph=True): hoconv::cp_fused is
+    in the graph exactly where the eager plan takes the fused pass; outputs and gradients equal
+    eager's (the same op, or the plain path on both sides)."""
+    monkeypatch.delenv("HOCONV_NATIVE")  # the measured rule of this machine, not forced
+    monkeypatch.delenv("HOCONV_IMPLEMENTATION", raising=False)
+    layer, x = _default_layer(stride, dim)
+    eager_route = layer.route(x.requires_grad_(True))
+    fused = eager_route.schedule == "fused"
+    if stride == 1 and plan.native_refusal(plan.machine()) is None:
+        assert fused, eager_route.reasons  # the native route applies on this machine
+    if stride == 2:
+        assert not fused
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    eager_out, eager_grads = _grads(layer, x.detach())
+    layer.zero_grad()
+    out, grads = _grads(torch.compile(layer, fullgraph=True, backend=recording), x.detach())
+    assert _op_count(graphs) == (1 if fused else 0)
+    tol = {"rtol": 0, "atol": 0} if fused else {}  # plain: eager took batch, compiled plain
+    torch.testing.assert_close(out, eager_out, **tol)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@needs_native
+def test_onnx_export_of_auto_gives_standard_ops(tmp_path, monkeypatch):
+    """ONNX (the torch.export-based exporter) cannot carry the custom op: "auto" stays plain."""
+    onnx = pytest.importorskip("onnx")
+    monkeypatch.delenv("HOCONV_NATIVE")
+    layer, x = _default_layer(1, 3)
+    assert layer.route(x).schedule == "fused" or plan.native_refusal(plan.machine())
+    torch.onnx.export(layer, (x,), str(tmp_path / "m.onnx"), dynamo=True)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    domains = {node.domain for node in model.graph.node}
+    assert domains <= {"", "ai.onnx"}, domains
+    assert {"Conv", "MatMul", "Einsum", "Mul"} & {node.op_type for node in model.graph.node}
 
 
 @needs_native

@@ -1,10 +1,10 @@
 """Build and load the native kernels (``csrc/``): variants, compiler, cache, ABI check.
 
-What compiles, when: the C units of ``csrc/`` (``depthwise.c``, ``gemm.c``, ``fused_fwd.c``,
-``fused_bwd.c``, ``abi.c``; shared declarations in ``hoconv_native.h``), each its own
-translation unit, linked into one shared library at the first use in a process, with the
-system C compiler (``$CC`` or ``cc``, ``-O3 -fopenmp`` and the variant's ``-march``), in a
-few seconds. Variants: ``avx512`` (``-march=x86-64-v4``), ``avx2`` (``-march=x86-64-v3``:
+What compiles, when: the C units of ``csrc/`` (:data:`UNITS`, the one list: ``depthwise.c``,
+``gemm.c``, ``fused_fwd.c``, ``fused_bwd.c``, ``fused_wgrad.c``, ``abi.c``; shared
+declarations in ``hoconv_native.h``), each its own translation unit, linked into one shared
+library at the first use in a process, with the system C compiler (``$CC`` or ``cc``,
+``-O3 -fopenmp`` and the variant's ``-march``), in a few seconds. Variants: ``avx512`` (``-march=x86-64-v4``), ``avx2`` (``-march=x86-64-v3``:
 AVX2 + FMA) and ``generic`` (the compiler's baseline), chosen from this CPU's flags (the best
 it runs) or forced with ``HOCONV_NATIVE_ISA``. The library is cached in ``$HOCONV_CACHE``
 (default ``~/.cache/hoconv``) under a hash of the sources, the compiler and its version, the
@@ -35,7 +35,7 @@ from pathlib import Path
 from hoconv._fast import native_abi
 
 SOURCE_DIR = Path(__file__).with_name("csrc")
-UNITS = ("depthwise.c", "gemm.c", "fused_fwd.c", "fused_bwd.c", "abi.c")
+UNITS = ("depthwise.c", "gemm.c", "fused_fwd.c", "fused_bwd.c", "fused_wgrad.c", "abi.c")
 HEADERS = ("hoconv_native.h",)
 VARIANT_FLAGS = {
     "avx512": ("-march=x86-64-v4",),

@@ -11,7 +11,7 @@ The rules (measurements in :class:`Tuning`, history in docs/performance.md):
 
 - the implementation asked for (the layer's own, else :func:`set_implementation`'s, else
   ``HOCONV_IMPLEMENTATION``, else ``"auto"``) is followed as asked unless it is ``"auto"``;
-- ``"auto"``: exporters and compilers, non-CPU devices, dtypes without oneDNN kernels and
+- ``"auto"``: ONNX export and TorchScript tracing, non-CPU devices, dtypes without oneDNN kernels and
   layers with rank-space stages (Psi) get the plain path; a layer whose dense route costs
   at most :attr:`Tuning.dense_ratio` times its MACs gets the dense path; fewer rank-space
   activations than :attr:`Tuning.min_activations` get the plain path; the rest the fast path;
@@ -21,7 +21,9 @@ The rules (measurements in :class:`Tuning`, history in docs/performance.md):
 - the fast schedule: fused where the native pass runs and its workspace fits
   (:attr:`Tuning.fused_bytes`, frames of >= :attr:`Tuning.fused_min_positions` positions),
   else stream stride-1 layers whose rank-space sample exceeds :attr:`Tuning.chunk_bytes`,
-  else batch.
+  else batch;
+- under torch.compile / torch.export ``"auto"`` takes the fused pass (the ``hoconv::cp_fused``
+  torch.library op) exactly where the eager plan would, else the plain path.
 
 Routes are cached per (layer geometry, shape, dtype, device, layout, requires_grad,
 instruction set, native mode, implementation, tracing).
@@ -268,11 +270,21 @@ class LayerSpec:
     dense_ratio: float | None  # dense-route MACs over CP MACs; None: the layer cannot take it
 
 
-def tracing() -> bool:
-    """True under ONNX export, TorchScript tracing or torch.compile / torch.export."""
+def standard_ops_only() -> bool:
+    """True under ONNX export or TorchScript tracing: graphs that cannot carry a custom op."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def compiling() -> bool:
+    """True under torch.compile / torch.export (they keep torch.library ops in their graphs)."""
     compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiling or exporting
+    return compiling or exporting
+
+
+def tracing() -> bool:
+    """True under ONNX export, TorchScript tracing or torch.compile / torch.export."""
+    return standard_ops_only() or compiling()
 
 
 def choose_path(
@@ -294,7 +306,8 @@ def choose_path(
         return "plain", ["plain: rank-space BatchNorm / activations (Psi) run slower channels-last"]
     ratio = spec.dense_ratio
     if ratio is not None and ratio <= tuning.dense_ratio and len(spec.kernel) <= 3:
-        return "dense", [f"dense: the dense route costs {ratio:.2f}x the CP MACs"]
+        shown = round(100 * ratio) / 100  # no format spec: dynamo cannot apply one to a SymFloat
+        return "dense", [f"dense: the dense route costs {shown}x the CP MACs"]
     activations = spec.rank * inp.shape[0] * math.prod(inp.shape[2:])
     if activations < tuning.min_activations:
         return "plain", [f"plain: {activations} rank-space activations, too few for fast"]
@@ -342,8 +355,10 @@ def plan(layer, x: torch.Tensor, m: Machine | None = None, tuning: Tuning | None
         m: the machine (default: this process's instruction set and native mode).
         tuning: the constants.
     """
-    if tracing():  # exporters / compilers: standard ops, nothing cached, no native kernels
-        return _TRACED if layer.implementation == "auto" else _traced_route(layer, x)
+    if tracing():  # nothing cached; the fused pass only as its torch.library op
+        if layer.implementation != "auto":
+            return _traced_route(layer, x)
+        return _TRACED if standard_ops_only() else _compiled_route(layer, x, tuning)
     tuning = tuning or active()
     m = m or machine()
     params = (layer.in_factor, layer.out_factor, layer.bias, *layer.kernel_factors)
@@ -365,6 +380,21 @@ def _traced_route(layer, x: torch.Tensor) -> Route:
     spec = LayerSpec(layer.rank, layer.kernel_size, layer.stride, layer.dilation,
                      layer.psi is not None, None)  # fmt: skip
     return route(layer.implementation, spec, describe(x), _traced_machine(), True)
+
+
+def _compiled_route(layer, x: torch.Tensor, tuning: Tuning | None) -> Route:
+    """``"auto"`` under torch.compile / torch.export: the fused op exactly where the eager plan
+    takes the fused pass on this machine (same rules, same :class:`Tuning`), else plain (the
+    batch / stream schedules and the separable depthwise blocks are ctypes calls, not ops)."""
+    params = (layer.in_factor, layer.out_factor, layer.bias, *layer.kernel_factors)
+    shape = tuple(int(s) for s in x.shape)  # dynamic shapes specialise: the route depends on them
+    inp = replace(describe(x, params), shape=shape)
+    eager = route("auto", layer_spec(layer, shape), inp, _traced_machine(), False,
+                  tuning or active())  # fmt: skip
+    if eager.path == "fast" and eager.schedule == "fused":
+        return replace(eager, reasons=(*eager.reasons, "compiled: the hoconv::cp_fused op"))
+    why = "plain: compiling, and the eager plan takes no fused pass here (only it is an op)"
+    return Route("plain", None, False, (*eager.reasons, why))
 
 
 @torch.compiler.assume_constant_result
@@ -399,6 +429,7 @@ __all__ = [
     "Tuning",
     "active",
     "choose_path",
+    "compiling",
     "describe",
     "fast_schedule",
     "fused_refusal",
@@ -409,5 +440,7 @@ __all__ = [
     "padded_rank",
     "plan",
     "route",
+    "standard_ops_only",
+    "tracing",
     "tuned",
 ]

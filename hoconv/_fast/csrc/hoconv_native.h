@@ -3,7 +3,8 @@
 
    Units: depthwise.c (separable depthwise conv, its kernel gradient, the 1-D tap passes),
    gemm.c (register-tiled GEMMs, transposed stores, frame packing), fused_fwd.c and
-   fused_bwd.c (a whole stride-1 CP conv per sample, each way), abi.c (struct sizes).
+   fused_bwd.c (a whole stride-1 CP conv per sample, each way; fused_wgrad.c the backward's
+   weight-gradient pieces), abi.c (struct sizes).
 
    Tensors are float32; vectors are GCC vector extensions of one register (vf, below).
    Every entry point takes one struct (mirrored by ctypes.Structure in native_abi.py; abi.c
@@ -162,6 +163,20 @@ HC_INTERNAL void stream_fence(void);
 HC_INTERNAL void wh_passes(const Fwd* p, float* g, const float* h1, float* rows, long r0,
                            long cs);
 HC_INTERNAL const char* check_fwd(const Fwd* p);
+
+/* fused_wgrad.c */
+HC_INTERNAL void dot_acc(float* ac, const float* a, long as, const float* b, long bs, long count,
+                         long nv);
+HC_INTERNAL void taps3_dot(float* h, const float* gh, const float* const* s,
+                           const float* const* w, float* const* dw, long count, long cs, long nv);
+HC_INTERNAL void taps_dot(float* d, const float* gh, const float* const* s, const float* const* w,
+                          float* const* dw, long nk, long count, long cs, long nv);
+HC_INTERNAL long taps_at(long o, long L, long K, long dil, long pad, const float* s, long step,
+                         const float* wt, float* dwt, long ws, const float** sp,
+                         const float** wp, float** dp);
+HC_INTERNAL void pass_dot(float* d, const float* s, const float* gh, long Lo, long L,
+                          const float* wt, float* dwt, long ws, long K, long dil, long pad,
+                          long cs, long nv);
 
 /* ---- entry points ---- */
 const char* hc_dw_sep(const DwSep* a);
