@@ -36,6 +36,7 @@ TUCKER = ["--model", "tucker_resnet18_2d"]  # a later --model wins
 ARMS = {
     "none": [],
     "auto": ["--lasso", "auto", "--lasso-target", "0.3"],
+    "auto_delay": ["--lasso", "auto", "--lasso-target", "0.3", "--lasso-delay", "2"],
     "fixed": ["--lasso", "0.03", "--proximal"],
     "tucker_none": TUCKER,
     "tucker_auto": [*TUCKER, "--lasso", "auto", "--lasso-target", "0.3"],
@@ -60,7 +61,7 @@ def run_arm(arm: str, seed: int, out: Path) -> dict:
         raise RuntimeError(f"train {arm} seed {seed} failed")
     row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
     row.update(_evaluate(run / "last.pt", run / "eval"))
-    if arm not in ("none", "tucker_none"):
+    if arm not in ("none", "tucker_none"):  # every lasso arm is pruned and re-scored
         from hoconv.app.engine.checkpoint import prune_checkpoint
 
         report = prune_checkpoint(run / "last.pt", run / "pruned.pt")
@@ -118,7 +119,12 @@ def summarize(out: Path) -> str:
 def _paired(rows: list[dict]) -> list[str]:
     """Per seed, each lasso arm's pruned CCC minus its no-lasso twin's CCC (same seed)."""
     out = []
-    for arm, twin in (("auto", "none"), ("fixed", "none"), ("tucker_auto", "tucker_none")):
+    for arm, twin in (
+        ("auto", "none"),
+        ("auto_delay", "none"),
+        ("fixed", "none"),
+        ("tucker_auto", "tucker_none"),
+    ):
         base = {r["seed"]: r["ccc"] for r in rows if r["arm"] == twin}
         diffs = [r["pruned_ccc"] - base[r["seed"]] for r in rows
                  if r["arm"] == arm and r["seed"] in base and "pruned_ccc" in r]  # fmt: skip

@@ -2,6 +2,8 @@
 
 The rule (one proximal lasso step after each optimizer step, as ``--proximal``):
 
+0. **Delay** (optional): the first ``delay_epochs`` epochs train without the penalty, so that
+   the ramp ranks components the network has learnt to use rather than its initialisation.
 1. **Ramp**: gamma starts at ``start`` and doubles every ``doubling_steps`` optimizer steps.
 2. **Stop the ramp** at the first step where at least ``target`` of the rank components (CP
    weights, Tucker core slices) are exactly zero, or at the end of an epoch whose validation
@@ -40,12 +42,15 @@ class AutoLasso:
         tolerance: validation-score drop (from the best so far) that stops the ramp.
         start: the first gamma.
         doubling_steps: optimizer steps between doublings of gamma.
+        delay_epochs: epochs trained without the penalty before the ramp starts.
     """
 
     target: float = 0.3
     tolerance: float = 0.02
     start: float = 1e-3
     doubling_steps: int = 20
+    delay_epochs: int = 0
+    epochs_seen: int = 0
     steps: int = 0
     gamma: float = 0.0
     phase: str = "ramp"
@@ -64,6 +69,8 @@ class AutoLasso:
             raise ValueError(
                 f"lasso_doubling_steps must be an integer >= 1, got {self.doubling_steps!r}"
             )
+        if not (isinstance(self.delay_epochs, int) and self.delay_epochs >= 0):
+            raise ValueError(f"lasso_delay must be an integer >= 0, got {self.delay_epochs!r}")
         self.gamma = self.gamma or self.start
         if self.phase not in ("ramp", "hold"):
             raise ValueError(f"lasso schedule phase must be 'ramp' or 'hold', got {self.phase!r}")
@@ -81,6 +88,8 @@ class AutoLasso:
                 raise RuntimeError("AutoLasso resumed in its hold phase: call resume(model) first")
             _apply_zeros(model, self._held)
             return
+        if self.epochs_seen < self.delay_epochs:  # still in the delay: no penalty
+            return
         zeros = optimizer_proximal_step(model, optimizer, self.gamma)
         _, total = component_counts(model)
         self.steps += 1
@@ -92,7 +101,9 @@ class AutoLasso:
 
     def end_epoch(self, model: nn.Module, score: float) -> None:
         """Call with each epoch's validation score: a drop beyond ``tolerance`` stops the ramp."""
-        if self.phase == "ramp" and self.best_score is not None:
+        ramping = self.epochs_seen >= self.delay_epochs
+        self.epochs_seen += 1
+        if self.phase == "ramp" and ramping and self.best_score is not None:
             if score < self.best_score - self.tolerance:
                 self._hold(model, "tolerance")
         if self.best_score is None or score > self.best_score:

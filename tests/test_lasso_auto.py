@@ -43,6 +43,24 @@ def test_auto_lasso_ramps_to_the_target_then_holds_the_zeros():
     assert torch.equal(model[0].weights == 0, held) and schedule.gamma == gammas[-1]
 
 
+def test_auto_lasso_delay_trains_without_the_penalty_then_ramps():
+    torch.manual_seed(0)
+    model = nn.Sequential(CPConv(3, 4, 3, dim=2, rank=6, padding=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # no grads: only the proximal step moves
+    before = model[0].weights.detach().clone()
+    schedule = AutoLasso(start=0.05, delay_epochs=2)
+    for epoch in range(2):
+        schedule.after_step(model, opt)
+        schedule.end_epoch(model, 0.5 - 0.1 * epoch)  # a drop in the delay does not stop it
+    assert torch.equal(model[0].weights, before) and schedule.steps == 0
+    assert schedule.phase == "ramp"
+    schedule.after_step(model, opt)  # the third epoch: the ramp has started
+    assert schedule.steps == 1 and not torch.equal(model[0].weights, before)
+    assert AutoLasso(**schedule.state()).epochs_seen == 2  # resumable
+    with pytest.raises(ValueError, match="lasso_delay"):
+        AutoLasso(delay_epochs=-1)
+
+
 def test_auto_lasso_stops_the_ramp_when_the_score_drops_and_checks_its_settings():
     model = nn.Sequential(CPConv(3, 4, 3, dim=2, rank=4))
     schedule = AutoLasso(tolerance=0.02)

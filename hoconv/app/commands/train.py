@@ -82,6 +82,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="--lasso auto: share of components to zero",
     )
     p.add_argument(
+        "--lasso-delay",
+        type=int,
+        metavar="EPOCHS",
+        help="--lasso auto: epochs trained without the penalty before its ramp starts",
+    )
+    p.add_argument(
         "--proximal",
         action="store_true",
         default=None,
@@ -148,6 +154,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             "lr_gamma",
             "lasso",
             "lasso_target",
+            "lasso_delay",
             "proximal",
             "num_outputs",
             "seed",

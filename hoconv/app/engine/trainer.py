@@ -201,6 +201,7 @@ def _lasso_setup(cfg: dict, core: nn.Module, fresh: bool):
     from hoconv.lasso_schedule import AutoLasso
 
     settings = {k: cfg[f"lasso_{k}"] for k in ("target", "tolerance", "start", "doubling_steps")}
+    settings["delay_epochs"] = cfg.get("lasso_delay", 0)
     saved = None if fresh else cfg.get("lasso_auto")  # resumed: the schedule where it was
     return AutoLasso(**(saved or settings)).resume(core)
 
