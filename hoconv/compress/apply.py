@@ -17,6 +17,7 @@ from hoconv.compress.solver import Budget, BudgetUnreachable, cheapest, parse_bu
 from hoconv.factorization import _set_submodule
 
 KINDS = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}
+COST = {"params": "params", "macs": "macs", "latency": "ms"}  # budget metric -> cost field
 
 
 @dataclass
@@ -71,7 +72,7 @@ def apply_choices(model: nn.Module, factorized: dict[str, dict]) -> None:
 
 def _cost_tables(infos, cands, metric: str, latency):
     """Solver input: per-layer options with their ``cost`` in ``metric``, and the dense costs."""
-    attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
+    attr = COST[metric]
     table, dense = {}, {}
     for info in infos:
         table[info.name] = [dict(vars(c), cost=getattr(c, attr), cand=c) for c in cands[info.name]]
@@ -108,7 +109,7 @@ def _search(infos, kinds, metric, latency, errors, target_of):
     """
     search_latency = latency if metric == "latency" else None
     _, dense = _cost_tables(infos, {i.name: [] for i in infos}, metric, latency)
-    attr = {"params": "params", "macs": "macs", "latency": "ms"}[metric]
+    attr = COST[metric]
     useful = {i.name: (lambda c, d=dense[i.name]: getattr(c, attr) < d) for i in infos}
     cands = {
         i.name: C.layer_candidates(i, kinds, C.COARSE, search_latency, errors, useful[i.name])
@@ -190,7 +191,7 @@ def compress_model(
     orig = {"params": param_count(model), "macs": model_macs(model, sample)}
     # the solver's whole-model ms is a minimum, like the per-layer entries it is split into
     orig["ms"] = interleaved_ms({"m": model}, sample, timing_repeats, statistic="min")["m"]
-    whole = {"params": orig["params"], "macs": orig["macs"], "latency": orig["ms"]}[budget.metric]
+    whole = orig[COST[budget.metric]]
     scale = [budget.fraction]
 
     def target_of(dense):
