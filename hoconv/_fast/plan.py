@@ -361,7 +361,7 @@ def plan(layer, x: torch.Tensor, m: Machine | None = None, tuning: Tuning | None
         return _TRACED if standard_ops_only() else _compiled_route(layer, x, tuning)
     tuning = tuning or active()
     m = m or machine()
-    params = (layer.in_factor, layer.out_factor, layer.bias, *layer.kernel_factors)
+    params = _parameters(layer)
     key = (layer.implementation, layer_key(layer), describe(x, params), m, tuning)
     found = _CACHE.get(key)
     if found is None:
@@ -382,11 +382,16 @@ def _traced_route(layer, x: torch.Tensor) -> Route:
     return route(layer.implementation, spec, describe(x), _traced_machine(), True)
 
 
+def _parameters(layer) -> tuple:
+    """The tensors a layer's route depends on (their dtype, device and grad flags)."""
+    return (layer.in_factor, layer.out_factor, layer.bias, *layer.kernel_factors)
+
+
 def _compiled_route(layer, x: torch.Tensor, tuning: Tuning | None) -> Route:
     """``"auto"`` under torch.compile / torch.export: the fused op exactly where the eager plan
     takes the fused pass on this machine (same rules, same :class:`Tuning`), else plain (the
     batch / stream schedules and the separable depthwise blocks are ctypes calls, not ops)."""
-    params = (layer.in_factor, layer.out_factor, layer.bias, *layer.kernel_factors)
+    params = _parameters(layer)
     shape = tuple(int(s) for s in x.shape)  # dynamic shapes specialise: the route depends on them
     inp = replace(describe(x, params), shape=shape)
     eager = route("auto", layer_spec(layer, shape), inp, _traced_machine(), False,
