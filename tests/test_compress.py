@@ -1,4 +1,4 @@
-"""Tests of hoconv.app.compress: budgets, the solver, caches, MACs, distillation, end to end."""
+"""Tests of hoconv.compress and hoconv.app.compress: budgets, the solver, caches, MACs, distillation, end to end."""
 
 import json
 
@@ -7,12 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hoconv.app.compress import (
-    DistillSettings,
+from hoconv.app.compress import DistillSettings, distillation_loss
+from hoconv.compress import (
     ErrorCache,
     LatencyTable,
     compress_model,
-    distillation_loss,
     interleaved_ms,
     layer_candidates,
     model_macs,

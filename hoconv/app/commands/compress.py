@@ -93,11 +93,10 @@ def run(args: argparse.Namespace) -> int:
     """Compress (and distil) the checkpoint, print the report; exit code 0 on success."""
     import torch
 
-    from hoconv.app.compress import parse_budget
     from hoconv.app.compress.finetune import DistillSettings
     from hoconv.app.compress.pipeline import compress_checkpoint
     from hoconv.app.compress.report import summary, write_report
-    from hoconv.compress import BudgetNotMet, BudgetWarning
+    from hoconv.compress import BudgetNotMet, BudgetWarning, parse_budget
 
     refuse_overwriting_source(args.checkpoint, args.out)
     budget = parse_budget(args.budget)
