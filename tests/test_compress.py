@@ -103,6 +103,30 @@ def test_compress_model_meets_params_budget():
     assert all(r["ms"] > 0 for r in report.rows) and w["compressed"]["ms"] > 0
 
 
+def test_built_layers_are_the_candidates_own_decompositions(tmp_path, monkeypatch):
+    """The model is built from the search's layers: no decomposition runs twice, and every
+    chosen layer's error is the candidate error the solver saw."""
+    from hoconv.compress import candidates as C
+
+    calls = []
+    real = C.decompose
+    monkeypatch.setattr(C, "decompose", lambda *a: calls.append(a[0]) or real(*a))
+    model, x = _net(), torch.randn(1, 8, 8, 8)
+    errors, lines = ErrorCache(tmp_path / "e.json"), []
+    new, spec, report = compress_model(model, x, parse_budget("params=0.6"), kind="auto",
+                                       latency=LatencyTable("/dev/null", repeats=1),
+                                       errors=errors, timing_repeats=2,
+                                       progress=lines.append)  # fmt: skip
+    assert spec and len(calls) == errors.computed == len(errors.layers)
+    for row in report.rows:
+        if row["kind"] != "dense":
+            assert row["error"] == errors.error(model.get_submodule(row["name"]), row["kind"],
+                                                spec[row["name"]]["rank"]
+                                                if row["kind"] == "cp"
+                                                else tuple(spec[row["name"]]["rank"]))  # fmt: skip
+    assert lines[0].startswith("candidates 1/2 0:") and any("search done" in ln for ln in lines)
+
+
 def test_macs_budget_is_of_the_whole_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.Flatten(), nn.Linear(32 * 64, 64))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -100,7 +101,7 @@ def _solve_or_cheapest(table, dense, total, metric):
         ) from None
 
 
-def _search(infos, kinds, metric, latency, errors, target_of):
+def _search(infos, kinds, metric, latency, errors, target_of, say):
     """Coarse grid, solve, refine around each pick, solve again.
 
     Returns:
@@ -111,16 +112,19 @@ def _search(infos, kinds, metric, latency, errors, target_of):
     _, dense = _cost_tables(infos, {i.name: [] for i in infos}, metric, latency)
     attr = COST[metric]
     useful = {i.name: (lambda c, d=dense[i.name]: getattr(c, attr) < d) for i in infos}
-    cands = {
-        i.name: C.layer_candidates(i, kinds, C.COARSE, search_latency, errors, useful[i.name])
-        for i in infos
-    }
+    cands = {}
+    for n, i in enumerate(infos, 1):
+        cands[i.name] = C.layer_candidates(
+            i, kinds, C.COARSE, search_latency, errors, useful[i.name]
+        )
+        say(f"candidates {n}/{len(infos)} {i.name}: {len(cands[i.name])}")
     table, dense = _cost_tables(infos, cands, metric, latency)
     total = target_of(dense)
     try:
         choice = solve(table, dense, total["fixed"], total["target"])
     except BudgetUnreachable:  # refine below the cheapest picks before giving up
         choice = cheapest(table, dense)
+    say("refining around the first solve's picks")
     for info in infos:
         picked = choice[info.name]["cand"] if choice[info.name] else None
         extra = C.refine_fractions(picked, C.COARSE)
@@ -132,17 +136,14 @@ def _search(infos, kinds, metric, latency, errors, target_of):
     return choice, table, dense, unreachable
 
 
-def _build(model, infos, choice, built: dict) -> nn.Module:
-    """A copy of ``model`` with the chosen layers decomposed (full iterations; memoised)."""
+def _build(model, infos, choice, errors: C.ErrorCache) -> nn.Module:
+    """A copy of ``model`` with the chosen layers: the candidates' own decompositions."""
     new = copy.deepcopy(model)
     for info in infos:
         picked = choice[info.name]
-        if picked is None:
-            continue
-        key = (info.name, picked["kind"], picked["rank"])
-        if key not in built:
-            built[key] = C.decompose(picked["kind"], info.conv, picked["rank"])
-        _set_submodule(new, info.name, copy.deepcopy(built[key]))
+        if picked is not None:
+            layer = errors.layer(info.conv, picked["kind"], picked["rank"])
+            _set_submodule(new, info.name, copy.deepcopy(layer))
     return new.eval()
 
 
@@ -157,6 +158,7 @@ def compress_model(
     max_rounds: int = 4,
     timing_repeats: int = 15,
     best_effort: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict[str, dict], CompressReport]:
     """Factorize ``model``'s convs so that its params / MACs / forward latency meet ``budget``.
 
@@ -172,6 +174,7 @@ def compress_model(
     ``best_effort`` that model is returned with ``report.budget_met = False``, ``report.note``
     and a warning, else :class:`BudgetNotMet` (a ValueError carrying model and report) is
     raised. A params / MACs budget below the reachable minimum raises one ValueError naming it.
+    ``progress`` gets one line per searched layer and per solver round.
 
     Returns:
         ``(new_model, factorized_spec, report)``; ``factorized_spec`` maps layer name to
@@ -197,15 +200,16 @@ def compress_model(
     def target_of(dense):
         return {"fixed": max(0.0, whole - sum(dense.values())), "target": scale[0] * whole}
 
+    say = progress or (lambda line: None)
     start = time.perf_counter()
     choice, table, dense, unreachable = _search(
-        infos, kinds, budget.metric, latency, errors, target_of
+        infos, kinds, budget.metric, latency, errors, target_of, say
     )
     report.search_s = time.perf_counter() - start
-    built: dict = {}
+    say(f"search done in {report.search_s:.0f} s ({errors.computed} decompositions)")
     new, choice = _latency_rounds(
-        model, sample, infos, (choice, table, dense), built, report, target_of, scale,
-        whole, unreachable, max_rounds, timing_repeats,
+        model, sample, infos, (choice, table, dense), errors, report, target_of, scale,
+        whole, unreachable, max_rounds, timing_repeats, say,
     )  # fmt: skip
     spec = _fill_report(report, model, new, infos, choice, latency, sample, orig, timing_repeats)
     report.decompositions, report.latency_measured = errors.computed, latency.measured
@@ -214,16 +218,16 @@ def compress_model(
     return new, spec, report
 
 
-def _latency_rounds(model, sample, infos, solved, built, report, target_of, scale, whole,
-                    unreachable, max_rounds, repeats):  # fmt: skip
+def _latency_rounds(model, sample, infos, solved, errors, report, target_of, scale, whole,
+                    unreachable, max_rounds, repeats, say):  # fmt: skip
     """Build the choice; for latency, time it against the original and re-solve while it misses.
 
     Returns the model of the last round and its choice; ``report.rounds`` gets one entry each.
     """
     choice, table, dense = solved
     metric, fraction = report.budget.metric, report.budget.fraction
-    new = _build(model, infos, choice, built)
-    for _ in range(max_rounds):
+    new = _build(model, infos, choice, errors)
+    for round_no in range(1, max_rounds + 1):
         predicted = target_of(dense)["fixed"] + sum(
             dense[n] if o is None else o["cost"] for n, o in choice.items()
         )
@@ -233,6 +237,8 @@ def _latency_rounds(model, sample, infos, solved, built, report, target_of, scal
             break
         ms = interleaved_ms({"original": model, "compressed": new}, sample, repeats)
         entry["measured_ratio"] = ms["compressed"] / ms["original"]
+        say(f"round {round_no}: measured {entry['measured_ratio']:.3f}x of the original forward "
+            f"(target {fraction:g})")  # fmt: skip
         if unreachable:
             entry["note"] = "the cheapest candidates are predicted over the target"
             break
@@ -244,7 +250,7 @@ def _latency_rounds(model, sample, infos, solved, built, report, target_of, scal
         except BudgetUnreachable:  # even the cheapest candidates cannot go lower: keep the last
             entry["note"] = "no cheaper choice: the cheapest candidates were reached"
             break
-        new = _build(model, infos, choice, built)
+        new = _build(model, infos, choice, errors)
     return new, choice
 
 

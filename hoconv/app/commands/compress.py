@@ -89,6 +89,10 @@ def data_overrides(args: argparse.Namespace) -> dict:
     return flags
 
 
+def _progress(line: str) -> None:
+    print(f"hoconv compress: {line}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Compress (and distil) the checkpoint, print the report; exit code 0 on success."""
     import torch
@@ -113,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             report, history = compress_checkpoint(
                 args.checkpoint, args.out, sample, budget, args.kind, data=data_overrides(args),
                 settings=settings, pointwise=args.pointwise, best_effort=args.best_effort,
+                progress=_progress,
             )  # fmt: skip
     except BudgetNotMet as err:  # the report still shows what the cheapest choice gives
         print(summary(err.report, metric))

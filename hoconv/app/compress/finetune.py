@@ -107,12 +107,18 @@ def _epoch(student, teacher, loader, optimizer, cfg, settings, task) -> float:
 
 
 def finetune(
-    student: nn.Module, teacher: nn.Module, cfg: dict, settings: DistillSettings, name: str = ""
+    student: nn.Module,
+    teacher: nn.Module,
+    cfg: dict,
+    settings: DistillSettings,
+    name: str = "",
+    progress=None,
 ) -> tuple[nn.Module, list[dict]]:
     """Distil ``teacher`` into ``student`` for ``settings.epochs`` epochs on ``cfg``'s data.
 
     The returned model is the epoch with the best validation score (the compressed model
-    itself, epoch 0, counts too), as ``hoconv train`` keeps ``best.pt``.
+    itself, epoch 0, counts too), as ``hoconv train`` keeps ``best.pt``. ``progress`` (a
+    callable) gets one line per epoch.
 
     Returns:
         ``(best_student, history)``; history rows ``{"epoch", "loss", "score"}``.
@@ -132,6 +138,9 @@ def finetune(
         loss = _epoch(student_net, teacher_net, loader, optimizer, cfg, settings, task)
         score, _ = validation_score(student_net, cfg, val_ds)
         history.append({"epoch": epoch + 1, "loss": loss, "score": score})
+        if progress is not None:
+            progress(f"fine-tune epoch {epoch + 1}/{settings.epochs}: loss {loss:.4f}, "
+                     f"val score {score:.4f}")  # fmt: skip
         if score > best_score:
             best_score, best_state = score, copy.deepcopy(student.state_dict())
     student.load_state_dict(best_state)

@@ -57,6 +57,7 @@ def compress_checkpoint(
     latency=None,
     errors=None,
     best_effort: bool = False,
+    progress=None,
 ) -> tuple[CompressReport, dict | None]:
     """Compress a checkpoint's model (optionally distil), score every stage, write ``dst``.
 
@@ -73,6 +74,7 @@ def compress_checkpoint(
         best_effort: a latency budget that cannot be met keeps the fastest choice, warns and
             goes on (fine-tune, write); without it :class:`hoconv.compress.BudgetNotMet` is
             raised before the fine-tune and nothing is written.
+        progress: optional callable given one line per stage (search, rounds, scoring).
 
     Returns:
         ``(report, history)``; ``history`` is the fine-tune's per-epoch scores (None without).
@@ -87,14 +89,18 @@ def compress_checkpoint(
     if settings.epochs and cfg is None:
         raise ValueError("--finetune-epochs needs data: the checkpoint names none; pass --data")
     name = meta["model"]["name"]
+    say = progress or (lambda line: None)
     new, factorized, report = compress_model(
-        teacher, sample, budget, kind, latency, errors, pointwise, best_effort=best_effort
-    )
+        teacher, sample, budget, kind, latency, errors, pointwise, best_effort=best_effort,
+        progress=say,
+    )  # fmt: skip
+    if cfg is not None:
+        say("scoring the original and the compressed model on the validation split")
     report.whole["original"]["score"] = _score(teacher, cfg, name)
     report.whole["compressed"]["score"] = _score(new, cfg, name)
     history = None
     if settings.epochs:
-        new, history = finetune(new, teacher, cfg, settings, name)
+        new, history = finetune(new, teacher, cfg, settings, name, progress=say)
         report.whole["finetuned"] = dict(
             report.whole["compressed"], score=max(h["score"] for h in history)
         )
