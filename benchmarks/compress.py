@@ -70,12 +70,16 @@ def global_choice(model, infos, target: int, kind: str = "tucker") -> dict:
 
 
 def build_choice(model, infos, choice) -> tuple[torch.nn.Module, float]:
-    """The decomposed model and the mean decomposition error over the factorized layers."""
+    """The decomposed model and the mean decomposition error over the factorized layers.
+
+    Decomposed with the iterations hoconv's own picks get (``CANDIDATE_ITERS``), so the
+    variants differ in their ranks only.
+    """
     new, errors = copy.deepcopy(model), []
     for info in infos:
         if choice[info.name]:
             kind, rank = choice[info.name]
-            layer = C.decompose(kind, info.conv, rank)
+            layer = C.decompose(kind, info.conv, rank, C.CANDIDATE_ITERS[kind])
             errors.append(float(layer.decomposition_error))
             _set_submodule(new, info.name, layer)
     return new.eval(), sum(errors) / max(1, len(errors))

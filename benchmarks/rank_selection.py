@@ -9,8 +9,10 @@ checkpoint selection on the split that is reported)::
     python benchmarks/rank_selection.py --arm none --seed 0 --out /tmp/rank-sel
     python benchmarks/rank_selection.py --summarize --out /tmp/rank-sel
 
-Arms: ``none`` (no lasso), ``auto`` (``--lasso auto --lasso-target 0.3``), ``fixed``
-(``--lasso GAMMA --proximal``), and ``tucker_none`` / ``tucker_auto`` (the same on
+Arms: ``none`` (no lasso), ``auto`` (``--lasso auto --lasso-target 0.3``), ``auto_delay``
+(the same after 2 penalty-free epochs), ``none_small`` (no lasso at ``rank=0.6``: the size
+``auto`` prunes to, a capacity control), ``auto_big`` (``--lasso auto`` from an over-complete
+``rank=1.5``, pruned to about ``none``'s size), ``fixed`` (``--lasso GAMMA --proximal``), and ``tucker_none`` / ``tucker_auto`` (the same on
 ``tucker_resnet18_2d``: group lasso on the core's slices). Results: OUT/<arm>-s<seed>.json; ``--summarize`` prints the
 mean +- std table. Measured numbers are in the README's rank-selection section.
 """
@@ -38,6 +40,11 @@ ARMS = {
     "auto": ["--lasso", "auto", "--lasso-target", "0.3"],
     "auto_delay": ["--lasso", "auto", "--lasso-target", "0.3", "--lasso-delay", "2"],
     "fixed": ["--lasso", "0.03", "--proximal"],
+    # capacity control: no lasso, started at the size `auto` prunes to (41 % fewer params)
+    "none_small": ["--model-arg", "rank=0.6"],
+    # rank selection as it is meant: start over-complete (1.5x the dense parameters per conv),
+    # let the lasso remove what is not needed, compare the pruned model with `none`
+    "auto_big": ["--model-arg", "rank=1.5", "--lasso", "auto", "--lasso-target", "0.34"],
     "tucker_none": TUCKER,
     "tucker_auto": [*TUCKER, "--lasso", "auto", "--lasso-target", "0.3"],
 }
@@ -53,6 +60,12 @@ def _evaluate(checkpoint: Path, out: Path) -> dict:
     return {"ccc_v": v, "ccc_a": a, "ccc": (v + a) / 2}
 
 
+def _params(checkpoint: Path) -> int:
+    from hoconv.app.engine.checkpoint import load_model
+
+    return sum(p.numel() for p in load_model(checkpoint)[0].parameters())
+
+
 def run_arm(arm: str, seed: int, out: Path) -> dict:
     """Train one arm, evaluate it (and its pruned copy); returns the result row."""
     run = out / f"{arm}-s{seed}"
@@ -61,7 +74,8 @@ def run_arm(arm: str, seed: int, out: Path) -> dict:
         raise RuntimeError(f"train {arm} seed {seed} failed")
     row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
     row.update(_evaluate(run / "last.pt", run / "eval"))
-    if arm not in ("none", "tucker_none"):  # every lasso arm is pruned and re-scored
+    row["params"] = _params(run / "last.pt")
+    if "--lasso" in ARMS[arm]:  # every lasso arm is pruned and re-scored
         from hoconv.app.engine.checkpoint import prune_checkpoint
 
         report = prune_checkpoint(run / "last.pt", run / "pruned.pt")
@@ -101,6 +115,8 @@ def summarize(out: Path) -> str:
         params = (
             f"{got[0]['params_before']:,} -> {statistics.mean(r['params_after'] for r in got):,.0f}"
             if "params_after" in got[0]
+            else f"{got[0]['params']:,}"
+            if "params" in got[0]
             else "-"
         )
         change = max(
@@ -122,15 +138,17 @@ def _paired(rows: list[dict]) -> list[str]:
     for arm, twin in (
         ("auto", "none"),
         ("auto_delay", "none"),
+        ("none_small", "none"),
+        ("auto_big", "none"),
         ("fixed", "none"),
         ("tucker_auto", "tucker_none"),
     ):
         base = {r["seed"]: r["ccc"] for r in rows if r["arm"] == twin}
-        diffs = [r["pruned_ccc"] - base[r["seed"]] for r in rows
-                 if r["arm"] == arm and r["seed"] in base and "pruned_ccc" in r]  # fmt: skip
+        diffs = [r.get("pruned_ccc", r["ccc"]) - base[r["seed"]] for r in rows
+                 if r["arm"] == arm and r["seed"] in base]  # fmt: skip
         if diffs:
             shown = " / ".join(f"{d:+.3f}" for d in diffs)
-            out.append(f"\npaired by seed, {arm} after prune - {twin}: {shown} "
+            out.append(f"\npaired by seed, {arm} (after prune if pruned) - {twin}: {shown} "
                        f"(mean {_mean_std(diffs)})")  # fmt: skip
     return out
 
