@@ -36,13 +36,15 @@ def _time(fn, reps: int) -> float:
 
 
 def _measure(module, x, reps: int) -> tuple[float, float]:
+    grad = torch.randn_like(x)  # a real output gradient (``.sum().backward()`` gives a stride-0 one)
+
     def fwd():
         with torch.no_grad():
             module(x)
 
     def fwdbwd():
         xg = x.clone().requires_grad_(True)
-        module(xg).sum().backward()
+        module(xg).backward(grad)
 
     return _time(fwd, reps), _time(fwdbwd, reps)
 
