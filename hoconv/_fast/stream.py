@@ -24,7 +24,7 @@ before the last two GEMMs (``grad_x`` and ``grad_A``) consume each frame once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -206,64 +206,154 @@ def stream_backward(
         needs: whether x, in_factor, out_matrix and each kernel need a gradient.
     """
     need_x, need_a, need_b, need_k = needs
-    n, rank = x.shape[0], in_factor.shape[0]
+    rank = in_factor.shape[0]
     g_rows = rows(grad_out)  # (N, P_out, T)
-    xt, in_t = rows(x), in_factor.t()  # (N, P, C), (C, R)
+    xt = rows(x)  # (N, P, C)
     grad_x = empty_like_layout(x, *x.shape) if need_x else None
-    grad_x_rows = None if grad_x is None else rows(grad_x)  # (N, P, C)
-    grad_a = in_factor.new_zeros(rank, x.shape[1]) if need_a else None
-    grad_b = out_matrix.new_zeros(out_matrix.shape) if need_b else None
-    grad_k = [k.new_zeros(k.shape) if need else None for k, need in zip(kernels, need_k)]
-    need_input = need_x or need_a
+    walk = _BackwardWalk(
+        xt,
+        in_factor,
+        out_matrix,
+        kernels,
+        seps,
+        plan,
+        grad_x_rows=None if grad_x is None else rows(grad_x),  # (N, P, C)
+        grad_a=in_factor.new_zeros(rank, x.shape[1]) if need_a else None,
+        grad_b=out_matrix.new_zeros(out_matrix.shape) if need_b else None,
+        grad_k=[k.new_zeros(k.shape) if need else None for k, need in zip(kernels, need_k)],
+    )
     buffer = new_buffer(x, plan, rank)
-    step = plan.out_frame
+    for i in range(x.shape[0]):
+        walk.sample(i, g_rows[i], buffer)
+    return (grad_x, walk.grad_a, walk.grad_b, *walk.grad_k)
 
-    def flush(grad_frames: torch.Tensor, first: int, i: int) -> None:
-        """Consume the rank-space input gradient of frames [first, first + len)."""
-        a, b = max(0, -first), min(grad_frames.shape[0], plan.spatial[0] - first)
-        if a >= b:
-            return  # all zero padding
-        g = grad_frames[a:b].reshape(-1, rank)  # (frames * P, R)
-        cols = slice((first + a) * plan.frame, (first + b) * plan.frame)
-        if grad_x_rows is not None:
-            torch.mm(g, in_factor, out=grad_x_rows[i, cols])  # (frames * P, C)
-        if grad_a is not None:
-            grad_a.addmm_(g.t(), xt[i, cols])  # (R, frames*P) x (frames*P, C)
 
-    for i in range(n):
+@dataclass
+class _BackwardWalk:
+    """The slab walk of :func:`stream_backward`: the forward's operands and the gradients.
+
+    The gradients are accumulated in place, sample by sample and slab by slab.
+
+    Attributes:
+        xt: the input as ``(N, P, C)`` rows.
+        in_factor: ``A``, ``(R, C)``.
+        out_matrix: ``B``, ``(T, R)``.
+        kernels: the blocks' depthwise kernels.
+        seps: the same kernels as per-axis factors.
+        plan: the forward's slab plan.
+        grad_x_rows: the input gradient as ``(N, P, C)`` rows (None: not needed).
+        grad_a: ``(R, C)`` (None: not needed).
+        grad_b: ``(T, R)`` (None: not needed).
+        grad_k: one per kernel (None where not needed).
+    """
+
+    xt: torch.Tensor
+    in_factor: torch.Tensor
+    out_matrix: torch.Tensor
+    kernels: Sequence[torch.Tensor]
+    seps: Sequence
+    plan: Plan
+    grad_x_rows: torch.Tensor | None
+    grad_a: torch.Tensor | None
+    grad_b: torch.Tensor | None
+    grad_k: list[torch.Tensor | None]
+
+    @property
+    def needs_input(self) -> bool:
+        """Whether the rank-space input gradient is needed (for ``x`` or ``A``)."""
+        return self.grad_x_rows is not None or self.grad_a is not None
+
+    @property
+    def needs_blocks(self) -> bool:
+        """Whether any gradient flows back through the depthwise blocks."""
+        return self.needs_input or any(g is not None for g in self.grad_k)
+
+    def sample(self, i: int, g_rows: torch.Tensor, buffer: torch.Tensor) -> None:
+        """Accumulate the gradients of sample ``i`` (``g_rows``: its ``(P_out, T)`` grad_out).
+
+        Window by window; the rank-space input gradient of frames shared by two windows is
+        summed before :meth:`flush_input_grad` consumes it.
+        """
+        step = self.plan.out_frame
         pending, pending_lo = None, 0  # input-grad frames [pending_lo, +len) not yet complete
-        for o0, o1, lo, window in _windows(xt[i], in_t, plan, buffer):
-            hidden = _chain(window, kernels, seps, plan)
-            y = hidden.pop().view(-1, rank)  # (rows * P_out, R)
-            g = g_rows[i, o0 * step : o1 * step]  # (rows * P_out, T)
-            if grad_b is not None:
-                grad_b.addmm_(g.t(), y)
-            del y
-            if not (need_input or any(need_k)):
-                continue
-            gh = torch.mm(g, out_matrix).view(1, o1 - o0, *plan.out_spatial[1:], rank)
-            for j in reversed(range(len(plan.blocks))):
-                h = hidden.pop()
-                spatial = tuple(h.shape[1:-1])
-                if grad_k[j] is not None:
-                    grad_k[j] += block_weight_grad(gh, h, kernels[j], spatial, plan.blocks[j])
-                del h
-                if j == 0 and not need_input:
-                    gh = None
-                    break
-                gh = block_input_grad(gh, kernels[j], spatial, plan.blocks[j], seps[j])
+        for o0, o1, lo, window in _windows(self.xt[i], self.in_factor.t(), self.plan, buffer):
+            g = g_rows[o0 * step : o1 * step]  # (rows * P_out, T)
+            gh = self.slab(g, window, o1 - o0)
             if gh is None:
                 continue
-            gh = gh.view(gh.shape[1], plan.frame, rank)  # (window frames, P, R)
             if pending is not None:
                 done = min(pending.shape[0], max(0, lo - pending_lo))
-                flush(pending[:done], pending_lo, i)
+                self.flush_input_grad(pending[:done], pending_lo, i)
                 shared = pending[done:]  # frames [max(lo, pending_lo), ...) also in this window
                 gh[: shared.shape[0]] += shared
             pending, pending_lo = gh, lo
         if pending is not None:
-            flush(pending, pending_lo, i)
-    return (grad_x, grad_a, grad_b, *grad_k)
+            self.flush_input_grad(pending, pending_lo, i)
+
+    def slab(self, g: torch.Tensor, window: torch.Tensor, frames: int) -> torch.Tensor | None:
+        """One slab of ``frames`` output frames: ``grad_b`` and the kernel gradients accumulated.
+
+        Args:
+            g: the slab's ``(frames * P_out, T)`` rows of grad_out.
+            window: the slab's window of ``A x``, ``(1, window frames, *spatial[1:], R)``.
+            frames: output frames of the slab.
+
+        Returns:
+            The rank-space gradient of the window, ``(window frames, P, R)``; None when
+            neither ``x`` nor ``A`` needs it.
+        """
+        rank = window.shape[-1]
+        hidden = _chain(window, self.kernels, self.seps, self.plan)
+        y = hidden.pop().view(-1, rank)  # (rows * P_out, R)
+        if self.grad_b is not None:
+            self.grad_b.addmm_(g.t(), y)
+        del y
+        if not self.needs_blocks:
+            return None
+        gh = torch.mm(g, self.out_matrix)  # (rows * P_out, R)
+        gh = gh.view(1, frames, *self.plan.out_spatial[1:], rank)  # (1, rows, *S_out[1:], R)
+        gh = self.through_blocks(gh, hidden)
+        if gh is None:
+            return None
+        return gh.view(gh.shape[1], self.plan.frame, rank)  # (window frames, P, R)
+
+    def through_blocks(self, gh: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor | None:
+        """Back through the depthwise blocks, last first, accumulating the kernel gradients.
+
+        Args:
+            gh: the gradient of the last block's output, channels-last ``(1, *S, R)``.
+            hidden: each block's input (from :func:`_chain`), popped here.
+
+        Returns:
+            The gradient of the first block's input; None when neither ``x`` nor ``A`` needs it.
+        """
+        for j in reversed(range(len(self.plan.blocks))):
+            h = hidden.pop()
+            spatial = tuple(h.shape[1:-1])
+            block, kernel = self.plan.blocks[j], self.kernels[j]
+            if self.grad_k[j] is not None:
+                self.grad_k[j] += block_weight_grad(gh, h, kernel, spatial, block)
+            del h
+            if j == 0 and not self.needs_input:
+                return None
+            gh = block_input_grad(gh, kernel, spatial, block, self.seps[j])
+        return gh
+
+    def flush_input_grad(self, grad_frames: torch.Tensor, first: int, i: int) -> None:
+        """Consume the rank-space input gradient of sample ``i``'s frames [first, first + len).
+
+        Frames in the zero padding are dropped; the rest go into ``grad_x`` and ``grad_a``.
+        """
+        rank = self.in_factor.shape[0]
+        a, b = max(0, -first), min(grad_frames.shape[0], self.plan.spatial[0] - first)
+        if a >= b:
+            return  # all zero padding
+        g = grad_frames[a:b].reshape(-1, rank)  # (frames * P, R)
+        cols = slice((first + a) * self.plan.frame, (first + b) * self.plan.frame)
+        if self.grad_x_rows is not None:
+            torch.mm(g, self.in_factor, out=self.grad_x_rows[i, cols])  # (frames * P, C)
+        if self.grad_a is not None:
+            self.grad_a.addmm_(g.t(), self.xt[i, cols])  # (R, frames*P) x (frames*P, C)
 
 
 class StreamFunction(torch.autograd.Function):
