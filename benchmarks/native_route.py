@@ -36,7 +36,8 @@ def _time(fn, reps: int) -> float:
 
 
 def _measure(module, x, reps: int) -> tuple[float, float]:
-    grad = torch.randn_like(x)  # a real output gradient (``.sum().backward()`` gives a stride-0 one)
+    # a real output gradient (``.sum().backward()`` gives a stride-0 one)
+    grad = torch.randn_like(x)
 
     def fwd():
         with torch.no_grad():
