@@ -3,8 +3,8 @@
 - :func:`cp_conv`: drop-in for :func:`hoconv.functional.cp_conv` (same arguments and result).
 - :func:`cp_conv_stages`: the same with rank-space stages (Psi) after each 1-D convolution.
 - :func:`hoconv._fast.plan.plan`: the :class:`Route` a layer takes on an input (path,
-  schedule, native kernels and why); every dispatch rule and tuning constant is in
-  :mod:`hoconv._fast.plan` (``CPConv.route(x)`` asks it).
+  schedule, native kernels and why); every dispatch rule is in :mod:`hoconv._fast.plan`
+  (``CPConv.route(x)`` asks it), every tuning constant in :mod:`hoconv._fast.tuning`.
 - :func:`set_implementation` / :func:`implementation`: the implementation of layers that
   have none of their own (:mod:`hoconv._fast.switch`).
 
@@ -13,8 +13,8 @@ one native pass each way, the default where it applies), ``stream`` (slab schedu
 rank-space activations), ``rows`` (matrix views of either memory layout and their products),
 ``depthwise`` (oneDNN depthwise blocks and their backward), ``stages`` (Psi), ``native`` (the
 C kernels: fused layer, separable depthwise conv, depthwise kernel gradient), ``plan`` (the
-dispatch; ``inputs`` what it reads), ``switch`` (the implementation switch) and
-``workspace`` (the pool of large buffers).
+dispatch; ``inputs`` what it reads, ``tuning`` its constants), ``switch`` (the implementation
+switch) and ``workspace`` (the pool of large buffers).
 """
 
 from hoconv._fast.cp import cp_conv
