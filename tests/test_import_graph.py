@@ -11,7 +11,16 @@ import hoconv
 
 PACKAGE = Path(hoconv.__file__).parent
 # rank arithmetic / counting, decomposition, layers, pruning, whole-model factorization
-CORE = ("rank", "decompose", "layers", "pruning", "factorization", "functional", "_conv_base")
+CORE = (
+    "rank",
+    "decompose",
+    "layers",
+    "pruning",
+    "factorization",
+    "functional",
+    "_conv_base",
+    "_tucker_conv",
+)
 
 
 def _module_file(name: str) -> Path | None:
@@ -87,7 +96,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_core_imports_are_parsed():
     graph = _graph()
-    assert {"rank", "_conv_base"} <= graph["layers"]
+    assert {"rank", "_conv_base", "_tucker_conv"} <= graph["layers"]
     assert "layers" in graph["pruning"] and "layers" in graph["factorization"]
 
 
@@ -97,7 +106,16 @@ def test_core_import_graph_has_no_cycle():
 
 
 def test_core_modules_import_downward_only():
-    order = ["functional", "decompose", "_conv_base", "rank", "layers", "pruning", "factorization"]
+    order = [
+        "functional",
+        "decompose",
+        "_conv_base",
+        "rank",
+        "_tucker_conv",
+        "layers",
+        "pruning",
+        "factorization",
+    ]
     graph = _graph()
     for i, name in enumerate(order):
         upward = graph[name] & set(order[i:])
