@@ -32,7 +32,7 @@ TRAIN = [
     "--data", "synthetic", "--model", "cp_resnet18_2d", "--width", "16", "--image-size", "32",
     "--data-arg", "num_subjects=24", "--data-arg", "fractions=[0.5,0.25,0.25]",
     "--batch-size", "16", "--lr", "3e-3", "--scheduler", "cosine",
-    "--epochs", "6", "--keep", "last", "--workers", "0", "--no-progress",
+    "--keep", "last", "--workers", "0", "--no-progress",
 ]  # fmt: skip
 TUCKER = ["--model", "tucker_resnet18_2d"]  # a later --model wins
 ARMS = {
@@ -66,13 +66,16 @@ def _params(checkpoint: Path) -> int:
     return sum(p.numel() for p in load_model(checkpoint)[0].parameters())
 
 
-def run_arm(arm: str, seed: int, out: Path) -> dict:
-    """Train one arm, evaluate it (and its pruned copy); returns the result row."""
+def run_arm(arm: str, seed: int, out: Path, epochs: int = 6) -> dict:
+    """Train one arm for ``epochs`` (every arm of a folder the same), evaluate it (and its pruned
+    copy); returns the result row."""
     run = out / f"{arm}-s{seed}"
     t0 = time.perf_counter()
-    if main(["train", *TRAIN, *ARMS[arm], "--seed", str(seed), "--out", str(run)]) != 0:
+    argv = ["train", *TRAIN, "--epochs", str(epochs), *ARMS[arm], "--seed", str(seed)]
+    if main([*argv, "--out", str(run)]) != 0:
         raise RuntimeError(f"train {arm} seed {seed} failed")
-    row = {"arm": arm, "seed": seed, "train_s": round(time.perf_counter() - t0, 1)}
+    row = {"arm": arm, "seed": seed, "epochs": epochs,
+           "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     row.update(_evaluate(run / "last.pt", run / "eval"))
     row["params"] = _params(run / "last.pt")
     if "--lasso" in ARMS[arm]:  # every lasso arm is pruned and re-scored
@@ -157,13 +160,15 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", choices=tuple(ARMS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=6, help="training budget of the arm "
+                        "(the README example's 6; use one value per --out folder)")  # fmt: skip
     parser.add_argument("--out", required=True)
     parser.add_argument("--summarize", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.arm:
-        print(json.dumps(run_arm(args.arm, args.seed, out)))
+        print(json.dumps(run_arm(args.arm, args.seed, out, args.epochs)))
     if args.summarize:
         print(summarize(out))
 
