@@ -68,7 +68,9 @@ def recipes(out: Path) -> dict[str, tuple[list[str], list[str]]]:
                       "adam", "--lr", "1e-3", "--batch-size", "8",
                       "--model-arg", "temporal_output=clip"],
     }  # fmt: skip
-    return {k: ([*data[k], *common, *train[k]], data[k]) for k in data}  # a recipe may override common
+    return {
+        k: ([*data[k], *common, *train[k]], data[k]) for k in data
+    }  # a recipe may override common
 
 
 def main(argv: list[str] | None = None) -> int:
