@@ -85,23 +85,38 @@ def build_choice(model, infos, choice) -> tuple[torch.nn.Module, float]:
     return new.eval(), sum(errors) / max(1, len(errors))
 
 
-def variants(teacher, sample) -> dict[str, tuple[torch.nn.Module, float, int]]:
-    """Name -> (model, mean error, factorized layers) for the four rank selections."""
+def variants(
+    teacher, sample, fraction: float | None = None
+) -> dict[str, tuple[torch.nn.Module, float, int]]:
+    """Name -> (model, mean error, factorized layers) for the four rank selections.
+
+    The common parameter count is EVBMF's, or ``fraction`` of the original's when given (EVBMF
+    picks its own ranks, so its row then keeps its own count). A hoconv variant that cannot
+    reach the count (its smallest candidates are larger) is left out with a printed line.
+    """
     infos = C.record_shapes(teacher, sample)
     evb = evbmf_choice(infos)
     target = total_params(teacher, infos, evb)
+    if fraction is not None:
+        target = int(fraction * param_count(teacher))
     out = {"evbmf": (*build_choice(teacher, infos, evb), sum(map(bool, evb.values())))}
     glob = global_choice(teacher, infos, target)
     out["global rank"] = (*build_choice(teacher, infos, glob), len(infos))
     budget = Budget("params", target / param_count(teacher))
     for kind in ("tucker", "auto"):
-        new, spec, report = compress_model(teacher, sample, budget, kind, timing_repeats=3)
+        try:
+            new, spec, report = compress_model(teacher, sample, budget, kind, timing_repeats=3)
+        except ValueError as err:  # below the smallest candidates: say so, compare the rest
+            print(f"hoconv {kind} left out at params={budget.fraction:.4f}: {err}", flush=True)
+            continue
         err = [r["error"] for r in report.rows if r["kind"] != "dense"]
         out[f"hoconv {kind}"] = (new, sum(err) / max(1, len(err)), len(spec))
     return out
 
 
-def bench_model(name: str, folder: Path, epochs: int, max_batches: int | None) -> list[dict]:
+def bench_model(
+    name: str, folder: Path, epochs: int, max_batches: int | None, fraction: float | None = None
+) -> list[dict]:
     """The rows of one model: every variant's params, MACs, ms, error and scores."""
     teacher, meta = load_model(folder / "best.pt")
     teacher.eval()
@@ -113,7 +128,7 @@ def bench_model(name: str, folder: Path, epochs: int, max_batches: int | None) -
     def score(m):
         return validation_score(build.check_mode(m, model_name, cfg["mode"]), cfg, val)[0]
 
-    found = variants(teacher, sample)
+    found = variants(teacher, sample, fraction)
     ms = interleaved_ms({"original": teacher, **{k: v[0] for k, v in found.items()}}, sample, 21)
     rows = [{"model": name, "variant": "original", "params": param_count(teacher),
              "macs": model_macs(teacher, sample), "ms_ratio": 1.0, "error": 0.0, "layers": 0,
@@ -151,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", choices=tuple(SAMPLES))
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--max-train-batches", type=int, default=None)
+    p.add_argument("--params", type=float, help="common parameter fraction (default: EVBMF's)")
     p.add_argument("--out", help="JSON file for the rows")
     args = p.parse_args(argv)
     print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}; "
@@ -159,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.only or SAMPLES:
         rows += bench_model(
-            name, Path(args.models) / name, args.finetune_epochs, args.max_train_batches
-        )
+            name, Path(args.models) / name, args.finetune_epochs, args.max_train_batches,
+            args.params,
+        )  # fmt: skip
     print("\n" + HEADER + "\n" + "\n".join(_row_line(r) for r in rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -97,6 +97,7 @@ def plot_layers(report, path: str | Path) -> Path:
                    for r in rows]  # fmt: skip
         ax.barh(y - 0.2, [r[key] or 0 for r in rows], 0.4, color=colours, label="chosen")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # labelled minor ticks overlapped
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7, loc="lower right")
     axes[3].barh(y, [r["error"] for r in rows], 0.6, color="C3")
