@@ -26,7 +26,14 @@ from collections.abc import Callable
 from torch import nn
 
 from hoconv.layers import CPConv
-from hoconv.models.common import ZooModel, init_dense, make_head, positive_int, resolve_outputs
+from hoconv.models.common import (
+    MaxPool3d,
+    ZooModel,
+    init_dense,
+    make_head,
+    positive_int,
+    resolve_outputs,
+)
 from hoconv.models.registry import register_model
 
 ConvMaker = Callable[[int, int], nn.Module]
@@ -36,7 +43,7 @@ def conv_block(in_planes: int, out_planes: int, conv: ConvMaker) -> nn.Sequentia
     """conv -> BN -> ELU -> 2x2x2 max-pool (figure 10's block)."""
     return nn.Sequential(
         conv(in_planes, out_planes), nn.BatchNorm3d(out_planes), nn.ELU(inplace=True),
-        nn.MaxPool3d(2),
+        MaxPool3d(2),
     )  # fmt: skip
 
 

@@ -29,7 +29,15 @@ from torch import nn
 
 from hoconv import rank as hrank
 from hoconv.layers import BatchNorm, CPConv, TuckerConv
-from hoconv.models.common import ZooModel, init_dense, make_head, positive_int, resolve_outputs
+from hoconv.models.common import (
+    MaxPool2d,
+    MaxPool3d,
+    ZooModel,
+    init_dense,
+    make_head,
+    positive_int,
+    resolve_outputs,
+)
 from hoconv.models.registry import register_model
 
 ConvMaker = Callable[[int, int, int, int], nn.Module]
@@ -160,7 +168,7 @@ def _shortcut2d(i: int, o: int, stride: int) -> nn.Module:
 
 
 def _maxpool3d() -> nn.Module:
-    return nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+    return MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
 
 
 def _stem2d(
@@ -169,7 +177,7 @@ def _stem2d(
     pool: Callable[[], nn.Module] | None = None,
 ) -> Callable:
     def stem(in_channels: int, width: int) -> nn.Module:
-        maxpool = nn.MaxPool2d(3, 2, 1) if pool is None else pool()
+        maxpool = MaxPool2d(3, 2, 1) if pool is None else pool()
         return nn.Sequential(conv7(in_channels, width), norm(width), nn.ReLU(True), maxpool)
 
     return stem
