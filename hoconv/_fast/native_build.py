@@ -21,6 +21,7 @@ warning says so.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -49,6 +50,7 @@ _LOCK = threading.Lock()
 _STATE: dict[str, ctypes.CDLL | None] = {}  # variant -> loaded library, or None once tried
 
 
+@functools.cache  # read once per process: every layer call asks which variant runs
 def _cpu_flags() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -59,6 +61,7 @@ def _cpu_flags() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
+@functools.cache
 def cpu_variants() -> tuple[str, ...]:
     """The build variants this CPU can run, best first (from /proc/cpuinfo's flags)."""
     flags = set(_cpu_flags().split())
