@@ -302,3 +302,15 @@ def test_library_compress_does_not_import_the_application():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_not_met_note_names_the_conv_share_when_it_bounds_the_budget():
+    from hoconv.compress.apply import CompressReport, _conv_share_hint
+
+    report = CompressReport(parse_budget("latency=0.5"))
+    report.whole["original"] = {"ms": 8.0}
+    report.rows = [{"dense_ms": 2.0}, {"dense_ms": 1.6}]  # convs 45 % of the forward
+    hint = _conv_share_hint(report)
+    assert "45% of the original's forward" in hint and "~0.55x" in hint
+    report.rows = [{"dense_ms": 3.0}, {"dense_ms": 2.0}]  # 62 %: removing them would reach 0.38x
+    assert _conv_share_hint(report) == ""

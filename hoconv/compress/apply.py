@@ -272,10 +272,29 @@ def _check_met(report, new, spec, best_effort: bool) -> None:
         if report.rounds and "note" in report.rounds[-1]
         else f"budget not met: measured {ratio:.2f}x of the original (target {b.fraction:g}) "
         f"after {len(report.rounds)} solver rounds"
-    )
+    ) + _conv_share_hint(report)
     if not best_effort:
         raise BudgetNotMet(report, new, spec)
     warnings.warn(report.note, BudgetWarning, stacklevel=3)
+
+
+def _conv_share_hint(report) -> str:
+    """Why a latency budget may be out of reach: the factorizable convs' share of the forward.
+
+    The share is the sum of the convs' own dense timings over the original's measured forward;
+    when even removing them all would leave more than the budget, the rest of the model (norms,
+    activations, pooling, heads) bounds what factorizing can save, and the hint says so.
+    """
+    original_ms = report.whole.get("original", {}).get("ms")
+    conv_ms = sum(row["dense_ms"] or 0.0 for row in report.rows)
+    if not original_ms or 1 - conv_ms / original_ms <= report.budget.fraction:
+        return ""
+    share = conv_ms / original_ms
+    return (
+        f"; the factorizable convs take {share:.0%} of the original's forward (their own "
+        f"timings), so even without them it would take ~{1 - share:.2f}x: the rest of the model "
+        "bounds this budget"
+    )
 
 
 def _fill_report(report, model, new, infos, choice, latency, sample, orig, repeats) -> dict:
