@@ -26,7 +26,7 @@ def mttkrp(tensor: torch.Tensor, factors: list[torch.Tensor], mode: int) -> torc
 
     Args:
         tensor: an order-N tensor.
-        factors: N matrices ``(shape[i], R)``.
+        factors: N matrices ``(shape[i], R)`` (the one of ``mode`` is not read).
         mode: the mode left out.
 
     Returns:
@@ -36,9 +36,7 @@ def mttkrp(tensor: torch.Tensor, factors: list[torch.Tensor], mode: int) -> torc
     first = max(others, key=lambda m: tensor.shape[m])
     out = torch.tensordot(tensor, factors[first], dims=([first], [0]))  # (*shape w/o first, R)
     letters = [string.ascii_letters[m] for m in range(tensor.ndim) if m != first]
-    for m in others:
-        if m == first:
-            continue
+    for m in (m for m in others if m != first):
         keep = [c for c in letters if c != string.ascii_letters[m]]
         spec = f"{''.join(letters)}Z,{string.ascii_letters[m]}Z->{''.join(keep)}Z"
         out = torch.einsum(spec, out, factors[m])  # contracts mode m, keeps the rank axis Z
@@ -96,7 +94,7 @@ def cp_als(
             for m, gram in enumerate(grams):
                 if m != mode:
                     v = v * gram
-            m_n = mttkrp(tensor, [*factors[:mode], None, *factors[mode + 1 :]], mode)
+            m_n = mttkrp(tensor, factors, mode)  # factors[mode] is not read
             factor = torch.linalg.solve(v.T, m_n.T).T  # (shape[mode], R)
             norms = torch.linalg.vector_norm(factor, dim=0)
             weights = torch.where(norms == 0, torch.ones_like(norms), norms)

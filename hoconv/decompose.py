@@ -9,6 +9,8 @@ importing hoconv never changes TensorLy's global backend.
 
 from __future__ import annotations
 
+import math
+
 import tensorly as tl
 import torch
 from tensorly.decomposition import parafac, partial_tucker
@@ -78,10 +80,7 @@ def cp_decompose_kernel(
 
 def _khatri_rao_size(shape: torch.Size, rank: int) -> int:
     """Numbers in the largest Khatri-Rao product TensorLy's ALS forms (all modes but one)."""
-    total = 1
-    for size in shape:
-        total *= size
-    return total // min(shape) * rank
+    return math.prod(shape) // min(shape) * rank
 
 
 def _als(als: str, work: torch.Tensor, rank: int, n_iter_max: int, init: str, tol: float,
