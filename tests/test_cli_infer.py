@@ -79,3 +79,20 @@ def test_keep_checkpoints(keep: str, tmp_path) -> None:
     train(cfg, tmp_path)
     assert (tmp_path / "best.pt").exists() == (keep in ("best", "both"))
     assert (tmp_path / "last.pt").exists() == (keep in ("last", "both"))
+
+
+def test_augment_reaches_the_training_set_only() -> None:
+    from hoconv.app.commands.train import resolve_config
+    from hoconv.app.engine.build import make_dataset
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--augment", "--out", "x", "--data-arg", "num_subjects=3",
+                              "--data-arg", "images_per_subject=2", "--image-size", "16"])  # fmt: skip
+    cfg = resolve_config(args)
+    assert cfg["augment"] is True
+    assert make_dataset(cfg, "train", training=True).augment
+    assert not make_dataset(cfg, "val").augment
+    default = config_io.resolve("train", None, {"data_kwargs": cfg["data_kwargs"]})
+    assert default["augment"] is None and not make_dataset(default, "train", training=True).augment
+    with pytest.raises(ValueError, match="augment: 'yes' is not one of"):
+        config_io.resolve("train", None, {"augment": "yes"})

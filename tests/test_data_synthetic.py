@@ -109,3 +109,25 @@ def test_random_clips_depend_on_seed_epoch_and_index_only():
     assert len({tuple(f.tolist()) for f in forward}) > 1  # still random across items
     data.rng = np.random.default_rng([3, 2])  # next epoch: new clips
     assert any(not torch.equal(data[i]["frames"], f) for i, f in enumerate(forward))
+
+
+@pytest.mark.parametrize("mode", ["static", "video"])
+def test_augmentation_is_one_draw_per_item_keyed_by_seed_epoch_and_index(mode):
+    kw = {**SMALL, "split": "train", "mode": mode, "clip_length": 4}
+    plain, augmented = (
+        create_dataset("synthetic", **kw),
+        create_dataset("synthetic", augment=True, **kw),
+    )
+    for data in (plain, augmented):
+        data.rng = np.random.default_rng([3, 1])  # what the trainer sets at an epoch start
+    worker = copy.deepcopy(augmented)  # a DataLoader worker's copy, read in another order
+    inputs = [augmented[i]["input"] for i in range(len(augmented))]
+    backward = [worker[i]["input"] for i in reversed(range(len(worker)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(inputs, backward))
+    changed = [not torch.equal(a, plain[i]["input"]) for i, a in enumerate(inputs)]
+    assert all(changed)
+    assert all(-1 <= float(x.min()) and float(x.max()) <= 1 for x in inputs)
+    if mode == "video":  # the clip positions (stream 0) are not moved by the augmentation
+        assert all(torch.equal(augmented[i]["frames"], plain[i]["frames"]) for i in range(4))
+    augmented.rng = np.random.default_rng([3, 2])  # next epoch: new draws
+    assert any(not torch.equal(augmented[i]["input"], x) for i, x in enumerate(inputs))

@@ -10,8 +10,8 @@ Families (each a way to get a video model; ``static`` is the 2-D model on stills
   training adds);
 * one family per scratch model (CP-ResNet-18-3D, R3D-18, R(2+1)D-18): trained on the clips only.
 
-Protocol (the same for every family): Adam, linear warm-up then cosine decay in every training
-run; the learning rate of each family chosen by a short search (``lr_search.grid``, seed
+Protocol (the same for every family): Adam, linear warm-up then cosine decay and the same
+training-set augmentation (``augment``: crop-resize, flip, brightness / contrast) in every run; the learning rate of each family chosen by a short search (``lr_search.grid``, seed
 ``lr_search.seed``, on the validation split); then ``seeds`` full runs with that lr, scored on
 the test split. Budget: every video model gets ``video_epochs`` epochs on the same training
 clips (same batch, same clip length); with ``budget: steps`` the scratch models also get as

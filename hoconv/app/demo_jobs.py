@@ -152,7 +152,7 @@ def train_cfg(
         "seed": seed, "batch_size": s["clip_batch_size"] if video else s["batch_size"],
         "scheduler": s["schedule"]["scheduler"], "warmup_steps": s["schedule"]["warmup_steps"],
         "workers": 0, "keep": "best", "progress": False, "data_kwargs": data_kwargs,
-        "max_train_batches": s["max_train_batches"],
+        "max_train_batches": s["max_train_batches"], "augment": s["augment"],
         "model_kwargs": {"width": s["width"], **s["model_kwargs"]}, **extra,
     }  # fmt: skip
     return config_io.resolve("train", None, flags)

@@ -109,6 +109,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-train-batches", type=_positive_int, help="cap on batches per epoch (quick runs)"
     )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="training-set augmentation (unset: the data set's default; faces: off)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
     p.add_argument(
         "--keep", choices=("best", "last", "both"), help="checkpoints to keep (--resume needs last)"
@@ -162,6 +167,7 @@ def train_overrides(args: argparse.Namespace) -> dict:
             "device",
             "max_train_batches",
             "keep",
+            "augment",
         )
     }
     flags["betas"] = list(args.betas) if args.betas else None

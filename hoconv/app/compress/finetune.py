@@ -123,7 +123,7 @@ def finetune(
     Returns:
         ``(best_student, history)``; history rows ``{"epoch", "loss", "score"}``.
     """
-    train_ds = build.make_dataset(cfg, cfg["train_split"])
+    train_ds = build.make_dataset(cfg, cfg["train_split"], training=True)
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     student_net = build.check_mode(student, name, cfg["mode"])
     teacher_net = build.check_mode(teacher, name, cfg["mode"]).eval()

@@ -20,7 +20,7 @@ import torch
 from hoconv.app.data.clips import eval_windows, random_clip
 from hoconv.app.data.faces import crop_face
 from hoconv.app.data.report import LoadReport, ReportedDataset
-from hoconv.app.data.transforms import frames_to_tensor
+from hoconv.app.data.transforms import ClipAugment, frames_to_tensor
 
 SPLITS = ("train", "val", "test")
 MODES = ("static", "video")
@@ -160,7 +160,10 @@ class AffectDataset(ReportedDataset):
         sampling: ``"random"`` (one random clip per video per ``clips_per_video``) or
             ``"windows"`` (evaluation windows); default random for train, windows otherwise.
         clips_per_video: random clips drawn per video per epoch.
-        transform: callable on the ``(3, H, W)`` / ``(3, T, H, W)`` input (e.g. ClipAugment).
+        transform: callable on the ``(3, H, W)`` / ``(3, T, H, W)`` input.
+        augment: after ``transform``, a :class:`~hoconv.app.data.transforms.ClipAugment` draw
+            per item (one crop / flip / colour change for the whole clip), keyed like the
+            random clips by (seed, epoch, index): the same with any number of workers.
         seed: seed of the random clip positions (None = fresh entropy).
         verbose: print the summary after loading.
     """
@@ -177,6 +180,7 @@ class AffectDataset(ReportedDataset):
         sampling: str | None = None,
         clips_per_video: int = 1,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: bool = False,
         seed: int | None = None,
         verbose: bool = True,
     ) -> None:
@@ -195,6 +199,7 @@ class AffectDataset(ReportedDataset):
         self.clip_length, self.clip_stride = int(clip_length), int(clip_stride)
         self.clips_per_video = int(clips_per_video)
         self.transform = transform
+        self.augment = bool(augment)
         self.rng = np.random.default_rng(seed)
         self.index = self._build_index()
         report.videos = len(records)
@@ -269,9 +274,7 @@ class AffectDataset(ReportedDataset):
         image = self._frame(rec, pos)
         if image is None:
             return None
-        x = self._to_input(image[None])[:, 0]  # (3, H, W)
-        if self.transform is not None:
-            x = self.transform(x)
+        x = self._finish(self._to_input(image[None])[:, 0], i)  # (3, H, W)
         return {
             "input": x,
             "valence": torch.tensor(rec.valence[pos], dtype=torch.float32),
@@ -281,16 +284,26 @@ class AffectDataset(ReportedDataset):
             "frame": torch.tensor(rec.frames[pos], dtype=torch.int64),
         }
 
-    def _item_rng(self, i: int) -> np.random.Generator:
+    def _finish(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """``transform``, then the item's augmentation draw when ``augment`` is on."""
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.augment:
+            seed = int(self._item_rng(i, stream=1).integers(2**62))
+            x = ClipAugment(generator=torch.Generator().manual_seed(seed))(x)
+        return x
+
+    def _item_rng(self, i: int, stream: int = 0) -> np.random.Generator:
         """A generator for item ``i`` keyed by the seed of ``self.rng`` (set per epoch by the trainer).
 
         Never drawing from the shared ``self.rng`` makes each item's random clip depend on
-        (seed, epoch, index) only: the same with any number of DataLoader workers (each holds a
-        copy of ``self.rng``) and in any access order.
+        (seed, epoch, index) only: the same with any number of DataLoader workers (each holds
+        a copy of ``self.rng``) and in any access order. ``stream`` keeps an item's draws
+        apart (0: the clip's position, 1: its augmentation).
         """
         entropy = self.rng.bit_generator.seed_seq.entropy
         key = list(entropy) if isinstance(entropy, (list, tuple)) else [int(entropy or 0)]
-        return np.random.default_rng([*key, i])
+        return np.random.default_rng([*key, i] + ([stream] if stream else []))
 
     def _video_item(self, i: int) -> dict | None:
         """Clip ``i``; None when none of its frames can be read (each one is counted)."""
@@ -307,9 +320,7 @@ class AffectDataset(ReportedDataset):
                 frames[t], ok[t] = image, True
         if not ok.any():
             return None
-        x = self._to_input(frames)  # (3, T, H, W)
-        if self.transform is not None:
-            x = self.transform(x)
+        x = self._finish(self._to_input(frames), i)  # (3, T, H, W)
         return {
             "input": x,
             "valence": torch.from_numpy(rec.valence[pos].astype(np.float32)),

@@ -29,16 +29,24 @@ class Framewise(nn.Module):
         return out.reshape(n, t, -1)  # (N, T, O)
 
 
-def make_dataset(cfg: dict, split: str) -> Dataset:
-    """``hoconv.app.data.create_dataset`` for ``split`` with one-line errors for bad input."""
+def make_dataset(cfg: dict, split: str, *, training: bool = False) -> Dataset:
+    """``hoconv.app.data.create_dataset`` for ``split`` with one-line errors for bad input.
+
+    Args:
+        cfg: the run's config.
+        split: the split to read.
+        training: the set the run learns from: it gets ``cfg["augment"]`` when that is not
+            None (None leaves each data set its own default, see ``train.yaml``).
+    """
     from hoconv.app.data import create_dataset
 
     root = cfg.get("data_root")
     if root is not None and not Path(root).exists():
         raise FileNotFoundError(f"--data-root: {root} does not exist")
-    dataset = create_dataset(
-        cfg["data"], root=root, split=split, mode=cfg["mode"], **cfg["data_kwargs"]
-    )
+    kwargs = dict(cfg["data_kwargs"])
+    if training and cfg.get("augment") is not None:
+        kwargs["augment"] = bool(cfg["augment"])
+    dataset = create_dataset(cfg["data"], root=root, split=split, mode=cfg["mode"], **kwargs)
     if len(dataset) == 0:
         summary = getattr(dataset, "summary", None)
         detail = f" (loader summary: {summary})" if summary else ""

@@ -18,6 +18,7 @@ import yaml
 CHOICES: dict[str, tuple] = {
     "task": ("affect", "classify"),
     "keep": ("best", "last", "both"),
+    "augment": (None, True, False),
     "mode": ("static", "video"),
     "phase": (None, "temporal", "all"),
     "optimizer": ("adam", "sgd"),

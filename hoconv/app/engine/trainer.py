@@ -68,7 +68,7 @@ def _train(cfg: dict, out: Path, resume: bool, info: ddp.DistInfo) -> dict:
     if state is None:
         cfg = build.inherit_data_settings(cfg)
     seed_all(cfg["seed"])
-    train_ds = build.make_dataset(cfg, cfg["train_split"])
+    train_ds = build.make_dataset(cfg, cfg["train_split"], training=True)
     val_ds = build.make_dataset(cfg, cfg["val_split"])
     core, spec, net = _prepare_model(cfg, state, info, train_ds)
     schedule = _lasso_setup(cfg, core, fresh=state is None)
