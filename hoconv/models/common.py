@@ -172,11 +172,47 @@ class _ChannelsLastPool:
             and not torch.onnx.is_in_onnx_export()
             and x.device.type == "cpu"
             and x.dim() == self.batched_dim
-            and not x.is_contiguous(memory_format=self.layout)
         )
-        if reroute:
+        if reroute and self._tiles() and not (torch.is_grad_enabled() and x.requires_grad):
+            return tile_max(x, _ntuple(self.kernel_size, self.batched_dim - 2))
+        if reroute and not x.is_contiguous(memory_format=self.layout):
             return super().forward(x.contiguous(memory_format=self.layout)).contiguous()
         return super().forward(x)
+
+    def _tiles(self) -> bool:
+        """Windows that tile the input: kernel == stride, no padding, no dilation, floor."""
+        n = self.batched_dim - 2
+        kernel = _ntuple(self.kernel_size, n)
+        stride = _ntuple(self.stride if self.stride else self.kernel_size, n)
+        return (
+            kernel == stride
+            and set(_ntuple(self.padding, n)) == {0}
+            and set(_ntuple(self.dilation, n)) == {1}
+            and not self.ceil_mode
+        )
+
+
+def _ntuple(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def tile_max(x: torch.Tensor, kernel: tuple[int, ...]) -> torch.Tensor:
+    """Max pooling over windows that tile the trailing axes (stride = kernel, floor), no indices.
+
+    One elementwise maximum of strided slices per window offset and axis, last axis first:
+    each pass reads what the previous one left (1 + 1/k + ... of the input in all), with no
+    layout copy and no index tensor. Inference only: where a window holds ties, autograd
+    through ``torch.maximum`` would split the gradient, unlike max pooling.
+    """
+    for axis, k in zip(range(-1, -len(kernel) - 1, -1), reversed(kernel)):
+        if k == 1:
+            continue
+        size = x.shape[axis] // k * k
+        tiles = x.narrow(axis, 0, size).unflatten(axis, (size // k, k))  # (..., size/k, k, ...)
+        x = tiles.select(axis, 0)
+        for offset in range(1, k):
+            x = torch.maximum(x, tiles.select(axis, offset))
+    return x
 
 
 class MaxPool2d(_ChannelsLastPool, nn.MaxPool2d):

@@ -40,10 +40,14 @@ ConvMaker = Callable[[int, int], nn.Module]
 
 
 def conv_block(in_planes: int, out_planes: int, conv: ConvMaker) -> nn.Sequential:
-    """conv -> BN -> ELU -> 2x2x2 max-pool (figure 10's block)."""
+    """conv -> BN -> ELU -> 2x2x2 max-pool (figure 10's block), run as conv -> BN -> pool -> ELU.
+
+    ELU is increasing, so it commutes with the max: same outputs and gradients (each window's
+    max is at the same place), with the ELU on an eighth of the values.
+    """
     return nn.Sequential(
-        conv(in_planes, out_planes), nn.BatchNorm3d(out_planes), nn.ELU(inplace=True),
-        MaxPool3d(2),
+        conv(in_planes, out_planes), nn.BatchNorm3d(out_planes), MaxPool3d(2),
+        nn.ELU(inplace=True),
     )  # fmt: skip
 
 
