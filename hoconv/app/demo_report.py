@@ -88,7 +88,13 @@ def _header(s: dict, profile: str, budget: dict, times: dict) -> list[str]:
         "so their rows also had those steps on stills (column *steps*).",
         f"**Schedule (the same for all):** Adam, linear warm-up over "
         f"{s['schedule']['warmup_steps']} steps, then {s['schedule']['scheduler']} decay, in "
-        "every training run (the transduction's two phases each).",
+        "every training run (the transduction's two phases each); "
+        + (
+            "the same training-set augmentation in every run (random crop-resize, flip, "
+            "brightness / contrast, one draw per clip)."
+            if s.get("augment")
+            else "no augmentation."
+        ),
         "",
     ]
 
