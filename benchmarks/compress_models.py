@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument(
-        "--only", action="append", choices=("resnet18", "resnet18_112", "mobilenet", "convnet3d", "convnet3d_64")
+        "--only",
+        action="append",
+        choices=("resnet18", "resnet18_112", "mobilenet", "convnet3d", "convnet3d_64"),
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
