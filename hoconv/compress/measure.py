@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from math import prod
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from hoconv._conv_base import FactorizedConv
+from hoconv.factorization import _set_submodule
 
 
 def _leaf_macs(module: nn.Module, inputs: tuple, output) -> int:
@@ -90,3 +92,40 @@ def interleaved_ms(
 def param_count(model: nn.Module) -> int:
     """Number of parameter scalars."""
     return sum(p.numel() for p in model.parameters())
+
+
+class _Recorded(nn.Module):
+    """Stands in for a layer at zero cost: returns the output the layer gave on the sample."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.output
+
+
+def without_layers(model: nn.Module, sample: torch.Tensor, names: list[str]) -> nn.Module:
+    """A copy of ``model`` whose named layers return their recorded output on ``sample``.
+
+    Its forward on ``sample`` gives the same result as ``model``'s and costs everything but
+    those layers: what the rest of the model takes, measured rather than derived.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda module, inputs, output: outputs.__setitem__(name, output.detach().clone())
+
+    hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    rest = copy.deepcopy(model).eval()
+    for name in names:
+        _set_submodule(rest, name, _Recorded(outputs[name]))
+    return rest
