@@ -108,11 +108,11 @@ def test_bad_widths_are_refused():
         apply_choices(model, {"1": {"kind": "width", "rank": 8}})
 
 
-def _mobilenet(**kwargs):
+def _mobilenet(name: str = "mobilenet_v2_cifar"):
     from hoconv.models import create_model
 
     torch.manual_seed(0)
-    return create_model("mobilenet_v2_cifar", width=25, num_outputs=10, **kwargs).eval()
+    return create_model(name, width=25, num_outputs=10).eval()
 
 
 def _compress(model, x, budget="params=0.5", **kwargs):
@@ -137,14 +137,16 @@ def test_no_conv_is_both_narrowed_and_factorized():
     assert any(r["name"].endswith(".block.0") for r in report.rows)  # expand convs offered
 
 
-def test_width_checkpoint_round_trips_through_load_model(tmp_path):
+@pytest.mark.parametrize("name", ["mobilenet_v2_cifar", "cp_mobilenet_v2_cifar"])
+def test_width_checkpoint_round_trips_through_load_model(tmp_path, name):
     from hoconv.app.engine import checkpoint as ck
 
-    model, x = _mobilenet(), torch.randn(2, 3, 8, 8)
+    model, x = _mobilenet(name), torch.randn(2, 3, 8, 8)
+    assert len(W.record_blocks(model, x)) == 16  # every block but the first (expansion 1)
     new, spec, _ = _compress(model, x)
     assert any(c["kind"] == "width" for c in spec.values())
     kwargs = {"width": 25, "num_outputs": 10}
-    ckpt = ck.make_checkpoint(model_spec={"name": "mobilenet_v2_cifar", "kwargs": kwargs},
+    ckpt = ck.make_checkpoint(model_spec={"name": name, "kwargs": kwargs},
                               state_dict=new.state_dict(), epoch=1, config={})  # fmt: skip
     ckpt["model"]["factorized"] = spec
     ckpt["digest"] = ck.digest(ckpt)
@@ -153,18 +155,7 @@ def test_width_checkpoint_round_trips_through_load_model(tmp_path):
         assert torch.equal(loaded(x), new(x))
 
 
-def test_cp_mobilenet_blocks_narrow_too():
-    model, x = _mobilenet(), torch.randn(2, 3, 8, 8)
-    from hoconv.models import create_model
-
-    torch.manual_seed(0)
-    cp = create_model("cp_mobilenet_v2_cifar", width=25, num_outputs=10).eval()
-    _, spec, _ = _compress(cp, x)
-    assert any(c["kind"] == "width" for c in spec.values())
-    assert len(W.record_blocks(cp, x)) == len(W.record_blocks(model, x)) == 16
-
-
-def test_cli_block_width_end_to_end(tmp_path, capsys, monkeypatch):
+def test_cli_block_width_end_to_end(tmp_path, monkeypatch):
     from hoconv.app.cli import main
     from hoconv.app.engine import checkpoint as ck
     from hoconv.app.export import export_checkpoint
@@ -175,8 +166,9 @@ def test_cli_block_width_end_to_end(tmp_path, capsys, monkeypatch):
                                           width=25, num_outputs=10)  # fmt: skip
     out, rep = tmp_path / "b.pt", tmp_path / "rep"
     argv = ["compress", "--checkpoint", str(src), "--out", str(out), "--budget", "params=0.6",
-            "--kind", "tucker", "--input-shape", "2,3,8,8", "--report-dir", str(rep)]  # fmt: skip
-    assert main([*argv, "--block-width"]) == 0
+            "--kind", "tucker", "--input-shape", "2,3,8,8", "--report-dir", str(rep),
+            "--block-width"]  # fmt: skip
+    assert main(argv) == 0
     new, meta = ck.load_model(out)
     widths = {n: c["rank"] for n, c in meta["model"]["factorized"].items() if c["kind"] == "width"}
     assert widths and all(isinstance(new.get_submodule(n), InvertedResidual) for n in widths)
@@ -187,7 +179,6 @@ def test_cli_block_width_end_to_end(tmp_path, capsys, monkeypatch):
     assert re.search(r"\| width \| \d+ of \d+ \|", table)
     info = export_checkpoint((new, meta), tmp_path / "m.ts", "torchscript", image_size=8)
     assert info["max_abs_difference"] < 1e-4
-    capsys.readouterr()
 
 
 def test_report_shows_a_block_rank_as_k_of_r():

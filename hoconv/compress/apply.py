@@ -242,6 +242,9 @@ def compress_model(
             "compress found no dense conv (groups=1, kernel > 1) to factorize"
             + (" and no inverted-residual block with expansion > 1" if block_width else "")
         )
+    say = progress or (lambda line: None)
+    if block_width and not any(isinstance(i, W.BlockInfo) for i in infos):
+        say("--block-width: no inverted-residual block with expansion > 1; convs only")
     latency = latency if latency is not None else LatencyTable()
     errors = errors if errors is not None else C.ErrorCache()
     report = CompressReport(budget)
@@ -254,7 +257,6 @@ def compress_model(
     def target_of(dense):
         return {"fixed": max(0.0, whole - sum(dense.values())), "target": scale[0] * whole}
 
-    say = progress or (lambda line: None)
     start = time.perf_counter()
     choice, table, dense, unreachable = _search(
         infos, kinds, budget.metric, latency, errors, target_of, say
