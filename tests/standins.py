@@ -200,3 +200,20 @@ def tiny_config(**overrides) -> dict:
         "data_kwargs": {"size": 32},
     }
     return config_io.resolve("train", None, {**base, **overrides})
+
+
+def tiny_checkpoint(path, config: dict, name: str = "test_tiny2d", **kwargs):
+    """``(model, path)``: a freshly initialised (seed 0) registry model written as a checkpoint.
+
+    ``name`` is a stand-in (``install()`` is called) or a zoo model; ``kwargs`` its keywords.
+    """
+    from hoconv.app.engine import checkpoint as ck
+
+    install()
+    torch.manual_seed(0)
+    model = importlib.import_module("hoconv.models").create_model(name, **kwargs)
+    spec = {"name": name, "kwargs": kwargs, "transductions": []}
+    ckpt = ck.make_checkpoint(
+        model_spec=spec, state_dict=model.state_dict(), epoch=1, config=config
+    )
+    return model, ck.write_checkpoint(path, ckpt)

@@ -163,17 +163,9 @@ def test_interleaved_ms_times_every_model():
 
 
 def _tiny_checkpoint(tmp_path, config):
-    from hoconv.app.engine import checkpoint as ck
     from tests import standins
 
-    standins.install()
-    torch.manual_seed(0)
-    model = standins.TinyNet(dim=2, num_outputs=10, width=8)
-    spec = {"name": "test_tiny2d", "kwargs": {"num_outputs": 10, "width": 8}, "transductions": []}
-    ckpt = ck.make_checkpoint(
-        model_spec=spec, state_dict=model.state_dict(), epoch=1, config=config
-    )
-    return model, ck.write_checkpoint(tmp_path / "a.pt", ckpt)
+    return standins.tiny_checkpoint(tmp_path / "a.pt", config, num_outputs=10, width=8)
 
 
 def test_compress_checkpoint_cli_reloads(tmp_path, capsys):

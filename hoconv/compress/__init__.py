@@ -2,7 +2,8 @@
 
 ``candidates`` lists each conv's options (error, params, MACs, measured ms), ``solver`` picks one
 per layer to meet a budget at least total error, ``apply`` rebuilds the compressed model
-(:func:`compress_model`), ``evbmf`` gives EVBMF ranks for comparison. Distillation and the
+(:func:`compress_model`), ``width`` offers narrower hidden widths of inverted-residual blocks
+(their CP rank) as candidates too, ``evbmf`` gives EVBMF ranks for comparison. Distillation and the
 checkpoint pipeline (they use the training engine) live in :mod:`hoconv.app.compress`.
 """
 
@@ -24,8 +25,10 @@ from hoconv.compress.evbmf import evbmf_rank, tucker_ranks_evbmf
 from hoconv.compress.latency import LatencyTable
 from hoconv.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.compress.solver import Budget, parse_budget, solve
+from hoconv.compress.width import BlockInfo, block_candidates, narrow, record_blocks
 
 __all__ = [
+    "BlockInfo",
     "Budget",
     "BudgetNotMet",
     "BudgetWarning",
@@ -35,13 +38,16 @@ __all__ = [
     "LatencyTable",
     "LayerInfo",
     "apply_choices",
+    "block_candidates",
     "compress_model",
     "evbmf_rank",
     "interleaved_ms",
     "layer_candidates",
     "model_macs",
+    "narrow",
     "param_count",
     "parse_budget",
+    "record_blocks",
     "record_shapes",
     "solve",
     "tucker_ranks_evbmf",

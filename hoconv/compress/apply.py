@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hoconv.compress import candidates as C
+from hoconv.compress import width as W
 from hoconv.compress.latency import LatencyTable
 from hoconv.compress.measure import interleaved_ms, model_macs, param_count
 from hoconv.compress.solver import Budget, BudgetUnreachable, cheapest, parse_budget, solve
@@ -59,16 +60,55 @@ class BudgetNotMet(ValueError):
 
 
 def apply_choices(model: nn.Module, factorized: dict[str, dict]) -> None:
-    """Replace each named dense conv by an (uninitialized) CP / Tucker layer, in place.
+    """Replace each named dense conv by an (uninitialized) CP / Tucker layer, and each named
+    inverted-residual block of kind ``"width"`` by one of hidden width ``rank``, in place.
 
     Used by :func:`hoconv.app.engine.checkpoint.build_model` for the spec's ``"factorized"`` entry.
     """
     for name, choice in factorized.items():
         try:
-            conv = model.get_submodule(name)
+            module = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"factorized layer {name!r} is not in the model") from None
-        _set_submodule(model, name, C.empty_layer(conv, choice["kind"], choice["rank"]))
+        if choice["kind"] == "width":
+            new = W.narrowed_empty(module, choice["rank"])
+        else:
+            new = C.empty_layer(module, choice["kind"], choice["rank"])
+        _set_submodule(model, name, new)
+
+
+def _units(model: nn.Module, sample: torch.Tensor, pointwise: bool, block_width: bool) -> list:
+    """What the solver picks for, in model order: factorizable convs (:class:`C.LayerInfo`) and,
+    with ``block_width``, width blocks (:class:`W.BlockInfo`) instead of the convs inside them."""
+    infos = C.record_shapes(model, sample, pointwise)
+    if not block_width:
+        return infos
+    blocks = W.record_blocks(model, sample)
+    inside = tuple(f"{b.name}.block." for b in blocks)  # expand / project 1x1 (not shortcuts)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    units = [i for i in infos if not i.name.startswith(inside)] + blocks
+    return sorted(units, key=lambda u: order[u.name])
+
+
+def _dense_ms(info, latency) -> float:
+    """Measured (cached) forward ms of a dense conv or block."""
+    if isinstance(info, W.BlockInfo):
+        return W.dense_ms(info, latency)
+    return C.dense_ms(info, latency)
+
+
+def _chosen_ms(info, picked: dict, layer: nn.Module, latency) -> float:
+    """Measured (cached) forward ms of the chosen layer or block."""
+    key = (W.block_key(info, picked["rank"]) if isinstance(info, W.BlockInfo)
+           else C.layer_key(info, picked["kind"], picked["rank"]))  # fmt: skip
+    return latency.forward_ms(key, layer, info.input_shape)
+
+
+def _candidates(info, kinds, fractions, latency, errors, useful) -> list[C.Candidate]:
+    """A conv's CP / Tucker candidates, or a block's width candidates (their own grid)."""
+    if isinstance(info, W.BlockInfo):
+        return W.block_candidates(info, W.FRACTIONS, latency, useful)
+    return C.layer_candidates(info, kinds, fractions, latency, errors, useful)
 
 
 def _cost_tables(infos, cands, metric: str, latency):
@@ -78,7 +118,7 @@ def _cost_tables(infos, cands, metric: str, latency):
     for info in infos:
         table[info.name] = [dict(vars(c), cost=getattr(c, attr), cand=c) for c in cands[info.name]]
         if metric == "latency":
-            dense[info.name] = C.dense_ms(info, latency)
+            dense[info.name] = _dense_ms(info, latency)
         else:
             dense[info.name] = info.params if metric == "params" else info.macs
     return table, dense
@@ -114,9 +154,7 @@ def _search(infos, kinds, metric, latency, errors, target_of, say):
     useful = {i.name: (lambda c, d=dense[i.name]: getattr(c, attr) < d) for i in infos}
     cands = {}
     for n, i in enumerate(infos, 1):
-        cands[i.name] = C.layer_candidates(
-            i, kinds, C.COARSE, search_latency, errors, useful[i.name]
-        )
+        cands[i.name] = _candidates(i, kinds, C.COARSE, search_latency, errors, useful[i.name])
         say(f"candidates {n}/{len(infos)} {i.name}: {len(cands[i.name])}")
     table, dense = _cost_tables(infos, cands, metric, latency)
     total = target_of(dense)
@@ -126,6 +164,8 @@ def _search(infos, kinds, metric, latency, errors, target_of, say):
         choice = cheapest(table, dense)
     say("refining around the first solve's picks")
     for info in infos:
+        if isinstance(info, W.BlockInfo):  # the width grid is fine already
+            continue
         picked = choice[info.name]["cand"] if choice[info.name] else None
         extra = C.refine_fractions(picked, C.COARSE)
         known = {(c.kind, c.rank) for c in cands[info.name]}
@@ -141,7 +181,11 @@ def _build(model, infos, choice, errors: C.ErrorCache) -> nn.Module:
     new = copy.deepcopy(model)
     for info in infos:
         picked = choice[info.name]
-        if picked is not None:
+        if picked is None:
+            continue
+        if isinstance(info, W.BlockInfo):
+            _set_submodule(new, info.name, W.build(info, picked["rank"]))
+        else:
             layer = errors.layer(info.conv, picked["kind"], picked["rank"])
             _set_submodule(new, info.name, copy.deepcopy(layer))
     return new.eval()
@@ -155,6 +199,7 @@ def compress_model(
     latency: LatencyTable | None = None,
     errors: C.ErrorCache | None = None,
     pointwise: bool = False,
+    block_width: bool = False,
     max_rounds: int = 4,
     timing_repeats: int = 15,
     best_effort: bool = False,
@@ -176,18 +221,30 @@ def compress_model(
     raised. A params / MACs budget below the reachable minimum raises one ValueError naming it.
     ``progress`` gets one line per searched layer and per solver round.
 
+    With ``block_width`` every inverted-residual block with expansion > 1 is one more solver
+    layer whose options are narrower hidden widths (the block's CP rank, :mod:`width`; error:
+    the block's relative output error on the sample); its expand / project 1x1 convs are then
+    not offered for factorizing.
+
     Returns:
         ``(new_model, factorized_spec, report)``; ``factorized_spec`` maps layer name to
-        ``{"kind", "rank"}`` (what the checkpoint records).
+        ``{"kind", "rank"}`` (what the checkpoint records; kind ``"width"``: rank is the
+        block's kept hidden width).
     """
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     kinds = KINDS.get(kind)
     if kinds is None:
         raise ValueError(f"--kind must be cp, tucker or auto, got {kind!r}")
     model = model.eval()
-    infos = C.record_shapes(model, sample, pointwise)
+    infos = _units(model, sample, pointwise, block_width)
     if not infos:
-        raise ValueError("compress found no dense conv (groups=1, kernel > 1) to factorize")
+        raise ValueError(
+            "compress found no dense conv (groups=1, kernel > 1) to factorize"
+            + (" and no inverted-residual block with expansion > 1" if block_width else "")
+        )
+    say = progress or (lambda line: None)
+    if block_width and not any(isinstance(i, W.BlockInfo) for i in infos):
+        say("--block-width: no inverted-residual block with expansion > 1; convs only")
     latency = latency if latency is not None else LatencyTable()
     errors = errors if errors is not None else C.ErrorCache()
     report = CompressReport(budget)
@@ -200,7 +257,6 @@ def compress_model(
     def target_of(dense):
         return {"fixed": max(0.0, whole - sum(dense.values())), "target": scale[0] * whole}
 
-    say = progress or (lambda line: None)
     start = time.perf_counter()
     choice, table, dense, unreachable = _search(
         infos, kinds, budget.metric, latency, errors, target_of, say
@@ -290,8 +346,9 @@ def _conv_share_hint(report) -> str:
     if not original_ms or 1 - conv_ms / original_ms <= report.budget.fraction:
         return ""
     share = conv_ms / original_ms
+    what = "convs and blocks" if any("of" in row for row in report.rows) else "convs"
     return (
-        f"; the factorizable convs take {share:.0%} of the original's forward (their own "
+        f"; the factorizable {what} take {share:.0%} of the original's forward (their own "
         f"timings), so even without them it would take ~{1 - share:.2f}x: the rest of the model "
         "bounds this budget"
     )
@@ -305,18 +362,20 @@ def _fill_report(report, model, new, infos, choice, latency, sample, orig, repea
         layer = new.get_submodule(info.name)
         row = {"name": info.name, "kind": "dense", "rank": "-", "error": 0.0,
                "params": info.params, "macs": info.macs, "dense_params": info.params,
-               "dense_macs": info.macs, "dense_ms": C.dense_ms(info, latency)}  # fmt: skip
+               "dense_macs": info.macs, "dense_ms": _dense_ms(info, latency)}  # fmt: skip
         row["ms"] = row["dense_ms"]
+        if isinstance(info, W.BlockInfo):
+            row["of"] = info.hidden  # a width row's rank is "k of R"
         if picked is not None:
             rank = picked["rank"]
             spec[info.name] = {
                 "kind": picked["kind"],
                 "rank": list(rank) if isinstance(rank, tuple) else rank,
             }
-            row.update(kind=picked["kind"], rank=rank, error=float(layer.decomposition_error),
+            error = picked["error"] if picked["kind"] == "width" else layer.decomposition_error
+            row.update(kind=picked["kind"], rank=rank, error=float(error),
                        params=picked["params"], macs=picked["macs"],
-                       ms=latency.forward_ms(C.layer_key(info, picked["kind"], rank), layer,
-                                             info.input_shape))  # fmt: skip
+                       ms=_chosen_ms(info, picked, layer, latency))  # fmt: skip
         report.rows.append(row)
     ms = interleaved_ms({"original": model, "compressed": new}, sample, repeats)
     report.whole["original"] = {**orig, "ms": ms["original"], "score": None}

@@ -6,9 +6,12 @@ latency budget) forward ms measured here at the layer's real input shape (cached
 error-per-cost solver picks per-layer kind and rank, layers where factorizing does not pay stay
 dense. Budgets are fractions of the whole model: all parameters, all conv + linear MACs, or the
 whole forward on --input-shape (measured against the original, re-solved while it misses).
-With --finetune-epochs the compressed model is distilled from the original on the data of
-`hoconv train` (the checkpoint's by default). The output checkpoint loads with evaluate /
-predict / export like any other.
+With --block-width each MobileNet-v2 inverted-residual block (expansion > 1) is one more
+candidate whose options keep k of its R hidden channels (the block's CP rank; the k that matter
+most on the sample), instead of factorizing its 1x1 convs. With --finetune-epochs the
+compressed model is distilled from the original on the data of `hoconv train` (the
+checkpoint's by default). The output checkpoint loads with evaluate / predict / export like any
+other.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input-shape", required=True, help="shape the model runs at, e.g. 1,3,64,64")
     p.add_argument("--pointwise", action="store_true", help="also factorize 1x1 convs (low rank)")
+    p.add_argument(
+        "--block-width",
+        action="store_true",
+        help="narrow the hidden width (the block's CP rank) of inverted-residual blocks",
+    )
     p.add_argument(
         "--best-effort",
         action="store_true",
@@ -116,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", BudgetWarning)
             report, history = compress_checkpoint(
                 args.checkpoint, args.out, sample, budget, args.kind, data=data_overrides(args),
-                settings=settings, pointwise=args.pointwise, best_effort=args.best_effort,
-                progress=_progress,
+                settings=settings, pointwise=args.pointwise, block_width=args.block_width,
+                best_effort=args.best_effort, progress=_progress,
             )  # fmt: skip
     except BudgetNotMet as err:  # the report still shows what the cheapest choice gives
         print(summary(err.report, metric))

@@ -54,6 +54,7 @@ def compress_checkpoint(
     data: dict | None = None,
     settings: DistillSettings | None = None,
     pointwise: bool = False,
+    block_width: bool = False,
     latency=None,
     errors=None,
     best_effort: bool = False,
@@ -71,6 +72,8 @@ def compress_checkpoint(
             checkpoint's own config they give the validation set and the fine-tune data.
         settings: distillation settings (``epochs=0``: no fine-tune).
         pointwise: consider 1x1 convs too.
+        block_width: narrow the hidden width (the block's CP rank) of inverted-residual
+            blocks (recorded as kind ``"width"``; their inner 1x1 convs are not factorized).
         best_effort: a latency budget that cannot be met keeps the fastest choice, warns and
             goes on (fine-tune, write); without it :class:`hoconv.compress.BudgetNotMet` is
             raised before the fine-tune and nothing is written.
@@ -91,8 +94,8 @@ def compress_checkpoint(
     name = meta["model"]["name"]
     say = progress or (lambda line: None)
     new, factorized, report = compress_model(
-        teacher, sample, budget, kind, latency, errors, pointwise, best_effort=best_effort,
-        progress=say,
+        teacher, sample, budget, kind, latency, errors, pointwise, block_width,
+        best_effort=best_effort, progress=say,
     )  # fmt: skip
     if cfg is not None:
         say("scoring the original and the compressed model on the validation split")

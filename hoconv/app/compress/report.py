@@ -12,15 +12,28 @@ def _fmt(value, spec: str = ",") -> str:
     return "-" if value is None else format(value, spec)
 
 
+COLOURS = {"cp": "C0", "tucker": "C1", "width": "C2"}  # dense: grey
+
+
+def rank_text(row: dict) -> str:
+    """A row's rank as shown: ``k of R`` for a block's width (R: its dense hidden width)."""
+    if "of" in row:
+        return f"{row['rank']} of {row['of']}" if row["kind"] == "width" else f"- of {row['of']}"
+    return str(row["rank"])
+
+
 def layer_table(report) -> str:
-    """Markdown table: layer, kind, rank, decomposition error, params, MACs, measured ms."""
+    """Markdown table: layer, kind, rank, error, params, MACs, measured ms.
+
+    The error is a conv's kernel reconstruction error, or a block's relative output error
+    (kind ``width``: a narrower hidden width, rank ``k of R``)."""
     lines = [
         "| layer | kind | rank | error | params | MACs | ms (dense ms) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in report.rows:
         lines.append(
-            f"| {r['name']} | {r['kind']} | {r['rank']} | {r['error']:.3f} | {r['params']:,} "
+            f"| {r['name']} | {r['kind']} | {rank_text(r)} | {r['error']:.3f} | {r['params']:,} "
             f"| {r['macs']:,} | {_fmt(r['ms'], '.3f')} ({_fmt(r['dense_ms'], '.3f')}) |"
         )
     return "\n".join(lines)
@@ -93,8 +106,7 @@ def plot_layers(report, path: str | Path) -> Path:
               ("ms", "dense_ms", "measured forward ms")]  # fmt: skip
     for ax, (key, dense_key, title) in zip(axes, panels):
         ax.barh(y + 0.2, [r[dense_key] or 0 for r in rows], 0.4, color="0.75", label="dense")
-        colours = ["C0" if r["kind"] == "cp" else "C1" if r["kind"] == "tucker" else "0.45"
-                   for r in rows]  # fmt: skip
+        colours = [COLOURS.get(r["kind"], "0.45") for r in rows]
         ax.barh(y - 0.2, [r[key] or 0 for r in rows], 0.4, color=colours, label="chosen")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(plt.NullFormatter())  # labelled minor ticks overlapped
@@ -102,14 +114,15 @@ def plot_layers(report, path: str | Path) -> Path:
     axes[0].legend(fontsize=7, loc="lower right")
     axes[3].barh(y, [r["error"] for r in rows], 0.6, color="C3")
     for yi, r in zip(y, rows):
-        axes[3].text(r["error"] + 0.005, yi, f"{r['kind']} {r['rank']}", va="center", fontsize=6)
-    axes[3].set_title("decomposition error (kind, rank)", fontsize=9)
+        axes[3].text(r["error"] + 0.005, yi, f"{r['kind']} {rank_text(r)}", va="center",
+                     fontsize=6)  # fmt: skip
+    axes[3].set_title("error: kernel, or block output (kind, rank)", fontsize=9)
     axes[3].set_xlim(0, max([r["error"] for r in rows] + [0.1]) * 1.6)
     axes[0].set_yticks(y, [r["name"] for r in rows], fontsize=7)
     axes[0].invert_yaxis()
     b = report.budget
     fig.suptitle(f"hoconv compress, budget {b.metric}={b.fraction} (blue CP, orange Tucker, "
-                 "grey dense)", fontsize=10)  # fmt: skip
+                 "green block width, grey dense)", fontsize=10)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
