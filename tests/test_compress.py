@@ -297,12 +297,36 @@ def test_library_compress_does_not_import_the_application():
 
 
 def test_not_met_note_names_the_conv_share_when_it_bounds_the_budget():
-    from hoconv.compress.apply import CompressReport, _conv_share_hint
+    from hoconv.compress.verdict import CompressReport, conv_share_hint
 
     report = CompressReport(parse_budget("latency=0.5"))
     report.whole["original"] = {"ms": 8.0}
     report.rows = [{"dense_ms": 2.0}, {"dense_ms": 1.6}]  # convs 45 % of the forward
-    hint = _conv_share_hint(report)
+    hint = conv_share_hint(report)
     assert "45% of the original's forward" in hint and "~0.55x" in hint
     report.rows = [{"dense_ms": 3.0}, {"dense_ms": 2.0}]  # 62 %: removing them would reach 0.38x
-    assert _conv_share_hint(report) == ""
+    assert conv_share_hint(report) == ""
+    report.in_model_share = 0.3  # measured in the model: it wins over the table's timings
+    assert "30% of the original's forward (measured in the model)" in conv_share_hint(report)
+
+
+def test_latency_whole_is_the_table_sum_over_the_measured_in_model_share():
+    """The solver's units: table ms for the layers, the rest scaled by the in-model share."""
+    from hoconv.compress import candidates as C
+    from hoconv.compress.apply import _latency_whole
+    from hoconv.compress.verdict import CompressReport
+
+    class Table:  # every layer "costs" 5 ms on its own, whatever it costs in the model
+        def forward_ms(self, key, layer, shape):
+            return 5.0
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3)).eval()
+    sample = torch.randn(2, 3, 24, 24)
+    infos = C.record_shapes(model, sample)
+    report = CompressReport(parse_budget("latency=0.5"))
+    whole = _latency_whole(model, sample, infos, Table(), report, repeats=5)
+    assert 0.0 <= report.in_model_share <= 1.0
+    if report.in_model_share >= 0.02:
+        assert whole == pytest.approx(10.0 / report.in_model_share)
+    else:
+        assert whole >= 10.0

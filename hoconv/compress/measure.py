@@ -129,3 +129,15 @@ def without_layers(model: nn.Module, sample: torch.Tensor, names: list[str]) -> 
     for name in names:
         _set_submodule(rest, name, _Recorded(outputs[name]))
     return rest
+
+
+def whole_and_rest_ms(
+    model: nn.Module, sample: torch.Tensor, names: list[str], repeats: int = 15
+) -> dict[str, float]:
+    """Fastest forward ms of ``model`` and of the model without the named layers, interleaved.
+
+    Their difference is what those layers take *in the model* (caches and threads as they are
+    there), the figure a per-layer table measured on its own, maybe at another time, can miss.
+    """
+    rest = without_layers(model, sample, names)
+    return interleaved_ms({"whole": model, "rest": rest}, sample, repeats, statistic="min")
