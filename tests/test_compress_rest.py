@@ -24,3 +24,12 @@ def test_without_layers_gives_the_same_output_without_calling_the_layers():
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[3][0], nn.Conv2d)
     with torch.no_grad():  # another input: the first stand-in still gives the sample's output
         assert torch.equal(rest(torch.randn_like(x)), model(x))
+
+
+def test_a_layer_inside_another_named_one_goes_with_it():
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()), nn.Conv2d(4, 2, 1)).eval()
+    x = torch.randn(1, 3, 5, 5)
+    rest = without_layers(model, x, ["0.0", "0", "1"])
+    assert not isinstance(rest[0], nn.Sequential) and not isinstance(rest[1], nn.Conv2d)
+    with torch.no_grad():
+        assert torch.equal(rest(x), model(x))

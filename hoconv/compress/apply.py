@@ -265,6 +265,11 @@ def _latency_whole(model, sample, infos, latency, report, repeats) -> float:
     return dense / report.in_model_share
 
 
+def _picks(choice: dict) -> dict:
+    """A choice as layer -> (kind, rank) or None, for comparing two choices."""
+    return {n: None if o is None else (o["kind"], o["rank"]) for n, o in choice.items()}
+
+
 def _latency_rounds(model, sample, infos, solved, errors, report, target_of, scale, whole,
                     unreachable, max_rounds, repeats, say):  # fmt: skip
     """Build the choice; for latency, time it against the original and re-solve while it misses.
@@ -287,16 +292,23 @@ def _latency_rounds(model, sample, infos, solved, errors, report, target_of, sca
         say(f"round {round_no}: measured {entry['measured_ratio']:.3f}x of the original forward "
             f"(target {fraction:g})")  # fmt: skip
         if unreachable:
-            entry["note"] = "the cheapest candidates are predicted over the target"
+            entry["note"] = (
+                "the cheapest candidates are predicted over the target"
+                if round_no == 1
+                else "cheapest candidates measured: no solve reached the target"
+            )
             break
         if entry["measured_ratio"] <= fraction:
             break
         scale[0] *= fraction / entry["measured_ratio"]
         try:
             choice = solve(table, dense, target_of(dense)["fixed"], scale[0] * whole)
-        except BudgetUnreachable:  # even the cheapest candidates cannot go lower: keep the last
-            entry["note"] = "no cheaper choice: the cheapest candidates were reached"
-            break
+        except BudgetUnreachable:  # below every solve: measure the cheapest choice, then stop
+            fastest = cheapest(table, dense)
+            if _picks(fastest) == _picks(choice):
+                entry["note"] = "no cheaper choice: the cheapest candidates were reached"
+                break
+            choice, unreachable = fastest, True
         new = _build(model, infos, choice, errors)
     return new, choice
 

@@ -109,7 +109,8 @@ def without_layers(model: nn.Module, sample: torch.Tensor, names: list[str]) -> 
     """A copy of ``model`` whose named layers return their recorded output on ``sample``.
 
     Its forward on ``sample`` gives the same result as ``model``'s and costs everything but
-    those layers: what the rest of the model takes, measured rather than derived.
+    those layers: what the rest of the model takes, measured rather than derived. A named
+    layer inside another named one goes with the outer one.
     """
     outputs: dict[str, torch.Tensor] = {}
 
@@ -126,8 +127,9 @@ def without_layers(model: nn.Module, sample: torch.Tensor, names: list[str]) -> 
             h.remove()
         model.train(was_training)
     rest = copy.deepcopy(model).eval()
-    for name in names:
-        _set_submodule(rest, name, _Recorded(outputs[name]))
+    for name in sorted(names):  # a layer inside one already stood in for goes with it
+        if not any(name.startswith(f"{done}.") for done in names if done != name):
+            _set_submodule(rest, name, _Recorded(outputs[name]))
     return rest
 
 
