@@ -20,9 +20,9 @@ from hoconv.compress.measure import (
 )
 from hoconv.compress.solver import Budget, BudgetUnreachable, cheapest, parse_budget, solve
 from hoconv.compress.verdict import BudgetNotMet, BudgetWarning, CompressReport, check_met
+from hoconv.factorization import _set_submodule
 
 __all__ = ["BudgetNotMet", "BudgetWarning", "CompressReport", "apply_choices", "compress_model"]
-from hoconv.factorization import _set_submodule
 
 KINDS = {"cp": ("cp",), "tucker": ("tucker",), "auto": ("cp", "tucker")}
 # A latency budget is solved for 5 % under it: the final timing, a separate measurement, moves
