@@ -154,12 +154,15 @@ def make_head(
 
 
 class _ChannelsLastPool:
-    """Pools channels-first CPU inputs through a channels-last copy, same layout back.
+    """Max pooling of CPU inputs by a faster route, with torch's values, element for element.
 
-    PyTorch's CPU max pooling is several times faster on channels-last tensors (measured, 2
-    threads, eval: (8, 64, 56, 56) 3x3/2 7.6 -> 2.0 ms with both copies; (2, 64, 8, 56, 56)
-    (1, 3, 3)/(1, 2, 2) 14.9 -> 8.8 ms); the result is the same, element for element. Traced
-    and exported graphs (TorchScript, ONNX) keep the plain pool: they carry no memory format.
+    Windows that tile the input (kernel = stride, no padding), without gradients: ``tile_max``
+    (0.18x of torch's time on the 3-D ConvNet's 2x2x2 pools, ``benchmarks/pooling.py``).
+    Otherwise channels-first inputs go through a channels-last copy, same layout back: PyTorch's
+    CPU max pooling is several times faster on channels-last tensors (measured, 2 threads,
+    eval: (8, 64, 56, 56) 3x3/2 7.6 -> 2.0 ms with both copies; (2, 64, 8, 56, 56) (1, 3, 3)/
+    (1, 2, 2) 14.9 -> 8.8 ms). Traced and exported graphs (TorchScript, ONNX) keep the plain
+    pool: they carry no memory format.
     """
 
     layout: torch.memory_format
@@ -216,12 +219,12 @@ def tile_max(x: torch.Tensor, kernel: tuple[int, ...]) -> torch.Tensor:
 
 
 class MaxPool2d(_ChannelsLastPool, nn.MaxPool2d):
-    """``nn.MaxPool2d`` that pools channels-first CPU inputs in channels-last (faster, exact)."""
+    """``nn.MaxPool2d`` with the faster CPU routes of :class:`_ChannelsLastPool` (exact)."""
 
     layout, batched_dim = torch.channels_last, 4
 
 
 class MaxPool3d(_ChannelsLastPool, nn.MaxPool3d):
-    """``nn.MaxPool3d`` that pools channels-first CPU inputs in channels-last (faster, exact)."""
+    """``nn.MaxPool3d`` with the faster CPU routes of :class:`_ChannelsLastPool` (exact)."""
 
     layout, batched_dim = torch.channels_last_3d, 5
