@@ -73,10 +73,10 @@ def test_empty_validation_split_stops_the_run(tmp_path, monkeypatch):
 
     real = build.make_dataset
 
-    def val_unreadable(cfg, split):
+    def val_unreadable(cfg, split, **kwargs):
         if split == "val":
             return standins.TinyAffect("val", size=8, unreadable_every=1)
-        return real(cfg, split)
+        return real(cfg, split, **kwargs)
 
     monkeypatch.setattr(build, "make_dataset", val_unreadable)
     with pytest.raises(TrainingError, match="no readable labelled sample in validation split"):
