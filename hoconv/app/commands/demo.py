@@ -1,15 +1,16 @@
 """`hoconv demo`: train on images -> transduce -> temporal -> fine-tune, against a frame-wise
 fine-tune and three 3-D models trained from scratch, on the embedded synthetic data set, as a
 fair comparison: the same budget and schedule for every model, the lr of each chosen by a small
-search on the validation split, 3 seeds, mean +- std. Writes DIR/report.md and the figures.
+search on the validation split, 3 seeds (5 with --full), mean +- std. Writes DIR/report.md
+and the figures.
 
 The default profile runs in about 7 minutes on a 2-core CPU (measured: 7.0 min wall, 13.1 min
 of CPU over 2 processes; width-8 models, 32 px, 8-frame clips); at that size every model stays
 weak (mean CCC about 0.1) and the scratch 3-D models do not learn: report.md says so. `--full`
-is the budget meant for the 3-D baselines to learn (width 16, 8 + 8 epochs, and the scratch
-models also get the static model's steps on clips: equal steps in total; measured: 22.4 min of
-CPU, test mean CCC 0.23 +- 0.04 CP-3-D and 0.25 +- 0.12 R3D-18 from scratch, 0.44-0.48 for the
-models from stills, while R(2+1)D-18 overfits and stays near 0). `--tiny` runs the whole path
+is the budget where the 3-D baselines learn (width 16, 96 subjects, 5 seeds; the scratch models
+also get the static model's steps on clips: equal steps in total; measured: 19.3 min wall,
+37.3 min CPU, test mean CCC 0.43 +- 0.05 CP-3-D, 0.55 +- 0.03 R3D-18 and 0.41 +- 0.06
+R(2+1)D-18 from scratch, 0.50-0.52 for the models from stills). `--tiny` runs the whole path
 in seconds (numbers meaningless; CI).
 """
 
