@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hoconv import rank as R
+from hoconv.compress.measure import forward_with_hooks
 from hoconv.factorization import _is_factorizable
 from hoconv.layers import CPConv, TuckerConv
 
@@ -85,12 +86,7 @@ def record_shapes(
                 shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
 
             hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, sample, hooks)
     modules = dict(model.named_modules())
     return [LayerInfo(n, modules[n], *s) for n, s in shapes.items()]
 

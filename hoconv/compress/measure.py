@@ -26,6 +26,19 @@ def _leaf_macs(module: nn.Module, inputs: tuple, output) -> int:
     return 0
 
 
+def forward_with_hooks(model: nn.Module, sample: torch.Tensor, hooks: list) -> None:
+    """One no-grad eval forward of ``model`` on ``sample`` for ``hooks`` to record from; then the
+    hooks are removed and the model's train / eval mode restored (also when the forward raises)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def model_macs(model: nn.Module, sample: torch.Tensor) -> int:
     """Multiply-accumulates of one forward of ``model`` on ``sample``: every conv and linear layer.
 
@@ -49,14 +62,7 @@ def model_macs(model: nn.Module, sample: torch.Tensor) -> int:
         for m in model.modules()
         if isinstance(m, counted) and id(m) not in inside
     ]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, sample, hooks)
     return total[0]
 
 
@@ -118,14 +124,7 @@ def without_layers(model: nn.Module, sample: torch.Tensor, names: list[str]) -> 
         return lambda module, inputs, output: outputs.__setitem__(name, output.detach().clone())
 
     hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, sample, hooks)
     rest = copy.deepcopy(model).eval()
     for name in sorted(names):  # a layer inside one already stood in for goes with it
         if not any(name.startswith(f"{done}.") for done in names if done != name):

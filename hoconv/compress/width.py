@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hoconv.compress.candidates import Candidate
-from hoconv.compress.measure import model_macs, param_count
+from hoconv.compress.measure import forward_with_hooks, model_macs, param_count
 from hoconv.models.mobilenet import InvertedResidual
 
 FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75)
@@ -90,12 +90,7 @@ def record_blocks(model: nn.Module, sample: torch.Tensor) -> list[BlockInfo]:
                 inputs.setdefault(name, args[0].detach().clone())
 
             hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, sample, hooks)
     modules = dict(model.named_modules())
     return [
         BlockInfo(n, modules[n], x, importance(modules[n], x).argsort(descending=True))
