@@ -1,4 +1,4 @@
-"""Whole-model measurements: multiply-accumulates of every layer, interleaved forward timing."""
+"""Whole-model measurements: MACs of every layer, interleaved forward timing, the model minus some layers."""
 
 from __future__ import annotations
 
