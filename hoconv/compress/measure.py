@@ -1,4 +1,5 @@
-"""Whole-model measurements: MACs of every layer, interleaved forward timing, the model minus some layers."""
+"""Whole-model measurements: MACs of every layer, interleaved forward timing, and the model
+with some layers standing in at no cost (to time the rest)."""
 
 from __future__ import annotations
 
